@@ -1,0 +1,3 @@
+export async function runStorageOwnerCli(args: string[]): Promise<void> {
+  console.log(args);
+}

@@ -1,0 +1,85 @@
+// Every client watches its owner's lease (pid + start time). When the owner dies, the clients
+// elect one of them (the spawn lock) to reclaim: kill what is left of the owner's process group,
+// withdraw its storage candidate at once so traffic stops going to a dead port (miniflare would
+// wait 10 s for the candidate to go stale), and start a new dedicated owner, which takes
+// ownership back from whichever client served in between.
+import { liveness } from "../process-info.js";
+import { type OwnerRecord, readOwner, type RootPaths } from "../records.js";
+import { assessOwnerNow, reclaimDeadOwner, spawnOwner } from "../owner/lifecycle.js";
+import { tryAcquireSpawnLock } from "../owner/spawn-lock.js";
+import { ownerTimings } from "../environment.js";
+
+const WATCH_INTERVAL_MS = 50;
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export function watchOwner(
+  paths: RootPaths,
+  registryPath: string,
+  initial: OwnerRecord,
+  say: (message: string) => void,
+): void {
+  let owner = initial;
+  let recovering = false;
+  const timer = setInterval(() => {
+    if (recovering || liveness(owner) === "alive") return;
+    recovering = true;
+    void recover(paths, registryPath, owner, say)
+      .then((next) => {
+        if (next) owner = next;
+      })
+      .catch((error: unknown) =>
+        say(`✘ failover for ${paths.persistRoot} failed: ${String(error)}`),
+      )
+      .finally(() => {
+        recovering = false;
+      });
+  }, WATCH_INTERVAL_MS);
+  timer.unref();
+}
+
+async function recover(
+  paths: RootPaths,
+  registryPath: string,
+  dead: OwnerRecord,
+  say: (message: string) => void,
+): Promise<OwnerRecord | undefined> {
+  const deadline = Date.now() + ownerTimings().startTimeoutMs;
+  let announced = false;
+  while (Date.now() < deadline) {
+    const current = readOwner(paths);
+    if (current?.ok && current.value.pid !== dead.pid) {
+      const { state } = assessOwnerNow(current.value);
+      if (state === "running" || state === "stale") {
+        say(`storage owner is now pid ${current.value.pid} at ${current.value.debugAddress}`);
+        return current.value;
+      }
+      if (state !== "dead") {
+        await sleep(WATCH_INTERVAL_MS);
+        continue;
+      }
+    }
+    const lock = tryAcquireSpawnLock(paths);
+    if (lock.release) {
+      try {
+        const again = readOwner(paths);
+        const record = again?.ok ? again.value : undefined;
+        if (record === undefined || assessOwnerNow(record).state === "dead") {
+          if (!announced)
+            say(`storage owner pid ${dead.pid} is gone; this session takes over the election`);
+          announced = true;
+          if (record) reclaimDeadOwner(paths, record);
+          const pid = spawnOwner(paths, registryPath);
+          say(`started storage owner pid ${pid} (log: ${paths.ownerLog})`);
+        }
+      } finally {
+        lock.release();
+      }
+    }
+    await sleep(WATCH_INTERVAL_MS);
+  }
+  say(
+    `✘ no storage owner for ${paths.persistRoot} after ${ownerTimings().startTimeoutMs} ms; see ${paths.ownerLog}`,
+  );
+  return undefined;
+}

@@ -1,0 +1,119 @@
+// Preloaded (`node --import`) into the real wrangler's process when --x-shared-storage is on.
+// wrangler builds every Miniflare as `new miniflare.Miniflare(convertV4MiniflareOptions(o))` and
+// later calls `setOptions`. We swap the module's exports for a copy whose Miniflare turns on
+// shared storage for instances that persist; before the first one starts, this session
+// registers its presence and makes sure the root's dedicated owner serves.
+import { mkdirSync, realpathSync } from "node:fs";
+import type * as MiniflareModule from "miniflare";
+import { onExit } from "signal-exit";
+import { MINIFLARE_ENTRY, requireFromWrangler, resolveRegistryPath } from "../environment.js";
+import { ensureOwnerSync, OwnerElectionError, writePresence } from "../owner/lifecycle.js";
+import { isolatedPathFor, removeFile, rootPaths, type RootPaths } from "../records.js";
+import { watchOwner } from "./failover.js";
+import { SESSION_ENV } from "./shared-storage.js";
+
+type MiniflareOptions = ConstructorParameters<typeof MiniflareModule.Miniflare>[0];
+
+const command = process.env[SESSION_ENV] ?? "dev";
+// Children that wrangler spawns must not run this preload again.
+delete process.env[SESSION_ENV];
+
+const say = (message: string) => process.stderr.write(`⎔ [x-shared-storage] ${message}\n`);
+
+interface Connection {
+  paths: RootPaths;
+  registryPath: string;
+  worker: string;
+}
+const connections = new Map<string, Connection>();
+let presencePort: number | undefined;
+
+function canonical(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  return realpathSync(dir);
+}
+
+function fail(message: string): never {
+  say(`✘ ${message}`);
+  process.exit(1);
+}
+
+function connect(persistRoot: string, registryPath: string, worker: string): Connection {
+  const existing = connections.get(persistRoot);
+  if (existing) return existing;
+  const paths = rootPaths(persistRoot);
+  let presence: string;
+  try {
+    // Presence first: an owner that sees no client may idle out under a session that routes.
+    presence = writePresence(paths, { worker, command, port: presencePort });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    fail(
+      `cannot write session records under ${paths.stateDir} (${code}). Is the persist directory writable?`,
+    );
+  }
+  onExit(() => {
+    removeFile(presence);
+  });
+  try {
+    const owner = ensureOwnerSync(paths, registryPath, say);
+    say(`storage for ${persistRoot} is served by owner pid ${owner.pid} at ${owner.debugAddress}`);
+    watchOwner(paths, registryPath, owner, say);
+  } catch (error) {
+    removeFile(presence);
+    fail(error instanceof OwnerElectionError ? error.message : String(error));
+  }
+  const connection = { paths, registryPath, worker };
+  connections.set(persistRoot, connection);
+  return connection;
+}
+
+/** The session's own worker: the first with a name (miniflare 5 keeps it at `config.name`). */
+function workerName(options: MiniflareOptions): string {
+  for (const worker of options.workers as { config?: { name?: string } }[]) {
+    if (worker.config?.name) return worker.config.name;
+  }
+  return "worker";
+}
+
+function prepare(real: typeof MiniflareModule, options: MiniflareOptions): MiniflareOptions {
+  if (options.resourcePersistencePath === undefined) {
+    if (typeof options.port === "number" && options.port > 0) presencePort ??= options.port;
+    return options;
+  }
+  const worker = workerName(options);
+  const persistRoot = canonical(options.resourcePersistencePath);
+  const registryPath = real.resolveDevRegistryPath(
+    options.unsafeDevRegistryPath ?? resolveRegistryPath(),
+  );
+  const connection = connect(persistRoot, registryPath, worker);
+  return {
+    ...options,
+    resourcePersistencePath: persistRoot,
+    unsafeEnableSharedStorage: true,
+    isolatedResourcePersistencePath: isolatedPathFor(connection.paths, connection.worker),
+    enableDevRegistry: true,
+    unsafeDevRegistryPath: registryPath,
+  };
+}
+
+function install(): void {
+  const real = requireFromWrangler(MINIFLARE_ENTRY) as typeof MiniflareModule;
+  class SharedStorageMiniflare extends real.Miniflare {
+    constructor(options: MiniflareOptions) {
+      super(prepare(real, options));
+    }
+    override setOptions(options: MiniflareOptions): Promise<void> {
+      return super.setOptions(prepare(real, options));
+    }
+  }
+  // miniflare's exports are non-configurable getters: build a copy with ours in place and
+  // make it what every later `require("miniflare")` returns.
+  const descriptors = Object.getOwnPropertyDescriptors(real);
+  descriptors.Miniflare = { value: SharedStorageMiniflare, enumerable: true };
+  const cached = requireFromWrangler.cache[MINIFLARE_ENTRY];
+  if (!cached) throw new Error(`miniflare was not loaded from ${MINIFLARE_ENTRY}`);
+  cached.exports = Object.defineProperties({}, descriptors);
+}
+
+install();

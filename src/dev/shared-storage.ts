@@ -1,0 +1,44 @@
+// `wrangler dev --x-shared-storage` (and the local storage commands): check that sharing is
+// possible, then run the real wrangler with our preload. The preload does the rest inside
+// wrangler's own process, where wrangler has already resolved the persist root and registry.
+import { pathToFileURL } from "node:url";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { Parser } from "yargs/helpers";
+import { runRealWrangler } from "../real-wrangler.js";
+
+export const PRELOAD = path.join(path.dirname(fileURLToPath(import.meta.url)), "preload.js");
+/** Tells the preload which command it runs in; its presence is what turns the preload on. */
+export const SESSION_ENV = "WRANGLER_X_SHARED_STORAGE_SESSION";
+
+/** Why sharing cannot work for these arguments, or undefined when it can. */
+export function incompatibility(command: string, args: string[]): string | undefined {
+  const parsed = Parser(args, {
+    boolean: ["remote", "disable-dev-registry", "local"],
+    alias: { remote: ["r"] },
+    configuration: { "camel-case-expansion": false },
+  });
+  if (parsed.remote === true) {
+    return `--x-shared-storage shares local storage between sessions; it cannot be combined with --remote.`;
+  }
+  if (command === "dev" && parsed["disable-dev-registry"] === true) {
+    return (
+      `--x-shared-storage needs the dev registry: sessions find the storage owner through it. ` +
+      `Remove --disable-dev-registry, or drop --x-shared-storage.`
+    );
+  }
+  return undefined;
+}
+
+export function runWithSharedStorage(command: string, args: string[]): void {
+  const problem = incompatibility(command, args);
+  if (problem) {
+    console.error(`✘ [ERROR] ${problem}`);
+    process.exitCode = 1;
+    return;
+  }
+  runRealWrangler(args, {
+    nodeArgs: ["--import", pathToFileURL(PRELOAD).href],
+    env: { ...process.env, [SESSION_ENV]: command },
+  });
+}

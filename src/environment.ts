@@ -1,0 +1,124 @@
+// Where things are: the pinned wrangler and its miniflare, the dev registry, our settings.
+// Nothing here loads wrangler's bundle or miniflare; callers that need them do so explicitly.
+import { existsSync, readFileSync, statSync } from "node:fs";
+import { createRequire } from "node:module";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import type { Versions } from "./records.js";
+
+const require = createRequire(import.meta.url);
+
+export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+export const WRANGLER_PACKAGE_JSON = require.resolve("wrangler/package.json");
+export const WRANGLER_CLI = path.join(
+  path.dirname(WRANGLER_PACKAGE_JSON),
+  "wrangler-dist",
+  "cli.js",
+);
+export const WRANGLER_BIN = path.join(path.dirname(WRANGLER_PACKAGE_JSON), "bin", "wrangler.js");
+
+/** Wrangler's own copy of miniflare: the owner must run exactly the code the sessions run. */
+export const requireFromWrangler = createRequire(WRANGLER_PACKAGE_JSON);
+export const MINIFLARE_ENTRY = requireFromWrangler.resolve("miniflare");
+
+function packageVersion(packageJson: string): string {
+  try {
+    return (
+      (JSON.parse(readFileSync(packageJson, "utf8")) as { version?: string }).version ?? "unknown"
+    );
+  } catch {
+    return "unknown";
+  }
+}
+
+function findPackageJson(entry: string, name: string): string | undefined {
+  for (let dir = path.dirname(entry); dir !== path.dirname(dir); dir = path.dirname(dir)) {
+    const candidate = path.join(dir, "package.json");
+    if (existsSync(candidate) && path.basename(dir) === name) return candidate;
+  }
+  return undefined;
+}
+
+let cachedVersions: Versions | undefined;
+export function versions(): Versions {
+  if (cachedVersions) return cachedVersions;
+  const miniflareJson = findPackageJson(MINIFLARE_ENTRY, "miniflare");
+  let workerd = "unknown";
+  try {
+    workerd = packageVersion(
+      createRequire(miniflareJson ?? MINIFLARE_ENTRY).resolve("workerd/package.json"),
+    );
+  } catch {
+    // workerd resolves from miniflare in every supported layout; "unknown" only labels output.
+  }
+  cachedVersions = {
+    package: packageVersion(path.join(PACKAGE_ROOT, "package.json")),
+    wrangler: packageVersion(WRANGLER_PACKAGE_JSON),
+    miniflare: miniflareJson ? packageVersion(miniflareJson) : "unknown",
+    workerd,
+  };
+  return cachedVersions;
+}
+
+export function sameVersions(a: Versions, b: Versions): boolean {
+  return a.package === b.package && a.miniflare === b.miniflare && a.workerd === b.workerd;
+}
+
+function isDirectory(dir: string): boolean {
+  try {
+    return statSync(dir).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The dev registry directory every session of this machine uses. Mirrors wrangler's
+ * `getRegistryPath()` and miniflare's `resolveDevRegistryPath()` (a unit test compares them) so
+ * that `storage-owner status` can answer without loading wrangler's 10 MB bundle.
+ */
+export function resolveRegistryPath(env: NodeJS.ProcessEnv = process.env): string {
+  const explicit = env.CLOUDFLARE_DEV_REGISTRY_PATH || env.WRANGLER_REGISTRY_PATH;
+  if (explicit) return path.resolve(explicit);
+  const legacy = path.join(os.homedir(), ".wrangler");
+  const configRoot = isDirectory(legacy)
+    ? legacy
+    : path.join(env.XDG_CONFIG_HOME || path.join(os.homedir(), ".config"), ".wrangler");
+  return path.resolve(configRoot, "registry");
+}
+
+function envMs(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0) {
+    throw new Error(`${name} must be a number of milliseconds, got ${JSON.stringify(raw)}`);
+  }
+  return value;
+}
+
+export interface OwnerTimings {
+  /** After start, the owner waits this long for its first client before it may idle out. */
+  graceMs: number;
+  /** With no live client for this long, the owner withdraws and exits. */
+  idleMs: number;
+  /** Sessions wait at most this long for an owner to publish its address. */
+  startTimeoutMs: number;
+}
+
+export function ownerTimings(env: NodeJS.ProcessEnv = process.env): OwnerTimings {
+  return {
+    graceMs: envMs(env, "WRANGLER_X_OWNER_GRACE_MS", 5000),
+    idleMs: envMs(env, "WRANGLER_X_OWNER_IDLE_MS", 2000),
+    startTimeoutMs: envMs(env, "WRANGLER_X_OWNER_START_TIMEOUT_MS", 30000),
+  };
+}
+
+export const SHARED_STORAGE_FLAG = "x-shared-storage";
+export const SHARED_STORAGE_ENV = "WRANGLER_X_SHARED_STORAGE";
+
+export function envFlagEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  const raw = env[SHARED_STORAGE_ENV]?.toLowerCase();
+  return raw === "true" || raw === "1";
+}

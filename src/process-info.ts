@@ -1,0 +1,108 @@
+// Process identity and liveness. A pid alone is not an identity: pids are reused, so every record
+// that names a process also stores the kernel's start time for it, and "alive" means both match.
+import { readFileSync, readdirSync } from "node:fs";
+
+export interface ProcessIdentity {
+  pid: number;
+  /** Start time in clock ticks since boot (field 22 of /proc/<pid>/stat); absent where /proc is not. */
+  startTime?: string;
+}
+
+interface ProcStat {
+  state: string;
+  ppid: number;
+  pgrp: number;
+  startTime: string;
+}
+
+function readProcStat(pid: number): ProcStat | undefined {
+  let text: string;
+  try {
+    text = readFileSync(`/proc/${pid}/stat`, "utf8");
+  } catch {
+    return undefined;
+  }
+  // The command name may contain spaces and parentheses; fields resume after the last ')'.
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  const [state, ppid, pgrp] = fields;
+  const startTime = fields[19];
+  if (state === undefined || ppid === undefined || pgrp === undefined || startTime === undefined) {
+    return undefined;
+  }
+  return { state, ppid: Number(ppid), pgrp: Number(pgrp), startTime };
+}
+
+export function hasProcFs(): boolean {
+  return readProcStat(process.pid) !== undefined;
+}
+
+export function readStartTime(pid: number): string | undefined {
+  return readProcStat(pid)?.startTime;
+}
+
+export function currentIdentity(): ProcessIdentity {
+  return { pid: process.pid, startTime: readStartTime(process.pid) };
+}
+
+function pidExists(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+export type Liveness = "alive" | "dead" | "reused";
+
+/** "reused": the pid exists but belongs to another process than the one recorded. */
+export function liveness(identity: ProcessIdentity): Liveness {
+  if (!Number.isInteger(identity.pid) || identity.pid <= 0) return "dead";
+  const stat = readProcStat(identity.pid);
+  if (stat === undefined) return pidExists(identity.pid) && !hasProcFs() ? "alive" : "dead";
+  // A zombie has exited; only its parent has not reaped it yet.
+  if (stat.state === "Z" || stat.state === "X") return "dead";
+  if (identity.startTime !== undefined && stat.startTime !== identity.startTime) return "reused";
+  return "alive";
+}
+
+export function isAlive(identity: ProcessIdentity): boolean {
+  return liveness(identity) === "alive";
+}
+
+/** True when the process is stopped (SIGSTOP, debugger): alive, but not answering. */
+export function isStopped(pid: number): boolean {
+  const state = readProcStat(pid)?.state;
+  return state === "T" || state === "t";
+}
+
+/** Every live process whose process group is `pgid` (the group a detached owner leads). */
+export function processGroupMembers(pgid: number): number[] {
+  if (!hasProcFs()) return [];
+  const members: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid)) continue;
+    const stat = readProcStat(pid);
+    if (stat && stat.pgrp === pgid && stat.state !== "Z") members.push(pid);
+  }
+  return members;
+}
+
+export function commandLine(pid: number): string {
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+  } catch {
+    return "";
+  }
+}
+
+/** Sends `signal` to a whole process group; false when there was nothing to signal. */
+export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
+  try {
+    process.kill(-pgid, signal);
+    return true;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,278 @@
+// Every file this package writes, its schema, and how it is read back. docs/experimental.md
+// ("On-disk protocol") describes the same files for people; keep the two in step.
+//
+//   <persist root>/.x-shared-storage/owner.json          owner record + lifetime lease (owner writes)
+//   <persist root>/.x-shared-storage/clients/<pid>.json  presence of one client session (client writes)
+//   <persist root>/.x-shared-storage/spawn.lock          election lock dir (proper-lockfile)
+//   <persist root>/.x-shared-storage/spawn.lock.holder   who holds the election lock
+//   <persist root>/.x-shared-storage/owner.log           the owner's stdout/stderr
+//   <persist root>/.x-shared-storage/isolated/<name>/    per-worker Cache/Durable Objects/Workflows
+//   <registry>/.x-shared-storage/<hash>.json             pointer to a persist root (for --all)
+import { createHash } from "node:crypto";
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import type { ProcessIdentity } from "./process-info.js";
+
+export const STATE_DIR = ".x-shared-storage";
+export const SCHEMA_VERSION = 1;
+
+/** How often the owner rewrites its heartbeat, and when a live owner counts as "stale". */
+export const HEARTBEAT_INTERVAL_MS = 1000;
+export const HEARTBEAT_STALE_MS = 5000;
+
+export interface RootPaths {
+  persistRoot: string;
+  stateDir: string;
+  ownerRecord: string;
+  clientsDir: string;
+  spawnLock: string;
+  spawnLockHolder: string;
+  ownerLog: string;
+  isolatedDir: string;
+}
+
+export function rootPaths(persistRoot: string): RootPaths {
+  const stateDir = path.join(persistRoot, STATE_DIR);
+  return {
+    persistRoot,
+    stateDir,
+    ownerRecord: path.join(stateDir, "owner.json"),
+    clientsDir: path.join(stateDir, "clients"),
+    spawnLock: path.join(stateDir, "spawn.lock"),
+    spawnLockHolder: path.join(stateDir, "spawn.lock.holder"),
+    ownerLog: path.join(stateDir, "owner.log"),
+    isolatedDir: path.join(stateDir, "isolated"),
+  };
+}
+
+export function clientRecordPath(paths: RootPaths, pid: number): string {
+  return path.join(paths.clientsDir, `${pid}.json`);
+}
+
+/** Cache, Durable Objects and Workflows cannot be shared; each worker keeps its own copy here. */
+export function isolatedPathFor(paths: RootPaths, workerName: string): string {
+  const safe = workerName.replace(/[^A-Za-z0-9._-]/g, "_") || "worker";
+  return path.join(paths.isolatedDir, safe);
+}
+
+export function pointerDir(registryPath: string): string {
+  return path.join(registryPath, STATE_DIR);
+}
+
+export function pointerPath(registryPath: string, persistRoot: string): string {
+  const hash = createHash("sha256").update(persistRoot).digest("hex").slice(0, 16);
+  return path.join(pointerDir(registryPath), `${hash}.json`);
+}
+
+export interface Versions {
+  package: string;
+  wrangler: string;
+  miniflare: string;
+  workerd: string;
+}
+
+export type OwnerPhase = "starting" | "running" | "stopping";
+
+export interface OwnerRecord extends ProcessIdentity {
+  schema: number;
+  phase: OwnerPhase;
+  persistRoot: string;
+  registryPath: string;
+  /** The owner's workerd debug port, where clients' storage calls land. */
+  debugAddress?: string;
+  /** The owner's miniflare instance id and its storage-candidate file name in the registry. */
+  instanceId?: string;
+  candidate?: string;
+  versions: Versions;
+  startedAt: string;
+  heartbeatAt: string;
+  logFile: string;
+  spawnedBy?: number;
+}
+
+export interface ClientRecord extends ProcessIdentity {
+  schema: number;
+  worker: string;
+  command: string;
+  port?: number;
+  since: string;
+  cwd: string;
+  /** Versions the client runs; an owner of other versions must not serve it. */
+  versions: Versions;
+}
+
+export interface LockHolderRecord extends ProcessIdentity {
+  schema: number;
+  acquiredAt: string;
+}
+
+export interface PointerRecord {
+  schema: number;
+  persistRoot: string;
+  ownerPid: number;
+  updatedAt: string;
+}
+
+export type Parsed<T> = { ok: true; value: T } | { ok: false; problem: string };
+
+/** Reads one JSON record; a missing file is `undefined`, anything unreadable is a problem. */
+export function readRecord<T>(
+  file: string,
+  validate: (value: unknown) => string | undefined,
+): Parsed<T> | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return undefined;
+    return { ok: false, problem: `cannot read ${file}: ${code ?? String(error)}` };
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    const what = text.trim() === "" ? "is empty" : "is not valid JSON (truncated or corrupt)";
+    return { ok: false, problem: `${file} ${what}` };
+  }
+  const problem = validate(value);
+  return problem === undefined
+    ? { ok: true, value: value as T }
+    : { ok: false, problem: `${file}: ${problem}` };
+}
+
+type FieldType = "string" | "number" | "object";
+
+function checkFields(
+  value: unknown,
+  fields: Record<string, FieldType>,
+  optional: Record<string, FieldType> = {},
+): string | undefined {
+  if (typeof value !== "object" || value === null || Array.isArray(value))
+    return "not a JSON object";
+  const record = value as Record<string, unknown>;
+  if (record.schema !== SCHEMA_VERSION) return `unknown schema ${JSON.stringify(record.schema)}`;
+  for (const [name, type] of Object.entries(fields)) {
+    if (typeof record[name] !== type || record[name] === null)
+      return `field "${name}" is missing or not a ${type}`;
+  }
+  for (const [name, type] of Object.entries(optional)) {
+    if (record[name] !== undefined && typeof record[name] !== type)
+      return `field "${name}" is not a ${type}`;
+  }
+  if ("pid" in fields && !(Number.isInteger(record.pid) && (record.pid as number) > 0)) {
+    return `field "pid" is not a process id`;
+  }
+  return undefined;
+}
+
+export function validateOwner(value: unknown): string | undefined {
+  const problem = checkFields(
+    value,
+    {
+      pid: "number",
+      phase: "string",
+      persistRoot: "string",
+      registryPath: "string",
+      versions: "object",
+      startedAt: "string",
+      heartbeatAt: "string",
+      logFile: "string",
+    },
+    {
+      startTime: "string",
+      debugAddress: "string",
+      instanceId: "string",
+      candidate: "string",
+      spawnedBy: "number",
+    },
+  );
+  if (problem) return problem;
+  const phase = (value as OwnerRecord).phase;
+  if (!["starting", "running", "stopping"].includes(phase)) return `unknown phase "${phase}"`;
+  return undefined;
+}
+
+export function validateClient(value: unknown): string | undefined {
+  return checkFields(
+    value,
+    {
+      pid: "number",
+      worker: "string",
+      command: "string",
+      since: "string",
+      cwd: "string",
+      versions: "object",
+    },
+    { startTime: "string", port: "number" },
+  );
+}
+
+export function validateLockHolder(value: unknown): string | undefined {
+  return checkFields(value, { pid: "number", acquiredAt: "string" }, { startTime: "string" });
+}
+
+export function validatePointer(value: unknown): string | undefined {
+  return checkFields(value, { persistRoot: "string", ownerPid: "number", updatedAt: "string" });
+}
+
+export const readOwner = (paths: RootPaths) =>
+  readRecord<OwnerRecord>(paths.ownerRecord, validateOwner);
+export const readLockHolder = (paths: RootPaths) =>
+  readRecord<LockHolderRecord>(paths.spawnLockHolder, validateLockHolder);
+
+export interface ClientEntry {
+  file: string;
+  record: Parsed<ClientRecord>;
+}
+
+export function listClients(paths: RootPaths): ClientEntry[] {
+  let names: string[];
+  try {
+    names = readdirSync(paths.clientsDir);
+  } catch {
+    return [];
+  }
+  return names
+    .filter((name) => name.endsWith(".json"))
+    .flatMap((name) => {
+      const file = path.join(paths.clientsDir, name);
+      const record = readRecord<ClientRecord>(file, validateClient);
+      return record === undefined ? [] : [{ file, record }];
+    });
+}
+
+export function listPointers(
+  registryPath: string,
+): { file: string; record: Parsed<PointerRecord> }[] {
+  let names: string[];
+  try {
+    names = readdirSync(pointerDir(registryPath));
+  } catch {
+    return [];
+  }
+  return names
+    .filter((name) => name.endsWith(".json"))
+    .flatMap((name) => {
+      const file = path.join(pointerDir(registryPath), name);
+      const record = readRecord<PointerRecord>(file, validatePointer);
+      return record === undefined ? [] : [{ file, record }];
+    });
+}
+
+/** Write-then-rename, so a reader sees the old record or the new one, never half of one. */
+export function writeRecordAtomic(file: string, value: object): void {
+  mkdirSync(path.dirname(file), { recursive: true });
+  const temp = `${file}.${process.pid}.tmp`;
+  writeFileSync(temp, JSON.stringify(value, null, 2) + "\n", { mode: 0o644 });
+  renameSync(temp, file);
+}
+
+export function removeFile(file: string): boolean {
+  try {
+    rmSync(file);
+    return true;
+  } catch {
+    return false;
+  }
+}

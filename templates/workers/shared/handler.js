@@ -1,0 +1,71 @@
+// One small HTTP API over the three shared storage kinds. Every example worker serves it under
+// its own name, so requests show which session answered and what all of them see.
+let tableReady;
+
+async function ensureTable(db) {
+  // Normally the migration creates it; this keeps a fresh persist root usable without one.
+  tableReady ??= db
+    .prepare(
+      "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY AUTOINCREMENT, who TEXT NOT NULL, at TEXT NOT NULL)",
+    )
+    .run();
+  await tableReady;
+}
+
+const json = (value, status = 200) =>
+  new Response(JSON.stringify(value), { status, headers: { "content-type": "application/json" } });
+
+export function createHandler(workerName) {
+  return {
+    async fetch(request, env) {
+      const url = new URL(request.url);
+      const [, area, key] = url.pathname.split("/");
+      try {
+        if (area === "whoami") return json({ worker: workerName });
+        if (area === "d1" && key === "insert" && request.method === "POST") {
+          await ensureTable(env.DB);
+          const who = url.searchParams.get("who") ?? workerName;
+          const row = await env.DB.prepare("INSERT INTO items (who, at) VALUES (?, ?) RETURNING id")
+            .bind(who, new Date().toISOString())
+            .first();
+          return json({ id: row.id, worker: workerName });
+        }
+        if (area === "d1" && key === "count") {
+          await ensureTable(env.DB);
+          const who = url.searchParams.get("who");
+          const row = who
+            ? await env.DB.prepare("SELECT COUNT(*) AS n FROM items WHERE who = ?")
+                .bind(who)
+                .first()
+            : await env.DB.prepare("SELECT COUNT(*) AS n FROM items").first();
+          return json({ count: row.n, worker: workerName });
+        }
+        if (area === "kv" && key) {
+          if (request.method === "PUT") {
+            await env.KV.put(key, await request.text());
+            return json({ ok: true, worker: workerName });
+          }
+          const value = await env.KV.get(key);
+          return value === null ? json({ error: "not found" }, 404) : new Response(value);
+        }
+        if (area === "r2" && key) {
+          if (request.method === "PUT") {
+            await env.BUCKET.put(key, await request.arrayBuffer());
+            return json({ ok: true, worker: workerName });
+          }
+          const object = await env.BUCKET.get(key);
+          return object === null ? json({ error: "not found" }, 404) : new Response(object.body);
+        }
+        return json(
+          {
+            error: "no such route",
+            routes: ["/whoami", "POST /d1/insert", "/d1/count", "/kv/:key", "/r2/:key"],
+          },
+          404,
+        );
+      } catch (error) {
+        return json({ error: String(error?.message ?? error), worker: workerName }, 500);
+      }
+    },
+  };
+}
