@@ -1,0 +1,309 @@
+// Real processes for tests: a temp persist root and registry, sessions of our `wrangler` started
+// in their own process groups, and a teardown that kills only what it started, by pid, then
+// checks that nothing of it is left.
+import { spawn, type ChildProcess } from "node:child_process";
+import { cpSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import net from "node:net";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { processGroupMembers } from "../../process-info.js";
+import { readOwner, rootPaths, type OwnerRecord } from "../../records.js";
+
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+export const OUR_BIN = path.join(REPO, "bin", "wrangler.mjs");
+export const REAL_BIN = path.join(REPO, "node_modules", "wrangler", "bin", "wrangler.js");
+export const NODE = process.execPath;
+
+export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export async function waitFor<T>(
+  what: string,
+  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  timeoutMs = 30_000,
+  intervalMs = 100,
+): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(intervalMs);
+  }
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.listen(0, "127.0.0.1", () => {
+      const address = server.address();
+      server.close(() =>
+        typeof address === "object" && address ? resolve(address.port) : reject(),
+      );
+    });
+  });
+}
+
+export interface Session {
+  pid: number;
+  port: number;
+  worker: string;
+  child: ChildProcess;
+  output: () => string;
+  exited: Promise<number | null>;
+  url: (p: string) => string;
+}
+
+export interface SandboxOptions {
+  graceMs?: number;
+  idleMs?: number;
+}
+
+export class Sandbox {
+  readonly dir: string;
+  readonly project: string;
+  readonly persistTo: string;
+  readonly registry: string;
+  readonly env: NodeJS.ProcessEnv;
+  private readonly groups = new Set<number>();
+  private readonly owners = new Set<number>();
+
+  constructor(options: SandboxOptions = {}) {
+    this.dir = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-test-"));
+    this.project = path.join(this.dir, "project");
+    cpSync(path.join(REPO, "templates"), this.project, {
+      recursive: true,
+      filter: (src) => !src.includes(`${path.sep}.wrangler`) && !src.includes("node_modules"),
+    });
+    this.persistTo = path.join(this.dir, "state");
+    this.registry = path.join(this.dir, "registry");
+    const env: NodeJS.ProcessEnv = {};
+    for (const [key, value] of Object.entries(process.env)) {
+      if (!key.startsWith("CLOUDFLARE_") && !key.startsWith("WRANGLER_") && !key.startsWith("npm_"))
+        env[key] = value;
+    }
+    this.env = {
+      ...env,
+      PATH: `${path.dirname(NODE)}${path.delimiter}${process.env.PATH ?? ""}`,
+      WRANGLER_SEND_METRICS: "false",
+      WRANGLER_SEND_ERROR_REPORTS: "false",
+      WRANGLER_REGISTRY_PATH: this.registry,
+      XDG_CONFIG_HOME: path.join(this.dir, "config"),
+      WRANGLER_LOG_PATH: path.join(this.dir, "logs"),
+      WRANGLER_X_OWNER_GRACE_MS: String(options.graceMs ?? 3000),
+      WRANGLER_X_OWNER_IDLE_MS: String(options.idleMs ?? 1000),
+      CI: "true",
+      NO_COLOR: "1",
+      FORCE_COLOR: "0",
+    };
+  }
+
+  get persistRoot(): string {
+    return path.join(this.persistTo, "v3");
+  }
+
+  workerDir(worker: string): string {
+    return path.join(this.project, "workers", worker);
+  }
+
+  owner(): OwnerRecord | undefined {
+    const record = readOwner(rootPaths(this.persistRoot));
+    if (record?.ok) {
+      this.owners.add(record.value.pid);
+      return record.value;
+    }
+    return undefined;
+  }
+
+  /** Any command of ours or of the real wrangler, to completion. */
+  async run(
+    args: string[],
+    options: { cwd?: string; env?: NodeJS.ProcessEnv; bin?: string; timeoutMs?: number } = {},
+  ): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+    const started = Date.now();
+    const child = spawn(NODE, [options.bin ?? OUR_BIN, ...args], {
+      cwd: options.cwd ?? this.project,
+      env: { ...this.env, ...options.env },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
+    this.groups.add(child.pid!);
+    let stdout = "";
+    let stderr = "";
+    child.stdout!.on("data", (d) => (stdout += d));
+    child.stderr!.on("data", (d) => (stderr += d));
+    const timer = setTimeout(() => killGroup(child.pid!, "SIGKILL"), options.timeoutMs ?? 120_000);
+    const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+    clearTimeout(timer);
+    this.rememberOwner();
+    return { code, stdout, stderr, ms: Date.now() - started };
+  }
+
+  async startSession(
+    worker: string,
+    options: { flag?: boolean; extraArgs?: string[]; env?: NodeJS.ProcessEnv; wait?: boolean } = {},
+  ): Promise<Session> {
+    const port = await freePort();
+    const args = [
+      OUR_BIN,
+      "dev",
+      ...(options.flag === false ? [] : ["--x-shared-storage"]),
+      "--persist-to",
+      this.persistTo,
+      "--port",
+      String(port),
+      "--ip",
+      "127.0.0.1",
+      "--inspector-port",
+      String(await freePort()),
+      ...(options.extraArgs ?? []),
+    ];
+    const child = spawn(NODE, args, {
+      cwd: this.workerDir(worker),
+      env: { ...this.env, ...options.env },
+      stdio: ["ignore", "pipe", "pipe"],
+      detached: true,
+    });
+    this.groups.add(child.pid!);
+    let output = "";
+    child.stdout!.on("data", (d) => (output += d));
+    child.stderr!.on("data", (d) => (output += d));
+    const exited = new Promise<number | null>((resolve) =>
+      child.on("close", (code) => resolve(code)),
+    );
+    const session: Session = {
+      pid: child.pid!,
+      port,
+      worker,
+      child,
+      output: () => output,
+      exited,
+      url: (p) => `http://127.0.0.1:${port}${p}`,
+    };
+    if (options.wait !== false) await this.waitReady(session);
+    this.rememberOwner();
+    return session;
+  }
+
+  async waitReady(session: Session, timeoutMs = 90_000): Promise<void> {
+    let exitCode: number | null | undefined;
+    void session.exited.then((code) => (exitCode = code));
+    await waitFor(
+      `${session.worker} on port ${session.port} to answer`,
+      async () => {
+        if (exitCode !== undefined) {
+          throw new Error(
+            `session ${session.worker} exited with ${exitCode}:\n${session.output()}`,
+          );
+        }
+        try {
+          const response = await fetch(session.url("/whoami"));
+          return response.ok;
+        } catch {
+          return false;
+        }
+      },
+      timeoutMs,
+      200,
+    );
+  }
+
+  /** Ctrl-C, as a person would stop `wrangler dev`; SIGKILL if it does not go. */
+  async stopSession(session: Session, timeoutMs = 15_000): Promise<void> {
+    killGroup(session.pid, "SIGINT");
+    const done = await Promise.race([
+      session.exited.then(() => true),
+      sleep(timeoutMs).then(() => false),
+    ]);
+    if (!done) killGroup(session.pid, "SIGKILL");
+    await waitFor(
+      `session ${session.pid}'s processes to exit`,
+      () => groupGone(session.pid),
+      10_000,
+    );
+  }
+
+  rememberOwner(): void {
+    this.owner();
+  }
+
+  /** Every process this sandbox started or caused (sessions' groups and owners' groups). */
+  leftovers(): number[] {
+    this.rememberOwner();
+    return [...this.groups, ...this.owners].flatMap((pgid) => processGroupMembers(pgid));
+  }
+
+  async cleanup(): Promise<void> {
+    for (const pgid of [...this.groups, ...this.owners]) killGroup(pgid, "SIGKILL");
+    await waitFor("no process of this test left", () => this.leftovers().length === 0, 10_000);
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+export function killGroup(pgid: number, signal: NodeJS.Signals): void {
+  try {
+    process.kill(-pgid, signal);
+  } catch {
+    // already gone
+  }
+}
+
+export function groupGone(pgid: number): boolean {
+  return processGroupMembers(pgid).length === 0;
+}
+
+/** pids of processes that have a file open whose path matches. */
+export function processesWithOpen(match: (file: string) => boolean): number[] {
+  const found = new Set<number>();
+  for (const entry of readdirSync("/proc")) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid)) continue;
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue;
+    }
+    for (const fd of fds) {
+      try {
+        if (match(readlinkSync(`/proc/${pid}/fd/${fd}`))) found.add(pid);
+      } catch {
+        // closed while we looked
+      }
+    }
+  }
+  return [...found];
+}
+
+/** The per-database D1/KV/R2 files (not the shared metadata.sqlite every instance opens). */
+export function isDatabaseFile(persistRoot: string) {
+  return (file: string) =>
+    file.startsWith(persistRoot + path.sep) &&
+    /\/(d1|kv|r2)\//.test(file) &&
+    /\/[0-9a-f]{64}\.sqlite$/.test(file);
+}
+
+export function parentPid(pid: number): number | undefined {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+export async function post(url: string): Promise<{ ok: boolean; status: number; body: string }> {
+  try {
+    const response = await fetch(url, { method: "POST" });
+    return { ok: response.ok, status: response.status, body: await response.text() };
+  } catch (error) {
+    return { ok: false, status: 0, body: String(error) };
+  }
+}
+
+export async function getJson<T>(url: string): Promise<T> {
+  const response = await fetch(url);
+  if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
+  return (await response.json()) as T;
+}

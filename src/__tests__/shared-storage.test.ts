@@ -1,0 +1,171 @@
+// `wrangler dev --x-shared-storage`: real sessions of three workers on one persist root.
+import { readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ownerLeftovers } from "../owner/lifecycle.js";
+import {
+  getJson,
+  isDatabaseFile,
+  parentPid,
+  post,
+  processesWithOpen,
+  Sandbox,
+  type Session,
+  sleep,
+  waitFor,
+} from "./helpers/sandbox.js";
+
+const WORKERS = ["api", "jobs", "admin"];
+const INSERTS_PER_SESSION = 60;
+
+async function concurrentInserts(sessions: Session[], who: string) {
+  const results = await Promise.all(
+    sessions.flatMap((s) =>
+      Array.from({ length: INSERTS_PER_SESSION }, () => post(s.url(`/d1/insert?who=${who}`))),
+    ),
+  );
+  return { ok: results.filter((r) => r.ok).length, failed: results.filter((r) => !r.ok) };
+}
+
+describe("plain wrangler dev (flag off), for contrast", () => {
+  const sandbox = new Sandbox();
+  afterAll(() => sandbox.cleanup());
+
+  it("runs the same workload; its failures are printed, not asserted", async () => {
+    const sessions: Session[] = [];
+    for (const worker of WORKERS) {
+      try {
+        sessions.push(await sandbox.startSession(worker, { flag: false }));
+      } catch (error) {
+        console.log(`[flag off] ${worker} failed to start: ${String(error).slice(0, 300)}`);
+      }
+    }
+    const { ok, failed } = await concurrentInserts(sessions, "plain");
+    const total = sessions.length * INSERTS_PER_SESSION;
+    console.log(
+      `[flag off] ${failed.length} of ${total} concurrent D1 inserts failed` +
+        (failed[0] ? `, e.g. HTTP ${failed[0].status}: ${failed[0].body.slice(0, 160)}` : ""),
+    );
+    expect(ok + failed.length).toBe(total);
+    expect(sandbox.owner()).toBeUndefined();
+    await Promise.all(sessions.map((s) => sandbox.stopSession(s)));
+  });
+});
+
+describe("wrangler dev --x-shared-storage", () => {
+  const sandbox = new Sandbox({ graceMs: 3000, idleMs: 1000 });
+  let sessions: Session[] = [];
+
+  beforeAll(async () => {
+    // Started together, as several terminals would be: exactly one owner must come out of it.
+    sessions = await Promise.all(WORKERS.map((worker) => sandbox.startSession(worker)));
+  });
+  afterAll(() => sandbox.cleanup());
+
+  it("serves 3 sessions x 60 concurrent D1 inserts with no failure and exact counts", async () => {
+    const { ok, failed } = await concurrentInserts(sessions, "shared");
+    expect(failed.map((f) => `${f.status} ${f.body.slice(0, 200)}`)).toEqual([]);
+    expect(ok).toBe(WORKERS.length * INSERTS_PER_SESSION);
+    for (const session of sessions) {
+      const { count, worker } = await getJson<{ count: number; worker: string }>(
+        session.url("/d1/count?who=shared"),
+      );
+      expect({ worker, count }).toEqual({ worker: session.worker, count: 180 });
+    }
+  });
+
+  it("shares KV and R2 between sessions", async () => {
+    const [a, b, c] = sessions as [Session, Session, Session];
+    expect((await fetch(a.url("/kv/greeting"), { method: "PUT", body: "from api" })).ok).toBe(true);
+    expect(await (await fetch(b.url("/kv/greeting"))).text()).toBe("from api");
+    expect((await fetch(b.url("/r2/report.txt"), { method: "PUT", body: "from jobs" })).ok).toBe(
+      true,
+    );
+    expect(await (await fetch(c.url("/r2/report.txt"))).text()).toBe("from jobs");
+    expect(await (await fetch(a.url("/r2/report.txt"))).text()).toBe("from jobs");
+  });
+
+  it("has exactly one process with the database files open: the owner's workerd", async () => {
+    const owner = sandbox.owner();
+    expect(owner?.phase).toBe("running");
+    const holders = processesWithOpen(isDatabaseFile(sandbox.persistRoot));
+    expect(holders).toHaveLength(1);
+    expect(parentPid(holders[0]!)).toBe(owner!.pid);
+    expect(ownerLeftovers(owner!)).toContain(holders[0]);
+    // Every session routes to it and none spawned an owner of its own.
+    expect(sessions.every((s) => s.output().includes(`owner pid ${owner!.pid}`))).toBe(true);
+  });
+
+  it("keeps serving other sessions while one session's worker is edited 5 times", async () => {
+    const [edited, writer] = sessions as [Session, Session];
+    const ownerBefore = sandbox.owner()!.pid;
+    const source = path.join(sandbox.workerDir(edited.worker), "src", "index.js");
+    const original = readFileSync(source, "utf8");
+    let stop = false;
+    let sent = 0;
+    const failures: string[] = [];
+    const load = (async () => {
+      while (!stop) {
+        const batch = await Promise.all(
+          Array.from({ length: 4 }, () => post(writer.url("/d1/insert?who=reload"))),
+        );
+        sent += batch.length;
+        for (const r of batch) if (!r.ok) failures.push(`${r.status} ${r.body.slice(0, 160)}`);
+        await sleep(10);
+      }
+    })();
+    for (let edit = 1; edit <= 5; edit++) {
+      writeFileSync(
+        source,
+        original.replace(
+          `createHandler("${edited.worker}")`,
+          `createHandler("${edited.worker}-v${edit}")`,
+        ),
+      );
+      await waitFor(
+        `reload ${edit} of ${edited.worker}`,
+        async () => {
+          try {
+            return (
+              (await getJson<{ worker: string }>(edited.url("/whoami"))).worker ===
+              `${edited.worker}-v${edit}`
+            );
+          } catch {
+            return false;
+          }
+        },
+        60_000,
+        100,
+      );
+      await sleep(300);
+    }
+    stop = true;
+    await load;
+    expect(sent).toBeGreaterThan(20);
+    expect(failures).toEqual([]);
+    expect(sandbox.owner()?.pid).toBe(ownerBefore);
+    const count = await getJson<{ count: number }>(writer.url("/d1/count?who=reload"));
+    expect(count.count).toBe(sent);
+  });
+
+  it("lets the owner go once the last session exits; a new session sees all earlier data", async () => {
+    const owner = sandbox.owner()!;
+    const stoppedAt = Date.now();
+    await Promise.all(sessions.map((s) => sandbox.stopSession(s)));
+    // grace (3 s, long over) + idle debounce (1 s) + polling slack
+    await waitFor(
+      "the owner to exit",
+      () => ownerLeftovers(owner).length === 0 && sandbox.owner() === undefined,
+      10_000,
+    );
+    console.log(`owner exited ${Date.now() - stoppedAt} ms after the sessions were told to stop`);
+    expect(sandbox.leftovers()).toEqual([]);
+
+    const again = await sandbox.startSession("admin");
+    const { count } = await getJson<{ count: number }>(again.url("/d1/count?who=shared"));
+    expect(count).toBe(180);
+    expect(await (await fetch(again.url("/kv/greeting"))).text()).toBe("from api");
+    expect(sandbox.owner()?.pid).not.toBe(owner.pid);
+    await sandbox.stopSession(again);
+  });
+});
