@@ -73,15 +73,25 @@ export interface ReclaimReport {
   removed: string[];
 }
 
+export interface ReclaimOptions {
+  dryRun?: boolean;
+  /**
+   * Withdraw the dead owner's storage candidate too. An election leaves it: while it is the
+   * oldest candidate no client session can become the owner (and open the files) in between;
+   * the new owner withdraws it once it serves. Only gc, with no new owner coming, removes it.
+   */
+  withdrawCandidate?: boolean;
+}
+
 /**
  * Removes what a dead owner left: processes still in its group (an orphaned workerd keeps the
- * database files open and keeps serving), its storage candidate (so traffic stops going to a
- * dead port), its record and its registry pointer. Never touches a live owner.
+ * database files open and keeps serving), its record and registry pointer, and with
+ * `withdrawCandidate` its storage candidate. Never touches a live owner.
  */
 export function reclaimDeadOwner(
   paths: RootPaths,
   record: OwnerRecord,
-  dryRun = false,
+  { dryRun = false, withdrawCandidate = false }: ReclaimOptions = {},
 ): ReclaimReport {
   if (liveness(record) === "alive")
     throw new Error(`refusing to reclaim live owner pid ${record.pid}`);
@@ -97,7 +107,9 @@ export function reclaimDeadOwner(
     report.killed.push(pid);
   }
   const files = [
-    record.candidate ? path.join(record.registryPath, record.candidate) : undefined,
+    withdrawCandidate && record.candidate
+      ? path.join(record.registryPath, record.candidate)
+      : undefined,
     pointerPath(record.registryPath, record.persistRoot),
   ];
   for (const file of files) {

@@ -1,7 +1,7 @@
 // The storage owner: a detached, headless Miniflare that alone opens the KV, R2 and D1 files of
 // one persist root. Sessions find it through miniflare's dev registry (it is the oldest storage
 // candidate for the root) and through our owner record. It exits when no client remains.
-import { readdirSync, readFileSync, statSync } from "node:fs";
+import { linkSync, readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type * as MiniflareModule from "miniflare";
@@ -97,13 +97,16 @@ function publish(phase: OwnerRecord["phase"]): void {
 }
 
 /**
- * A client whose candidate is older than ours would own the storage (miniflare elects the
- * oldest). That happens after a failover, when a client served in between. Withdrawing its
- * candidate is safe: miniflare re-registers it, younger, on its next heartbeat.
+ * Miniflare elects the oldest candidate. After a failover the candidates older than ours are
+ * the dead owner's (oldest, left in place so that no client serves in between) and the
+ * clients'. Withdraw them youngest first, the dead owner's last: at every moment the oldest
+ * candidate is the dead owner or us, never a client. A client re-registers, younger, on its
+ * next heartbeat.
  */
 function takeOwnership(own: string): void {
-  for (const candidate of candidates()) {
-    if (candidate.name === own) return;
+  const all = candidates();
+  const index = all.findIndex((c) => c.name === own);
+  for (const candidate of all.slice(0, Math.max(index, 0)).reverse()) {
     log(`withdrawing older storage candidate ${candidate.name} (${candidate.debugPortAddress})`);
     removeFile(path.join(registryPath!, candidate.name));
   }
@@ -218,9 +221,25 @@ async function idleOut(): Promise<void> {
 async function shutdown(reason: string, removeRecords: boolean): Promise<void> {
   if (shuttingDown) return;
   shuttingDown = true;
-  log(`stopping: ${reason}`);
-  // Withdraw from the registry first, so no session routes to a port that is about to close.
-  if (record?.candidate) removeFile(path.join(registryPath!, record.candidate));
+  const clients = liveClientCount();
+  log(`stopping: ${reason}${clients ? ` (${clients} client session(s) still connected)` : ""}`);
+  // With no client left, withdraw from the registry first so nothing routes to a closing port.
+  // With clients left (a forced stop), stay the oldest candidate: they fail fast against the
+  // closed port until their new owner takes over, instead of one of them opening the files.
+  if (record?.candidate) {
+    const candidateFile = path.join(registryPath!, record.candidate);
+    if (clients > 0) {
+      // miniflare's dispose unlinks our candidate; a hard link keeps its inode, and so its
+      // birthtime (miniflare's election order), under a name it does not own.
+      try {
+        linkSync(candidateFile, `${candidateFile}-retired`);
+      } catch (error) {
+        log(`could not keep the storage candidate in place: ${String(error)}`);
+      }
+    } else {
+      removeFile(candidateFile);
+    }
+  }
   if (removeRecords) {
     const pointer = pointerPath(registryPath!, persistRoot!);
     const current = readOwner(paths);

@@ -237,7 +237,9 @@ export class Sandbox {
   async cleanup(): Promise<void> {
     for (const pgid of [...this.groups, ...this.owners]) killGroup(pgid, "SIGKILL");
     await waitFor("no process of this test left", () => this.leftovers().length === 0, 10_000);
-    rmSync(this.dir, { recursive: true, force: true });
+    // X_KEEP_SANDBOX=1 keeps the files (records, logs) of a failing run to look at.
+    if (process.env.X_KEEP_SANDBOX) console.log(`kept sandbox ${this.dir}`);
+    else rmSync(this.dir, { recursive: true, force: true });
   }
 }
 

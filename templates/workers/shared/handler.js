@@ -4,11 +4,16 @@ let tableReady;
 
 async function ensureTable(db) {
   // Normally the migration creates it; this keeps a fresh persist root usable without one.
+  // A failed attempt is forgotten, so the next request tries again.
   tableReady ??= db
     .prepare(
       "CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY AUTOINCREMENT, who TEXT NOT NULL, at TEXT NOT NULL)",
     )
-    .run();
+    .run()
+    .catch((error) => {
+      tableReady = undefined;
+      throw error;
+    });
   await tableReady;
 }
 

@@ -1,0 +1,247 @@
+// `wrangler storage-owner status | stop | gc` against real sessions and real crashes.
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ownerLeftovers } from "../owner/lifecycle.js";
+import { liveness } from "../process-info.js";
+import { clientRecordPath, rootPaths } from "../records.js";
+import {
+  isDatabaseFile,
+  killGroup,
+  parentPid,
+  post,
+  processesWithOpen,
+  Sandbox,
+  type Session,
+  waitFor,
+} from "./helpers/sandbox.js";
+
+interface StatusJson {
+  owners: {
+    persistRoot: string;
+    state: string;
+    pid: number;
+    debugAddress: string;
+    heartbeatAgeMs: number;
+    startedAt: string;
+    logFile: string;
+    versions: Record<string, string>;
+    clients: { pid: number; alive: boolean; worker: string; since: string }[];
+  }[];
+  problems: string[];
+}
+
+const candidates = (registry: string) =>
+  existsSync(registry)
+    ? readdirSync(registry).filter((n) => n.startsWith("__miniflare_storage_candidate__"))
+    : [];
+
+describe("storage-owner with live sessions", () => {
+  const sandbox = new Sandbox({ graceMs: 3000, idleMs: 1000 });
+  let sessions: Session[];
+  const cli = (...args: string[]) =>
+    sandbox.run(["storage-owner", ...args, "--persist-to", sandbox.persistTo]);
+
+  beforeAll(async () => {
+    sessions = await Promise.all(["api", "jobs"].map((w) => sandbox.startSession(w)));
+  });
+  afterAll(() => sandbox.cleanup());
+
+  it("status --json shows one running owner and both clients", async () => {
+    const { code, stdout } = await cli("status", "--json");
+    expect(code).toBe(0);
+    const status = JSON.parse(stdout) as StatusJson;
+    expect(status.owners).toHaveLength(1);
+    const owner = status.owners[0]!;
+    const record = sandbox.owner()!;
+    expect(owner).toMatchObject({
+      state: "running",
+      pid: record.pid,
+      debugAddress: record.debugAddress,
+      persistRoot: sandbox.persistRoot,
+    });
+    expect(liveness({ pid: owner.pid })).toBe("alive");
+    expect(owner.debugAddress).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(owner.heartbeatAgeMs).toBeLessThan(3000);
+    expect(owner.versions.wrangler).toBe("4.164.0");
+    expect(owner.clients.map((c) => [c.worker, c.alive]).sort()).toEqual([
+      ["api", true],
+      ["jobs", true],
+    ]);
+  });
+
+  it("status prints the same to a person", async () => {
+    const { code, stdout } = await cli("status");
+    expect(code).toBe(0);
+    const owner = sandbox.owner()!;
+    expect(stdout).toContain(`pid ${owner.pid} · running`);
+    expect(stdout).toContain(owner.debugAddress!);
+    expect(stdout).toMatch(/heartbeat\s+\d\.\ds ago/);
+    expect(stdout).toContain("2 (2 alive)");
+    expect(stdout).toMatch(/api\s+dev/);
+    expect(stdout).toMatch(/jobs\s+dev/);
+    expect(stdout).toContain(owner.logFile);
+  });
+
+  it("stop refuses while clients are connected and changes nothing", async () => {
+    const before = sandbox.owner()!;
+    const { code, stderr } = await cli("stop");
+    expect(code).not.toBe(0);
+    expect(stderr).toContain(`Not stopping storage owner pid ${before.pid}`);
+    expect(stderr).toContain("--force");
+    expect(liveness(before)).toBe("alive");
+    expect(sandbox.owner()).toMatchObject({ pid: before.pid, phase: "running" });
+  });
+
+  it("stop --force stops the owner; the sessions start a new one and keep working", async () => {
+    const before = sandbox.owner()!;
+    const { code, stdout } = await cli("stop", "--force");
+    expect(code).toBe(0);
+    expect(stdout).toContain(`Stopped storage owner pid ${before.pid}`);
+    expect(stdout).toContain("they elect and start a new owner");
+    expect(liveness(before)).not.toBe("alive");
+    const recoveredAt = Date.now();
+    await waitFor(
+      "inserts to succeed again through a new owner",
+      async () => {
+        const results = await Promise.all(
+          sessions.map((s) => post(s.url("/d1/insert?who=after-stop"))),
+        );
+        return results.every((r) => r.ok);
+      },
+      15_000,
+    );
+    console.log(`sessions wrote again ${Date.now() - recoveredAt} ms after stop --force returned`);
+    const after = await waitFor("the new owner to publish", () => {
+      const owner = sandbox.owner();
+      return owner && owner.pid !== before.pid && owner.phase === "running" ? owner : undefined;
+    });
+    expect(liveness(after)).toBe("alive");
+    const results = await Promise.all(
+      sessions.map((s) => post(s.url("/d1/insert?who=after-stop"))),
+    );
+    expect(results.every((r) => r.ok)).toBe(true);
+    // No session served in between: the new owner's workerd is the only one with the files open.
+    const holders = processesWithOpen(isDatabaseFile(sandbox.persistRoot));
+    expect(holders.map((pid) => parentPid(pid))).toEqual([after.pid]);
+  });
+
+  it("after kill -9 of everything: status says dead, gc reclaims all, a new session starts clean", async () => {
+    const owner = sandbox.owner()!;
+    for (const s of sessions) killGroup(s.pid, "SIGKILL");
+    killGroup(owner.pid, "SIGKILL");
+    await waitFor(
+      "the killed processes to be gone",
+      () => liveness(owner) !== "alive" && ownerLeftovers(owner).length === 0,
+      10_000,
+    );
+    await Promise.all(sessions.map((s) => s.exited));
+
+    const dead = JSON.parse((await cli("status", "--json")).stdout) as StatusJson;
+    expect(dead.owners).toHaveLength(1);
+    expect(dead.owners[0]).toMatchObject({ state: "dead", pid: owner.pid });
+    expect(dead.owners[0]!.clients.every((c) => !c.alive)).toBe(true);
+    const leftCandidates = candidates(sandbox.registry);
+    expect(leftCandidates.length).toBeGreaterThan(0);
+
+    const dry = await cli("gc", "--dry-run");
+    expect(dry.stdout).toContain("would remove");
+    expect(existsSync(rootPaths(sandbox.persistRoot).ownerRecord)).toBe(true);
+
+    const gc = await cli("gc", "--json");
+    expect(gc.code).toBe(0);
+    const removed = (
+      JSON.parse(gc.stdout) as { roots: { removed: { what: string; path: string }[] }[] }
+    ).roots[0]!.removed;
+    expect(removed.map((r) => r.what)).toContain("record of dead owner");
+    expect(removed.filter((r) => r.what === "client presence")).toHaveLength(2);
+    for (const name of leftCandidates)
+      expect(removed.map((r) => path.basename(r.path))).toContain(name);
+    expect(candidates(sandbox.registry)).toEqual([]);
+    expect(readdirSync(rootPaths(sandbox.persistRoot).clientsDir)).toEqual([]);
+
+    const after = JSON.parse((await cli("status", "--json")).stdout) as StatusJson;
+    expect(after.owners).toEqual([]);
+
+    const fresh = await sandbox.startSession("api");
+    expect(fresh.output()).not.toContain("reclaimed");
+    expect(sandbox.owner()!.pid).not.toBe(owner.pid);
+    expect((await post(fresh.url("/d1/insert?who=fresh"))).ok).toBe(true);
+    await sandbox.stopSession(fresh);
+  });
+});
+
+describe("storage-owner with bad records", () => {
+  const sandbox = new Sandbox();
+  const cli = (...args: string[]) =>
+    sandbox.run(["storage-owner", ...args, "--persist-to", sandbox.persistTo]);
+  afterAll(() => sandbox.cleanup());
+
+  it("explains garbage, truncated and reused-pid records, and gc never kills the unrelated process", async () => {
+    const paths = rootPaths(sandbox.persistRoot);
+    mkdirSync(paths.clientsDir, { recursive: true });
+    writeFileSync(paths.ownerRecord, "\u0000\u0001 not json at all");
+    writeFileSync(clientRecordPath(paths, 111111), '{"schema":1,"pid":111111,"worker":"api","comm');
+    // A live process that is not ours, recorded with another start time: a reused pid.
+    const unrelated = spawn("sleep", ["60"], { detached: true, stdio: "ignore" });
+    try {
+      writeFileSync(
+        clientRecordPath(paths, unrelated.pid!),
+        JSON.stringify({
+          schema: 1,
+          pid: unrelated.pid,
+          startTime: "1",
+          worker: "old",
+          command: "dev",
+          since: new Date(0).toISOString(),
+          cwd: "/",
+          versions: {},
+        }),
+      );
+
+      const status = await cli("status", "--json");
+      expect(status.code).toBe(0);
+      const json = JSON.parse(status.stdout) as StatusJson & {
+        unowned: { clients: { pid: number; alive: boolean }[] }[];
+      };
+      expect(json.owners).toEqual([]);
+      expect(json.problems.join("\n")).toContain(`${paths.ownerRecord} is not valid JSON`);
+      expect(json.problems.join("\n")).toContain(clientRecordPath(paths, 111111));
+      expect(json.unowned[0]!.clients).toEqual([
+        expect.objectContaining({ pid: unrelated.pid, alive: false }),
+      ]);
+
+      const table = await cli("status");
+      expect(table.stdout).toContain("no (pid reused)");
+      expect(table.stdout).toContain("not valid JSON");
+
+      const gc = await cli("gc");
+      expect(gc.code).toBe(0);
+      expect(gc.stdout).toContain(`removed owner record ${paths.ownerRecord}`);
+      expect(gc.stdout).toContain(`pid ${unrelated.pid} is now another process`);
+      expect(liveness({ pid: unrelated.pid! })).toBe("alive");
+      expect(readdirSync(paths.clientsDir)).toEqual([]);
+    } finally {
+      unrelated.kill("SIGKILL");
+    }
+  });
+
+  it("fails clearly on a bad flag or a persist root that is a file", async () => {
+    const bad = await cli("status", "--no-such-flag");
+    expect(bad.code).toBe(1);
+    expect(bad.stderr).toContain("Unknown argument");
+    const file = path.join(sandbox.dir, "a-file");
+    writeFileSync(file, "");
+    mkdirSync(path.join(sandbox.dir, "p"), { recursive: true });
+    writeFileSync(path.join(sandbox.dir, "p", "v3"), "");
+    const notDir = await sandbox.run([
+      "storage-owner",
+      "status",
+      "--persist-to",
+      path.join(sandbox.dir, "p"),
+    ]);
+    expect(notDir.code).toBe(1);
+    expect(notDir.stderr).toContain(`${path.join(sandbox.dir, "p", "v3")} is not a directory`);
+  });
+});

@@ -1,0 +1,122 @@
+import { inspectRoot } from "../../owner/inspect.js";
+import { ownerLeftovers, reclaimDeadOwner } from "../../owner/lifecycle.js";
+import { liveness } from "../../process-info.js";
+import { readOwner, rootPaths } from "../../records.js";
+import { createCommand, UserError } from "../create-command.js";
+import { table } from "./format.js";
+import { resolveScope, scopeArgs } from "./scope.js";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+export const stopCommand = createCommand({
+  command: "stop",
+  metadata: {
+    description:
+      "Stop a storage owner cleanly (SIGTERM, then SIGKILL of its process group after --timeout)",
+    examples: [
+      ["wrangler storage-owner stop", "Stop the owner for this project's default persist root"],
+      [
+        "wrangler storage-owner stop --force",
+        "Stop it even with dev sessions connected; they elect a new owner",
+      ],
+      ["wrangler storage-owner stop --all --timeout 5", "Stop every owner on this machine"],
+    ],
+  },
+  args: {
+    ...scopeArgs,
+    force: {
+      type: "boolean",
+      description:
+        "Stop even while dev sessions are connected (they start a new owner and keep working)",
+      default: false,
+    },
+    timeout: {
+      type: "number",
+      description: "Seconds to wait for a graceful exit before killing the owner's process group",
+      default: 10,
+    },
+  },
+  async handler(args) {
+    if (!(args.timeout >= 0))
+      throw new UserError(`--timeout must be a number of seconds, got ${args.timeout}.`);
+    const scope = resolveScope(args);
+    if (scope.roots.length === 0) {
+      console.log("No persist root on this machine has a storage owner.");
+      return 0;
+    }
+    let failed = false;
+    for (const root of scope.roots) {
+      failed = !(await stopOne(root, args.force, args.timeout * 1000)) || failed;
+    }
+    return failed ? 1 : 0;
+  },
+});
+
+async function stopOne(root: string, force: boolean, timeoutMs: number): Promise<boolean> {
+  const report = inspectRoot(root);
+  const owner = report.owner;
+  if (!owner) {
+    for (const problem of report.problems) console.error(`✘ ${problem}`);
+    if (report.problems.length) {
+      console.error("  Run `wrangler storage-owner gc` to reclaim unreadable records.");
+      return false;
+    }
+    console.log(`No storage owner is running for ${root}.`);
+    return true;
+  }
+  if (owner.state === "dead") {
+    console.log(
+      `Storage owner pid ${owner.pid} for ${root} is not running; its records were left behind. ` +
+        "Run `wrangler storage-owner gc` to reclaim them.",
+    );
+    return true;
+  }
+  const alive = report.clients.filter((c) => c.alive);
+  if (alive.length > 0 && !force) {
+    console.error(
+      `✘ Not stopping storage owner pid ${owner.pid} for ${root}: ${alive.length} dev session(s) use it.\n` +
+        table(
+          ["PID", "WORKER", "COMMAND", "SINCE"],
+          alive.map((c) => [String(c.pid), c.worker, c.command, c.since]),
+          "    ",
+        ) +
+        "\n  Stop those sessions first, or pass --force (they then start a new owner and keep working).",
+    );
+    return false;
+  }
+  const record = readOwner(rootPaths(root));
+  if (!record?.ok) return false;
+  console.log(`Stopping storage owner pid ${owner.pid} for ${root}…`);
+  process.kill(owner.pid, "SIGTERM");
+  const deadline = Date.now() + timeoutMs;
+  const gone = () => {
+    const current = readOwner(rootPaths(root));
+    return liveness(record.value) !== "alive" && !(current?.ok && current.value.pid === owner.pid);
+  };
+  while (!gone() && Date.now() < deadline) await sleep(100);
+  if (!gone()) {
+    const group = [owner.pid, ...ownerLeftovers(record.value)];
+    for (const pid of group) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // exited meanwhile
+      }
+    }
+    const killDeadline = Date.now() + 5000;
+    while (liveness(record.value) === "alive" && Date.now() < killDeadline) await sleep(50);
+    reclaimDeadOwner(rootPaths(root), record.value, { withdrawCandidate: alive.length === 0 });
+    console.log(
+      `Storage owner pid ${owner.pid} did not exit within ${timeoutMs / 1000}s; killed its process group (${[...new Set(group)].join(", ")}) and reclaimed its records.`,
+    );
+  } else {
+    console.log(`Stopped storage owner pid ${owner.pid}; its records are withdrawn.`);
+  }
+  if (alive.length > 0) {
+    console.log(
+      `${alive.length} dev session(s) are still running (${alive.map((c) => `${c.worker} pid ${c.pid}`).join(", ")}); ` +
+        "they elect and start a new owner and keep working.",
+    );
+  }
+  return true;
+}

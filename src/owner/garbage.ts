@@ -1,0 +1,247 @@
+// Reclaims what crashed processes left under one persist root and in the dev registry. Never
+// touches a live owner, a live client, a lock a live process holds, or any user data.
+import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import net from "node:net";
+import path from "node:path";
+import { commandLine, liveness } from "../process-info.js";
+import { listClients, readOwner, removeFile, rootPaths } from "../records.js";
+import { inspectRoot } from "./inspect.js";
+import { reclaimDeadOwner } from "./lifecycle.js";
+
+const CANDIDATE_PREFIX = "__miniflare_storage_candidate__-";
+
+export interface GcAction {
+  what: string;
+  path?: string;
+  pid?: number;
+  why: string;
+}
+
+export interface GcReport {
+  persistRoot: string;
+  removed: GcAction[];
+  killed: GcAction[];
+  kept: GcAction[];
+}
+
+function portAnswers(address: string, timeoutMs = 300): Promise<boolean> {
+  const [host, port] = [
+    address.slice(0, address.lastIndexOf(":")),
+    Number(address.slice(address.lastIndexOf(":") + 1)),
+  ];
+  return new Promise((resolve) => {
+    const socket = net.connect({ host, port });
+    const done = (answer: boolean) => {
+      socket.destroy();
+      resolve(answer);
+    };
+    socket.setTimeout(timeoutMs, () => done(true)); // no answer is not proof of death
+    socket.once("connect", () => done(true));
+    socket.once("error", () => done(false));
+  });
+}
+
+/** workerd processes that hold this root's storage files but whose parent is gone. */
+function orphanedHolders(persistRoot: string, liveOwnerPid?: number): number[] {
+  const orphans: number[] = [];
+  for (const entry of readdirSync("/proc")) {
+    const pid = Number(entry);
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
+    let stat: string[];
+    try {
+      const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+      stat = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    } catch {
+      continue;
+    }
+    const [ppid, pgrp] = [Number(stat[1]), Number(stat[2])];
+    if (ppid !== 1 || pgrp === liveOwnerPid || !commandLine(pid).includes("workerd")) continue;
+    // Its group leader (the owner node process) must be gone too.
+    if (liveness({ pid: pgrp }) === "alive" && pgrp !== pid) continue;
+    let holds = false;
+    try {
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+        try {
+          if (readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(persistRoot + path.sep)) {
+            holds = true;
+            break;
+          }
+        } catch {
+          // closed while we looked
+        }
+      }
+    } catch {
+      continue;
+    }
+    if (holds) orphans.push(pid);
+  }
+  return orphans;
+}
+
+export async function collectGarbage(
+  persistRoot: string,
+  registryPath: string,
+  pointerFiles: string[],
+  dryRun: boolean,
+): Promise<GcReport> {
+  const paths = rootPaths(persistRoot);
+  const report: GcReport = { persistRoot, removed: [], killed: [], kept: [] };
+  const remove = (action: GcAction) => {
+    if (dryRun || (action.path && removeFile(action.path))) report.removed.push(action);
+  };
+
+  // The owner record: dead owner -> kill its leftovers, withdraw candidate, record, pointer.
+  const owner = readOwner(paths);
+  let liveOwner: { pid: number; candidate?: string } | undefined;
+  if (owner && !owner.ok) {
+    remove({ what: "owner record", path: paths.ownerRecord, why: owner.problem });
+  } else if (owner?.ok) {
+    const state = liveness(owner.value);
+    if (state === "alive") {
+      liveOwner = owner.value;
+      report.kept.push({
+        what: "owner",
+        pid: owner.value.pid,
+        path: paths.ownerRecord,
+        why: "its process is alive",
+      });
+    } else {
+      const reclaimed = reclaimDeadOwner(paths, owner.value, { dryRun, withdrawCandidate: true });
+      for (const pid of reclaimed.killed) {
+        report.killed.push({
+          what: "leftover of dead owner",
+          pid,
+          why: `in the process group of dead owner pid ${owner.value.pid}`,
+        });
+      }
+      for (const file of reclaimed.removed) {
+        report.removed.push({
+          what: "record of dead owner",
+          path: file,
+          why: `owner pid ${owner.value.pid} is ${state}`,
+        });
+      }
+    }
+  }
+
+  for (const { file, record } of listClients(paths)) {
+    if (!record.ok) {
+      remove({ what: "client presence", path: file, why: record.problem });
+      continue;
+    }
+    const state = liveness(record.value);
+    if (state === "alive") {
+      report.kept.push({
+        what: "client presence",
+        pid: record.value.pid,
+        path: file,
+        why: "its process is alive",
+      });
+    } else {
+      remove({
+        what: "client presence",
+        path: file,
+        pid: record.value.pid,
+        why: `pid ${record.value.pid} is ${state === "reused" ? "now another process" : "gone"}`,
+      });
+    }
+  }
+
+  const lock = inspectRoot(persistRoot).spawnLock;
+  if (lock) {
+    if (lock.alive) {
+      report.kept.push({
+        what: "spawn lock",
+        path: paths.spawnLock,
+        pid: lock.holderPid,
+        why: "held by a live process",
+      });
+    } else {
+      if (!dryRun) {
+        removeFile(paths.spawnLockHolder);
+        rmSync(paths.spawnLock, { recursive: true, force: true });
+      }
+      report.removed.push({
+        what: "spawn lock",
+        path: paths.spawnLock,
+        why: lock.holderPid ? `holder pid ${lock.holderPid} is gone` : "no live holder",
+      });
+    }
+  }
+
+  // Storage candidates for this root whose instance no longer answers on its debug port.
+  let names: string[] = [];
+  try {
+    names = readdirSync(registryPath).filter((n) => n.startsWith(CANDIDATE_PREFIX));
+  } catch {
+    // no registry yet
+  }
+  for (const name of names) {
+    const file = path.join(registryPath, name);
+    let definition: { storageScope?: string; debugPortAddress?: string };
+    try {
+      definition = JSON.parse(readFileSync(file, "utf8")) as typeof definition;
+    } catch {
+      continue; // not ours to judge
+    }
+    if (definition.storageScope !== persistRoot || name === liveOwner?.candidate) continue;
+    if (definition.debugPortAddress && (await portAnswers(definition.debugPortAddress))) {
+      report.kept.push({
+        what: "storage candidate",
+        path: file,
+        why: `its instance answers at ${definition.debugPortAddress}`,
+      });
+    } else {
+      remove({
+        what: "storage candidate",
+        path: file,
+        why: `nothing answers at ${definition.debugPortAddress ?? "(no address)"}`,
+      });
+    }
+  }
+
+  for (const pid of orphanedHolders(persistRoot, liveOwner?.pid)) {
+    if (!dryRun) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        continue;
+      }
+    }
+    report.killed.push({
+      what: "orphaned workerd",
+      pid,
+      why: `holds files under ${persistRoot} and its owner is gone`,
+    });
+  }
+
+  if (!liveOwner) {
+    for (const file of pointerFiles.filter((f) => existsSync(f)))
+      remove({ what: "registry pointer", path: file, why: "no live owner for its root" });
+  }
+  for (const file of leftoverTempFiles(paths.stateDir))
+    remove({ what: "temporary file", path: file, why: "an interrupted write" });
+  return report;
+}
+
+function leftoverTempFiles(dir: string): string[] {
+  const found: string[] = [];
+  const visit = (d: string) => {
+    let entries: import("node:fs").Dirent[];
+    try {
+      entries = readdirSync(d, { withFileTypes: true });
+    } catch {
+      return;
+    }
+    for (const entry of entries) {
+      const full = path.join(d, entry.name);
+      if (entry.isDirectory() && entry.name !== "isolated") visit(full);
+      else if (entry.isFile() && /\.\d+\.tmp$/.test(entry.name)) {
+        const pid = Number(entry.name.match(/\.(\d+)\.tmp$/)![1]);
+        if (liveness({ pid }) !== "alive") found.push(full);
+      }
+    }
+  };
+  visit(dir);
+  return found;
+}
