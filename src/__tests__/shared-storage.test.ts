@@ -88,7 +88,7 @@ describe("wrangler dev --x-shared-storage", () => {
   it("has exactly one process with the database files open: the owner's workerd", async () => {
     const owner = sandbox.owner();
     expect(owner?.phase).toBe("running");
-    const holders = processesWithOpen(isDatabaseFile(sandbox.persistRoot));
+    const holders = processesWithOpen(isDatabaseFile(sandbox.persistRoot), false);
     expect(holders).toHaveLength(1);
     expect(parentPid(holders[0]!)).toBe(owner!.pid);
     expect(ownerLeftovers(owner!)).toContain(holders[0]);

@@ -3,6 +3,8 @@
 // withdraw its storage candidate at once so traffic stops going to a dead port (miniflare would
 // wait 10 s for the candidate to go stale), and start a new dedicated owner, which takes
 // ownership back from whichever client served in between.
+import { utimesSync } from "node:fs";
+import path from "node:path";
 import { liveness } from "../process-info.js";
 import { type OwnerRecord, readOwner, type RootPaths } from "../records.js";
 import { assessOwnerNow, reclaimDeadOwner, spawnOwner } from "../owner/lifecycle.js";
@@ -10,6 +12,8 @@ import { tryAcquireSpawnLock } from "../owner/spawn-lock.js";
 import { ownerTimings } from "../environment.js";
 
 const WATCH_INTERVAL_MS = 50;
+/** Below miniflare's 10 s staleness for storage candidates, with room for a busy machine. */
+const CANDIDATE_REFRESH_MS = 2000;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -21,8 +25,16 @@ export function watchOwner(
 ): void {
   let owner = initial;
   let recovering = false;
+  let refreshedAt = 0;
   const timer = setInterval(() => {
-    if (recovering || liveness(owner) === "alive") return;
+    if (recovering) return;
+    if (liveness(owner) === "alive") {
+      if (Date.now() - refreshedAt >= CANDIDATE_REFRESH_MS) {
+        refreshedAt = Date.now();
+        keepCandidateFresh(owner);
+      }
+      return;
+    }
     recovering = true;
     void recover(paths, registryPath, owner, say)
       .then((next) => {
@@ -36,6 +48,22 @@ export function watchOwner(
       });
   }, WATCH_INTERVAL_MS);
   timer.unref();
+}
+
+/**
+ * The owner's lease is its pid. A stopped or very busy owner cannot touch its miniflare
+ * candidate file, and every session's miniflare deletes a candidate 10 s after its last touch,
+ * which would make a client the owner while the real one still holds the files. So while the
+ * owner's pid lives, its clients touch the file for it.
+ */
+function keepCandidateFresh(owner: OwnerRecord): void {
+  if (!owner.candidate) return;
+  const now = new Date();
+  try {
+    utimesSync(path.join(owner.registryPath, owner.candidate), now, now);
+  } catch {
+    // withdrawn (owner stopping) or not yet written
+  }
 }
 
 async function recover(

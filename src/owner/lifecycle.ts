@@ -8,6 +8,7 @@ import { ownerTimings, sameVersions, versions } from "../environment.js";
 import {
   commandLine,
   currentIdentity,
+  isAlive,
   isStopped,
   liveness,
   type Liveness,
@@ -16,6 +17,7 @@ import {
 } from "../process-info.js";
 import {
   clientRecordPath,
+  listClients,
   HEARTBEAT_STALE_MS,
   type OwnerRecord,
   type Parsed,
@@ -219,14 +221,7 @@ export function electionStep(
     const owner = current.value;
     const { state } = assessOwnerNow(owner);
     if (state === "running" || state === "stale") {
-      if (!sameVersions(owner.versions, versions())) {
-        throw new OwnerElectionError(
-          `the storage owner for ${paths.persistRoot} (pid ${owner.pid}) runs ` +
-            `${describeVersions(owner.versions)} but this session runs ${describeVersions(versions())}. ` +
-            `Two versions must never open the same files: stop its sessions, or run ` +
-            `\`wrangler storage-owner stop --persist-to ${path.dirname(paths.persistRoot)}\`, then retry.`,
-        );
-      }
+      if (!sameVersions(owner.versions, versions())) return retireOtherVersion(paths, owner, notes);
       return { kind: "ready", owner };
     }
     if (state === "starting" || state === "stopping") {
@@ -254,6 +249,50 @@ export function electionStep(
   } finally {
     lock.release();
   }
+}
+
+const retiring = new Map<number, number>();
+const RETIRE_TIMEOUT_MS = 10_000;
+
+/**
+ * An owner of another package/miniflare/workerd version serves this root. Two versions must
+ * never open the same files: while sessions of its version use it, refuse; once none remains,
+ * stop it (SIGTERM, then SIGKILL of its group) and let the election go on.
+ */
+function retireOtherVersion(paths: RootPaths, owner: OwnerRecord, notes: string[]): ElectionStep {
+  const itsClients = listClients(paths).flatMap((c) =>
+    c.record.ok &&
+    c.record.value.pid !== process.pid &&
+    isAlive(c.record.value) &&
+    sameVersions(c.record.value.versions, owner.versions)
+      ? [c.record.value]
+      : [],
+  );
+  const mismatch =
+    `the storage owner for ${paths.persistRoot} (pid ${owner.pid}) runs ${describeVersions(owner.versions)}, ` +
+    `this session runs ${describeVersions(versions())}`;
+  if (itsClients.length > 0) {
+    throw new OwnerElectionError(
+      `${mismatch}. Two versions must never open the same files, and ${itsClients.length} session(s) of its version ` +
+        `still use it (${itsClients.map((c) => `${c.worker} pid ${c.pid}`).join(", ")}). Stop them, or use the same ` +
+        `version of this package in every project that shares ${paths.persistRoot}.`,
+    );
+  }
+  const since = retiring.get(owner.pid);
+  if (since === undefined) {
+    notes.push(`${mismatch}; no session of its version remains, so it is being stopped`);
+    retiring.set(owner.pid, Date.now());
+    process.kill(owner.pid, "SIGTERM");
+  } else if (Date.now() - since > RETIRE_TIMEOUT_MS) {
+    for (const pid of [owner.pid, ...ownerLeftovers(owner)]) {
+      try {
+        process.kill(pid, "SIGKILL");
+      } catch {
+        // gone meanwhile
+      }
+    }
+  }
+  return { kind: "wait", reason: `owner pid ${owner.pid} of another version is stopping` };
 }
 
 export function describeVersions(v: OwnerRecord["versions"]): string {

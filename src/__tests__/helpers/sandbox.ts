@@ -255,12 +255,19 @@ export function groupGone(pgid: number): boolean {
   return processGroupMembers(pgid).length === 0;
 }
 
-/** pids of processes that have a file open whose path matches. */
-export function processesWithOpen(match: (file: string) => boolean): number[] {
+/** pids of processes (by default only workerd ones, which is fast) that have a matching file open. */
+export function processesWithOpen(match: (file: string) => boolean, onlyWorkerd = true): number[] {
   const found = new Set<number>();
   for (const entry of readdirSync("/proc")) {
     const pid = Number(entry);
     if (!Number.isInteger(pid)) continue;
+    if (onlyWorkerd) {
+      try {
+        if (readFileSync(`/proc/${pid}/comm`, "utf8").trim() !== "workerd") continue;
+      } catch {
+        continue;
+      }
+    }
     let fds: string[];
     try {
       fds = readdirSync(`/proc/${pid}/fd`);

@@ -1,0 +1,155 @@
+// Owner crash and owner stall under steady load from three sessions.
+import { existsSync, statSync } from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ownerLeftovers } from "../owner/lifecycle.js";
+import { liveness } from "../process-info.js";
+import { failedWindow, maxGap, sampleHolders, steadyLoad } from "./helpers/load.js";
+import {
+  getJson,
+  killGroup,
+  parentPid,
+  post,
+  Sandbox,
+  type Session,
+  sleep,
+  waitFor,
+} from "./helpers/sandbox.js";
+
+const WORKERS = ["api", "jobs", "admin"];
+
+describe("owner killed with kill -9 of its process group", () => {
+  const sandbox = new Sandbox();
+  let sessions: Session[];
+  beforeAll(async () => {
+    sessions = await Promise.all(WORKERS.map((w) => sandbox.startSession(w)));
+    for (const s of sessions) expect((await post(s.url("/d1/insert?who=warmup"))).ok).toBe(true);
+  });
+  afterAll(() => sandbox.cleanup());
+
+  it("recovers well inside miniflare's 10 s window, never with two file holders, losing no write", async () => {
+    const dead = sandbox.owner()!;
+    const sampler = sampleHolders(sandbox.persistRoot, 50);
+    const load = steadyLoad(sessions, "crash");
+    await sleep(1000);
+    const killedAt = Date.now();
+    killGroup(dead.pid, "SIGKILL");
+    const next = await waitFor(
+      "a new owner to serve",
+      () => {
+        const owner = sandbox.owner();
+        return owner && owner.pid !== dead.pid && owner.phase === "running" ? owner : undefined;
+      },
+      20_000,
+      50,
+    );
+    // Then a while of clean traffic from every session.
+    await waitFor(
+      "2 s without failures",
+      () => {
+        const recent = load.results.filter((r) => r.at > Date.now() - 2000);
+        return Date.now() - killedAt > 3000 && recent.length > 20 && recent.every((r) => r.ok);
+      },
+      30_000,
+      200,
+    );
+    await load.stop();
+    await sampler.stop();
+
+    const window = failedWindow(load.results, killedAt);
+    console.log(
+      `kill -9 of owner group: ${window.failures} failed / ${window.successes} ok requests after the kill; ` +
+        `failed window ${window.windowMs} ms, last failure ${window.recoveredAfterMs} ms after the kill; ` +
+        `new owner pid ${next.pid} (was ${dead.pid}); ${sampler.samples.length} fd samples, max gap ${maxGap(sampler.samples)} ms` +
+        (window.sample ? `; e.g. ${window.sample}` : ""),
+    );
+    expect(window.recoveredAfterMs).toBeLessThan(5000);
+    expect(maxGap(sampler.samples)).toBeLessThan(200);
+    const most = Math.max(...sampler.samples.map((s) => s.holders.length));
+    expect(most).toBe(1);
+    const last = sampler.samples[sampler.samples.length - 1]!;
+    expect(last.holders.map((pid) => parentPid(pid))).toEqual([next.pid]);
+    expect(ownerLeftovers(dead)).toEqual([]);
+
+    const ok = load.results.filter((r) => r.ok).length;
+    const failed = load.results.length - ok;
+    const { count } = await getJson<{ count: number }>(sessions[0]!.url("/d1/count?who=crash"));
+    expect(count).toBeGreaterThanOrEqual(ok);
+    expect(count).toBeLessThanOrEqual(ok + failed);
+  });
+
+  it("leaves nothing running once the sessions stop", async () => {
+    const owner = sandbox.owner()!;
+    await Promise.all(sessions.map((s) => sandbox.stopSession(s)));
+    await waitFor(
+      "the owner to idle out",
+      () => liveness(owner) !== "alive" && ownerLeftovers(owner).length === 0,
+      15_000,
+    );
+    expect(sandbox.leftovers()).toEqual([]);
+  });
+});
+
+describe("owner stopped with SIGSTOP for 15 s", () => {
+  const sandbox = new Sandbox();
+  let sessions: Session[];
+  beforeAll(async () => {
+    sessions = await Promise.all(WORKERS.slice(0, 2).map((w) => sandbox.startSession(w)));
+    for (const s of sessions) expect((await post(s.url("/d1/insert?who=warmup"))).ok).toBe(true);
+  });
+  afterAll(() => sandbox.cleanup());
+
+  it("is never treated as dead: no second owner, no second file holder; requests resume on SIGCONT", async () => {
+    const owner = sandbox.owner()!;
+    const candidate = path.join(owner.registryPath, owner.candidate!);
+    const sampler = sampleHolders(sandbox.persistRoot, 100);
+    killGroup(owner.pid, "SIGSTOP");
+    let resumed = false;
+    try {
+      // Requests sent now wait for the stalled owner.
+      const pending = sessions.map((s) => post(s.url("/d1/insert?who=stalled")));
+      await sleep(15_000);
+      expect(sandbox.owner()!.pid).toBe(owner.pid);
+      expect(liveness(owner)).toBe("alive");
+      // Its clients kept its miniflare candidate fresh (miniflare drops one untouched for 10 s).
+      expect(existsSync(candidate)).toBe(true);
+      expect(Date.now() - statSync(candidate).mtimeMs).toBeLessThan(5000);
+      const status = JSON.parse(
+        (
+          await sandbox.run([
+            "storage-owner",
+            "status",
+            "--json",
+            "--persist-to",
+            sandbox.persistTo,
+          ])
+        ).stdout,
+      ) as {
+        owners: { state: string; pid: number }[];
+      };
+      expect(status.owners).toEqual([expect.objectContaining({ pid: owner.pid, state: "stale" })]);
+      killGroup(owner.pid, "SIGCONT");
+      resumed = true;
+      const results = await Promise.all(pending);
+      console.log(`requests sent during the stall: ${results.map((r) => r.status).join(", ")}`);
+      await waitFor(
+        "requests to succeed again",
+        async () => {
+          const again = await Promise.all(
+            sessions.map((s) => post(s.url("/d1/insert?who=resumed"))),
+          );
+          return again.every((r) => r.ok);
+        },
+        10_000,
+      );
+    } finally {
+      if (!resumed) killGroup(owner.pid, "SIGCONT");
+      await sampler.stop();
+    }
+    const holders = new Set(sampler.samples.flatMap((s) => s.holders));
+    expect(Math.max(...sampler.samples.map((s) => s.holders.length))).toBe(1);
+    expect([...holders].map((pid) => parentPid(pid))).toEqual([owner.pid]);
+    expect(sandbox.owner()!.pid).toBe(owner.pid);
+    await Promise.all(sessions.map((s) => sandbox.stopSession(s)));
+  });
+});

@@ -1,0 +1,91 @@
+// Steady D1 write load from several sessions, and a sampler of which processes hold the
+// database files: the two instruments of the fault tests and the bench.
+import { isDatabaseFile, post, processesWithOpen, type Session, sleep } from "./sandbox.js";
+
+export interface RequestResult {
+  at: number;
+  ok: boolean;
+  worker: string;
+  body: string;
+}
+
+export interface Load {
+  results: RequestResult[];
+  stop: () => Promise<void>;
+}
+
+export function steadyLoad(
+  sessions: Session[],
+  who: string,
+  loopsPerSession = 2,
+  pauseMs = 5,
+): Load {
+  const results: RequestResult[] = [];
+  let running = true;
+  const loops = sessions.flatMap((session) =>
+    Array.from({ length: loopsPerSession }, async () => {
+      while (running) {
+        const r = await post(session.url(`/d1/insert?who=${who}`));
+        results.push({
+          at: Date.now(),
+          ok: r.ok,
+          worker: session.worker,
+          body: r.body.slice(0, 200),
+        });
+        await sleep(pauseMs);
+      }
+    }),
+  );
+  return {
+    results,
+    stop: async () => {
+      running = false;
+      await Promise.all(loops);
+    },
+  };
+}
+
+/** The window in which requests failed after `from`: first failure to last failure. */
+export function failedWindow(results: RequestResult[], from: number) {
+  const after = results.filter((r) => r.at >= from);
+  const failures = after.filter((r) => !r.ok);
+  const firstFailure = failures[0]?.at;
+  const lastFailure = failures[failures.length - 1]?.at;
+  return {
+    failures: failures.length,
+    successes: after.filter((r) => r.ok).length,
+    windowMs: firstFailure === undefined ? 0 : lastFailure! - firstFailure,
+    recoveredAfterMs: lastFailure === undefined ? 0 : lastFailure - from,
+    sample: failures[0]?.body,
+  };
+}
+
+export interface Sampler {
+  samples: { at: number; holders: number[] }[];
+  stop: () => Promise<void>;
+}
+
+export function sampleHolders(persistRoot: string, intervalMs = 50): Sampler {
+  const samples: { at: number; holders: number[] }[] = [];
+  let running = true;
+  const match = isDatabaseFile(persistRoot);
+  const loop = (async () => {
+    while (running) {
+      samples.push({ at: Date.now(), holders: processesWithOpen(match) });
+      await sleep(intervalMs);
+    }
+  })();
+  return {
+    samples,
+    stop: async () => {
+      running = false;
+      await loop;
+    },
+  };
+}
+
+export function maxGap(samples: { at: number }[]): number {
+  let gap = 0;
+  for (let i = 1; i < samples.length; i++) gap = Math.max(gap, samples[i]!.at - samples[i - 1]!.at);
+  return gap;
+}
