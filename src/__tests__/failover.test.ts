@@ -86,7 +86,7 @@ describe("owner killed with kill -9 of its process group", () => {
       () => liveness(owner) !== "alive" && ownerLeftovers(owner).length === 0,
       15_000,
     );
-    expect(sandbox.leftovers()).toEqual([]);
+    expect(await sandbox.settledLeftovers()).toEqual([]);
   });
 });
 

@@ -159,7 +159,7 @@ describe("wrangler dev --x-shared-storage", () => {
       10_000,
     );
     console.log(`owner exited ${Date.now() - stoppedAt} ms after the sessions were told to stop`);
-    expect(sandbox.leftovers()).toEqual([]);
+    expect(await sandbox.settledLeftovers()).toEqual([]);
 
     const again = await sandbox.startSession("admin");
     const { count } = await getJson<{ count: number }>(again.url("/d1/count?who=shared"));

@@ -29,8 +29,13 @@ const connections = new Map<string, Connection>();
 let presencePort: number | undefined;
 
 function canonical(dir: string): string {
-  mkdirSync(dir, { recursive: true });
-  return realpathSync(dir);
+  try {
+    mkdirSync(dir, { recursive: true });
+    return realpathSync(dir);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    fail(`cannot create the persist directory ${dir} (${code}). Pass a writable --persist-to.`);
+  }
 }
 
 function fail(message: string): never {

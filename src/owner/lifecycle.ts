@@ -135,14 +135,28 @@ export function setAsideCorrupt(file: string): string {
   return aside;
 }
 
+/** WRANGLER_X_OWNER_WORKERD_PATH runs the owner (only) with another workerd, e.g. a debug build. */
+function ownerEnv(): NodeJS.ProcessEnv {
+  const workerd = process.env.WRANGLER_X_OWNER_WORKERD_PATH;
+  return workerd ? { ...process.env, MINIFLARE_WORKERD_PATH: workerd } : process.env;
+}
+
 export function spawnOwner(paths: RootPaths, registryPath: string): number {
   mkdirSync(paths.stateDir, { recursive: true });
-  const log = openSync(paths.ownerLog, "a");
+  let log: number;
+  try {
+    log = openSync(paths.ownerLog, "a");
+  } catch (error) {
+    throw new OwnerElectionError(
+      `cannot open the storage owner's log ${paths.ownerLog} (${(error as NodeJS.ErrnoException).code ?? String(error)}); ` +
+        `no owner was started. Check that ${paths.stateDir} is writable.`,
+    );
+  }
   try {
     const child = spawn(
       process.execPath,
       [OWNER_MAIN, "--persist-root", paths.persistRoot, "--registry", registryPath],
-      { detached: true, stdio: ["ignore", log, log], env: process.env },
+      { detached: true, stdio: ["ignore", log, log], env: ownerEnv() },
     );
     if (child.pid === undefined)
       throw new Error(`could not start the storage owner (${process.execPath})`);

@@ -142,7 +142,13 @@ export class Sandbox {
 
   async startSession(
     worker: string,
-    options: { flag?: boolean; extraArgs?: string[]; env?: NodeJS.ProcessEnv; wait?: boolean } = {},
+    options: {
+      flag?: boolean;
+      extraArgs?: string[];
+      env?: NodeJS.ProcessEnv;
+      wait?: boolean;
+      persistTo?: string;
+    } = {},
   ): Promise<Session> {
     const port = await freePort();
     const args = [
@@ -150,7 +156,7 @@ export class Sandbox {
       "dev",
       ...(options.flag === false ? [] : ["--x-shared-storage"]),
       "--persist-to",
-      this.persistTo,
+      options.persistTo ?? this.persistTo,
       "--port",
       String(port),
       "--ip",
@@ -232,6 +238,20 @@ export class Sandbox {
   leftovers(): number[] {
     this.rememberOwner();
     return [...this.groups, ...this.owners].flatMap((pgid) => processGroupMembers(pgid));
+  }
+
+  /** Waits (bounded) until nothing this sandbox started is running; returns what is left. */
+  async settledLeftovers(timeoutMs = 10_000): Promise<number[]> {
+    try {
+      await waitFor(
+        "processes of this test to exit",
+        () => this.leftovers().length === 0,
+        timeoutMs,
+      );
+    } catch {
+      // reported by the caller's assertion
+    }
+    return this.leftovers();
   }
 
   async cleanup(): Promise<void> {
