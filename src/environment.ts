@@ -79,13 +79,17 @@ function isDirectory(dir: string): boolean {
  * that `storage-owner status` can answer without loading wrangler's 10 MB bundle.
  */
 export function resolveRegistryPath(env: NodeJS.ProcessEnv = process.env): string {
-  const explicit = env.CLOUDFLARE_DEV_REGISTRY_PATH || env.WRANGLER_REGISTRY_PATH;
-  if (explicit) return path.resolve(explicit);
-  const legacy = path.join(os.homedir(), ".wrangler");
-  const configRoot = isDirectory(legacy)
-    ? legacy
-    : path.join(env.XDG_CONFIG_HOME || path.join(os.homedir(), ".config"), ".wrangler");
-  return path.resolve(configRoot, "registry");
+  if (env.CLOUDFLARE_DEV_REGISTRY_PATH) return path.resolve(env.CLOUDFLARE_DEV_REGISTRY_PATH);
+  const xdgConfig = env.XDG_CONFIG_HOME || path.join(os.homedir(), ".config");
+  // wrangler: WRANGLER_REGISTRY_PATH when set (even to ""), else <global config>/registry,
+  // where the global config is ~/.wrangler if that exists, else $XDG_CONFIG_HOME/.wrangler.
+  const legacy = path.join(env.HOME || os.homedir(), ".wrangler");
+  const wrangler =
+    env.WRANGLER_REGISTRY_PATH ??
+    path.join(isDirectory(legacy) ? legacy : path.join(xdgConfig, ".wrangler"), "registry");
+  if (wrangler) return path.resolve(wrangler);
+  // miniflare's own default, which it uses when wrangler hands it an empty path.
+  return path.resolve(xdgConfig, "cloudflare", "dev-registry", "v5");
 }
 
 function envMs(env: NodeJS.ProcessEnv, name: string, fallback: number): number {

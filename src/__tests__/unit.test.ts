@@ -1,0 +1,232 @@
+// Pure logic: record parsing, owner state decisions, argv routing, path resolution.
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { findUserConfig, persistRootFor } from "../commands/storage-owner/scope.js";
+import { formatDuration, table } from "../commands/storage-owner/format.js";
+import { incompatibility } from "../dev/shared-storage.js";
+import { route } from "../dispatch.js";
+import {
+  MINIFLARE_ENTRY,
+  ownerTimings,
+  resolveRegistryPath,
+  sameVersions,
+  versions,
+} from "../environment.js";
+import { assessOwner } from "../owner/lifecycle.js";
+import { liveness } from "../process-info.js";
+import {
+  type OwnerRecord,
+  readRecord,
+  SCHEMA_VERSION,
+  validateClient,
+  validateOwner,
+  writeRecordAtomic,
+} from "../records.js";
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-unit-"));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+const owner = (over: Partial<OwnerRecord> = {}): OwnerRecord => ({
+  schema: SCHEMA_VERSION,
+  phase: "running",
+  pid: 4242,
+  startTime: "100",
+  persistRoot: "/p/v3",
+  registryPath: "/r",
+  versions: { package: "1", wrangler: "2", miniflare: "3", workerd: "4" },
+  startedAt: new Date(0).toISOString(),
+  heartbeatAt: new Date(10_000).toISOString(),
+  logFile: "/p/v3/.x-shared-storage/owner.log",
+  ...over,
+});
+
+describe("records", () => {
+  it("round-trips an owner record and rejects what is not one, naming the file", () => {
+    const file = path.join(tmp, "owner.json");
+    writeRecordAtomic(file, owner());
+    expect(readRecord(file, validateOwner)).toEqual({ ok: true, value: owner() });
+    const cases: [string, string][] = [
+      ["", "is empty"],
+      ['{"schema":1,"pid":', "is not valid JSON (truncated or corrupt)"],
+      ["[1,2]", "not a JSON object"],
+      [JSON.stringify({ ...owner(), schema: 99 }), "unknown schema 99"],
+      [JSON.stringify({ ...owner(), pid: -3 }), 'field "pid" is not a process id'],
+      [JSON.stringify({ ...owner(), pid: "12" }), 'field "pid" is missing or not a number'],
+      [JSON.stringify({ ...owner(), phase: "dancing" }), 'unknown phase "dancing"'],
+      [JSON.stringify({ ...owner(), debugAddress: 5 }), 'field "debugAddress" is not a string'],
+    ];
+    for (const [text, problem] of cases) {
+      writeFileSync(file, text);
+      expect(readRecord(file, validateOwner)).toEqual({
+        ok: false,
+        problem: `${file}${problem.startsWith("is") ? " " : ": "}${problem}`,
+      });
+    }
+    expect(readRecord(path.join(tmp, "missing.json"), validateOwner)).toBeUndefined();
+  });
+
+  it("validates client presence records", () => {
+    const good = {
+      schema: 1,
+      pid: 7,
+      worker: "api",
+      command: "dev",
+      since: "x",
+      cwd: "/",
+      versions: {},
+    };
+    expect(validateClient(good)).toBeUndefined();
+    expect(validateClient({ ...good, worker: 3 })).toBe(
+      'field "worker" is missing or not a string',
+    );
+    expect(validateClient({ ...good, port: "8787" })).toBe('field "port" is not a number');
+  });
+});
+
+describe("owner state", () => {
+  it("is decided by the pid, with the heartbeat only telling running from stale", () => {
+    const now = 11_000;
+    expect(assessOwner(owner(), "alive", now).state).toBe("running");
+    expect(assessOwner(owner(), "alive", now + 10_000).state).toBe("stale");
+    expect(assessOwner(owner(), "alive", now, true).state).toBe("stale");
+    expect(assessOwner(owner(), "dead", now).state).toBe("dead");
+    expect(assessOwner(owner(), "reused", now).state).toBe("dead");
+    // An old heartbeat does not make a live owner dead; a fresh one does not make a dead one live.
+    expect(
+      assessOwner(owner({ heartbeatAt: new Date(0).toISOString() }), "alive", 10 ** 9).state,
+    ).toBe("stale");
+    expect(assessOwner(owner({ phase: "starting" }), "alive", now).state).toBe("starting");
+    expect(assessOwner(owner({ phase: "stopping" }), "alive", now).state).toBe("stopping");
+    expect(assessOwner(owner({ heartbeatAt: "garbage" }), "alive", now).state).toBe("stale");
+  });
+
+  it("tells a live process from a reused pid and a dead one", () => {
+    expect(liveness({ pid: process.pid })).toBe("alive");
+    expect(liveness({ pid: process.pid, startTime: "1" })).toBe("reused");
+    expect(liveness({ pid: 2 ** 22 + 7 })).toBe("dead");
+    expect(liveness({ pid: 0 })).toBe("dead");
+  });
+
+  it("compares versions by package, miniflare and workerd", () => {
+    const v = versions();
+    expect(sameVersions(v, { ...v, wrangler: "other" })).toBe(true);
+    expect(sameVersions(v, { ...v, miniflare: "other" })).toBe(false);
+    expect(v.miniflare).toMatch(/^\d/);
+    expect(MINIFLARE_ENTRY).toContain(`${path.sep}miniflare${path.sep}`);
+  });
+
+  it("reads owner timings from the environment and rejects nonsense", () => {
+    expect(ownerTimings({})).toEqual({ graceMs: 5000, idleMs: 2000, startTimeoutMs: 30000 });
+    expect(ownerTimings({ WRANGLER_X_OWNER_IDLE_MS: "250" }).idleMs).toBe(250);
+    expect(() => ownerTimings({ WRANGLER_X_OWNER_GRACE_MS: "soon" })).toThrow(
+      'WRANGLER_X_OWNER_GRACE_MS must be a number of milliseconds, got "soon"',
+    );
+  });
+});
+
+describe("argv routing", () => {
+  it("passes everything that is not ours through unchanged", () => {
+    for (const argv of [
+      ["--version"],
+      ["d1", "--help"],
+      ["deploy"],
+      ["dev"],
+      ["kv", "key", "put", "k", "v", "--local"],
+    ]) {
+      expect(route(argv, {})).toEqual({ kind: "passthrough", args: argv });
+    }
+  });
+
+  it("takes storage-owner, the flag and the env var", () => {
+    expect(route(["storage-owner", "status"], {}).kind).toBe("storage-owner");
+    expect(route(["dev", "--x-shared-storage", "--port", "1"], {})).toEqual({
+      kind: "shared",
+      command: "dev",
+      args: ["dev", "--port", "1"],
+    });
+    expect(route(["dev"], { WRANGLER_X_SHARED_STORAGE: "true" })).toEqual({
+      kind: "shared",
+      command: "dev",
+      args: ["dev"],
+    });
+    expect(
+      route(["d1", "migrations", "apply", "db", "--local"], { WRANGLER_X_SHARED_STORAGE: "1" }),
+    ).toMatchObject({ kind: "shared", command: "d1 migrations apply" });
+    expect(
+      route(["dev", "--x-shared-storage=false"], { WRANGLER_X_SHARED_STORAGE: "true" }),
+    ).toEqual({ kind: "passthrough", args: ["dev"] });
+    expect(route(["deploy"], { WRANGLER_X_SHARED_STORAGE: "true" })).toEqual({
+      kind: "passthrough",
+      args: ["deploy"],
+    });
+    expect(route(["deploy", "--x-shared-storage"], {})).toMatchObject({ kind: "error" });
+  });
+
+  it("refuses combinations that cannot share", () => {
+    expect(incompatibility("dev", ["dev", "--remote"])).toContain("--remote");
+    expect(incompatibility("dev", ["dev", "-r"])).toContain("--remote");
+    expect(incompatibility("dev", ["dev", "--disable-dev-registry"])).toContain("dev registry");
+    expect(incompatibility("dev", ["dev", "--port", "8787", "--remote=false"])).toBeUndefined();
+    expect(incompatibility("d1 execute", ["d1", "execute", "db", "--remote"])).toContain(
+      "--remote",
+    );
+  });
+});
+
+describe("paths, resolved as wrangler resolves them", () => {
+  it("finds the same user config as wrangler's own resolution", async () => {
+    const requireWrangler = createRequire(path.join(process.cwd(), "package.json"));
+    const wrangler = requireWrangler("wrangler") as {
+      experimental_readRawConfig: (args: { script?: string }) => { userConfigPath?: string };
+    };
+    const root = path.join(tmp, "layout");
+    mkdirSync(path.join(root, "a", "b", "c"), { recursive: true });
+    writeFileSync(path.join(root, "wrangler.toml"), 'name = "outer"\n');
+    writeFileSync(path.join(root, "a", "wrangler.jsonc"), '{ "name": "inner" }\n');
+    for (const dir of [root, path.join(root, "a"), path.join(root, "a", "b", "c")]) {
+      const theirs = wrangler.experimental_readRawConfig({
+        script: path.join(dir, "index.js"),
+      }).userConfigPath;
+      expect(findUserConfig(dir)).toBe(theirs);
+    }
+    expect(persistRootFor({}, path.join(root, "a", "b"))).toBe(
+      path.join(root, "a", ".wrangler", "state", "v3"),
+    );
+    expect(persistRootFor({ "persist-to": "x" }, root)).toBe(path.join(root, "x", "v3"));
+  });
+
+  it("resolves the dev registry like wrangler and miniflare", () => {
+    const miniflare = createRequire(MINIFLARE_ENTRY)(MINIFLARE_ENTRY) as {
+      resolveDevRegistryPath: (p?: string) => string;
+    };
+    const home = path.join(tmp, "home");
+    mkdirSync(home, { recursive: true });
+    expect(resolveRegistryPath({ WRANGLER_REGISTRY_PATH: "/a/b" })).toBe("/a/b");
+    expect(
+      resolveRegistryPath({ WRANGLER_REGISTRY_PATH: "/a/b", CLOUDFLARE_DEV_REGISTRY_PATH: "/c" }),
+    ).toBe("/c");
+    const saved = process.env.CLOUDFLARE_DEV_REGISTRY_PATH;
+    process.env.CLOUDFLARE_DEV_REGISTRY_PATH = "/c";
+    try {
+      expect(miniflare.resolveDevRegistryPath("/a/b")).toBe("/c");
+    } finally {
+      if (saved === undefined) delete process.env.CLOUDFLARE_DEV_REGISTRY_PATH;
+      else process.env.CLOUDFLARE_DEV_REGISTRY_PATH = saved;
+    }
+    expect(resolveRegistryPath({ XDG_CONFIG_HOME: "/xdg" })).toMatch(
+      /\/(\.wrangler|xdg\/\.wrangler)\/registry$/,
+    );
+  });
+});
+
+describe("output helpers", () => {
+  it("formats durations and aligns tables", () => {
+    expect(formatDuration(420)).toBe("0.4s");
+    expect(formatDuration(65_000)).toBe("1m 5s");
+    expect(formatDuration(7_200_000)).toBe("2h 0m");
+    expect(table(["A", "BB"], [["xxx", "y"]])).toBe("A    BB\nxxx  y");
+  });
+});
