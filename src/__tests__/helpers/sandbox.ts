@@ -67,6 +67,7 @@ export class Sandbox {
   readonly registry: string;
   readonly env: NodeJS.ProcessEnv;
   private readonly groups = new Set<number>();
+  private readonly sessions: Session[] = [];
   private readonly owners = new Set<number>();
 
   constructor(options: SandboxOptions = {}) {
@@ -187,6 +188,7 @@ export class Sandbox {
       exited,
       url: (p) => `http://127.0.0.1:${port}${p}`,
     };
+    this.sessions.push(session);
     if (options.wait !== false) await this.waitReady(session);
     this.rememberOwner();
     return session;
@@ -228,6 +230,10 @@ export class Sandbox {
       () => groupGone(session.pid),
       10_000,
     );
+  }
+
+  async stopAllSessions(): Promise<void> {
+    await Promise.all(this.sessions.map((s) => this.stopSession(s)));
   }
 
   rememberOwner(): void {
