@@ -4,7 +4,7 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ownerLeftovers } from "../owner/lifecycle.js";
 import { liveness } from "../process-info.js";
-import { failedWindow, maxGap, sampleHolders, steadyLoad } from "./helpers/load.js";
+import { failedWindow, maxGap, sampleHolders, steadyLoad } from "../harness/load.js";
 import {
   getJson,
   killGroup,
@@ -14,7 +14,7 @@ import {
   type Session,
   sleep,
   waitFor,
-} from "./helpers/sandbox.js";
+} from "../harness/sandbox.js";
 
 const WORKERS = ["api", "jobs", "admin"];
 

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { versions } from "../environment.js";
 import { readStartTime } from "../process-info.js";
 import { clientRecordPath, rootPaths } from "../records.js";
-import { post, Sandbox, type Session, waitFor } from "./helpers/sandbox.js";
+import { post, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
 
 describe("five sessions started in the same second", () => {
   const sandbox = new Sandbox();

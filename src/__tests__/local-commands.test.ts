@@ -4,8 +4,8 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ownerLeftovers } from "../owner/lifecycle.js";
 import { liveness } from "../process-info.js";
-import { steadyLoad } from "./helpers/load.js";
-import { getJson, Sandbox, type Session, waitFor } from "./helpers/sandbox.js";
+import { steadyLoad } from "../harness/load.js";
+import { getJson, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
 
 const INVOCATIONS = 10;
 const INSERTS_PER_INVOCATION = 20;

@@ -5,7 +5,7 @@ import { readFileSync, realpathSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { resolveRegistryPath } from "../environment.js";
-import { OUR_BIN, REAL_BIN, REPO, Sandbox, waitFor } from "./helpers/sandbox.js";
+import { OUR_BIN, REAL_BIN, REPO, Sandbox, waitFor } from "../harness/sandbox.js";
 
 const TRACER = path.join(REPO, "src", "__tests__", "fixtures", "module-tracer.mjs");
 

@@ -13,7 +13,7 @@ import {
   type Session,
   sleep,
   waitFor,
-} from "./helpers/sandbox.js";
+} from "../harness/sandbox.js";
 
 const WORKERS = ["api", "jobs", "admin"];
 const INSERTS_PER_SESSION = 60;

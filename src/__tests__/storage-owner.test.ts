@@ -15,7 +15,7 @@ import {
   Sandbox,
   type Session,
   waitFor,
-} from "./helpers/sandbox.js";
+} from "../harness/sandbox.js";
 
 interface StatusJson {
   owners: {

@@ -7,7 +7,7 @@ import { statusCommand } from "./status.js";
 import { stopCommand } from "./stop.js";
 
 // Each definition's handler is typed by its own args; the registry only needs the shape.
-const COMMANDS = [statusCommand, stopCommand, gcCommand] as unknown as CommandDefinition<
+export const COMMANDS = [statusCommand, stopCommand, gcCommand] as unknown as CommandDefinition<
   Record<string, Options>
 >[];
 

@@ -1,4 +1,4 @@
-// Real processes for tests: a temp persist root and registry, sessions of our `wrangler` started
+// Real processes for tests, the demo and the bench: a temp persist root and registry, sessions
 // in their own process groups, and a teardown that kills only what it started, by pid, then
 // checks that nothing of it is left.
 import { spawn, type ChildProcess } from "node:child_process";
@@ -7,10 +7,10 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { processGroupMembers } from "../../process-info.js";
-import { readOwner, rootPaths, type OwnerRecord } from "../../records.js";
+import { processGroupMembers } from "../process-info.js";
+import { readOwner, rootPaths, type OwnerRecord } from "../records.js";
 
-export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../../..");
+export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const OUR_BIN = path.join(REPO, "bin", "wrangler.mjs");
 export const REAL_BIN = path.join(REPO, "node_modules", "wrangler", "bin", "wrangler.js");
 export const NODE = process.execPath;
@@ -71,7 +71,7 @@ export class Sandbox {
   private readonly owners = new Set<number>();
 
   constructor(options: SandboxOptions = {}) {
-    this.dir = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-test-"));
+    this.dir = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-"));
     this.project = path.join(this.dir, "project");
     cpSync(path.join(REPO, "templates"), this.project, {
       recursive: true,

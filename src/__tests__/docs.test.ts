@@ -1,0 +1,92 @@
+// docs/experimental.md describes what the code does today: every command, flag and environment
+// variable it names exists (wrangler's own commands checked against wrangler's command tree).
+import { readFileSync, readdirSync } from "node:fs";
+import { createRequire } from "node:module";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { COMMANDS } from "../commands/storage-owner/index.js";
+import { REPO, Sandbox } from "../harness/sandbox.js";
+
+interface Node {
+  definition?: { args?: Record<string, { alias?: string | string[] }> };
+  subtree: Map<string, Node>;
+}
+
+const docs = ["docs/experimental.md", "README.md"]
+  .map((f) => readFileSync(path.join(REPO, f), "utf8"))
+  .join("\n");
+const wrangler = createRequire(path.join(REPO, "package.json"))("wrangler") as {
+  experimental_getWranglerCommands: () => { registry: Node; globalFlags: Record<string, unknown> };
+};
+const { registry, globalFlags } = wrangler.experimental_getWranglerCommands();
+
+function flagNames(args: Record<string, { alias?: string | string[] }> = {}): Set<string> {
+  return new Set(Object.entries(args).flatMap(([name, a]) => [name, ...[a.alias ?? []].flat()]));
+}
+
+/** Every `wrangler …` invocation in code blocks and code spans. */
+function invocations(): string[][] {
+  const found: string[][] = [];
+  for (const match of docs.matchAll(/(?:`|\$ |npx )wrangler((?: +[^\s`|]+)+)/g)) {
+    found.push(match[1]!.trim().split(/\s+/));
+  }
+  return found;
+}
+
+describe("docs/experimental.md", () => {
+  it("names only commands and flags that exist", () => {
+    const checked: string[] = [];
+    for (const tokens of invocations()) {
+      const words = tokens.filter((t) => !t.startsWith("-"));
+      const flags = tokens.filter((t) => t.startsWith("--")).map((t) => t.slice(2).split("=")[0]!);
+      let known: Set<string>;
+      if (words[0] === "storage-owner") {
+        const sub = COMMANDS.find((c) => c.command === words[1]);
+        if (words[1] === undefined || words[1].includes("|")) continue; // "status|stop|gc"
+        expect(sub, `storage-owner ${words[1]}`).toBeDefined();
+        known = flagNames(sub!.args as never);
+      } else {
+        let node: Node = registry;
+        for (const word of words) {
+          const next = node.subtree.get(word);
+          if (!next) break;
+          node = next;
+        }
+        expect(node, tokens.join(" ")).not.toBe(registry);
+        known = flagNames(node.definition?.args);
+      }
+      for (const flag of flags) {
+        const ok =
+          known.has(flag) || flag in globalFlags || flag === "x-shared-storage" || flag === "help";
+        expect(ok, `--${flag} in \`wrangler ${tokens.join(" ")}\``).toBe(true);
+      }
+      checked.push(tokens.join(" "));
+    }
+    expect(checked.length).toBeGreaterThan(8);
+  });
+
+  it("names only environment variables the code reads", () => {
+    const source = readdirSync(path.join(REPO, "src"), { recursive: true })
+      .filter((f) => String(f).endsWith(".ts") && !String(f).includes("__tests__"))
+      .map((f) => readFileSync(path.join(REPO, "src", String(f)), "utf8"))
+      .join("\n");
+    const named = new Set(docs.match(/\b(?:WRANGLER|CLOUDFLARE)_[A-Z_]+\b/g));
+    expect(named.size).toBeGreaterThan(5);
+    for (const name of named) expect(source, name).toContain(name);
+  });
+});
+
+describe("--help of our commands", () => {
+  const sandbox = new Sandbox();
+  afterAll(() => sandbox.cleanup());
+  it.each(COMMANDS.map((c) => [c.command, c.metadata.description] as const))(
+    "storage-owner %s --help says what it does and shows an example",
+    async (command, description) => {
+      const { code, stdout } = await sandbox.run(["storage-owner", command, "--help"]);
+      expect(code).toBe(0);
+      expect(stdout).toContain(description);
+      expect(stdout).toContain("Examples:");
+      expect(stdout).toContain(`wrangler storage-owner ${command}`);
+    },
+  );
+});
