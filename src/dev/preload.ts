@@ -15,6 +15,8 @@ import { SESSION_ENV } from "./shared-storage.js";
 type MiniflareOptions = ConstructorParameters<typeof MiniflareModule.Miniflare>[0];
 
 const command = process.env[SESSION_ENV] ?? "dev";
+/** For `npm run bench` only: shared storage as upstream miniflare does it, with no owner. */
+const upstreamOnly = process.env.WRANGLER_X_BENCH_UPSTREAM_SHARED_STORAGE === "1";
 // Children that wrangler spawns must not run this preload again.
 delete process.env[SESSION_ENV];
 
@@ -91,12 +93,15 @@ function prepare(real: typeof MiniflareModule, options: MiniflareOptions): Minif
   const registryPath = real.resolveDevRegistryPath(
     options.unsafeDevRegistryPath ?? resolveRegistryPath(),
   );
-  const connection = connect(persistRoot, registryPath, worker);
+  // Bench only (upstreamOnly): miniflare's own election, the oldest session owns storage.
+  const paths = upstreamOnly
+    ? rootPaths(persistRoot)
+    : connect(persistRoot, registryPath, worker).paths;
   return {
     ...options,
     resourcePersistencePath: persistRoot,
     unsafeEnableSharedStorage: true,
-    isolatedResourcePersistencePath: isolatedPathFor(connection.paths, connection.worker),
+    isolatedResourcePersistencePath: isolatedPathFor(paths, worker),
     enableDevRegistry: true,
     unsafeDevRegistryPath: registryPath,
   };

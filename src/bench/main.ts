@@ -1,0 +1,613 @@
+// `npm run bench`: shared storage against plain wrangler and miniflare's own shared storage
+// (the oldest session owns), every figure measured for every contender in this one run.
+//   npm run bench              full run (several minutes)
+//   npm run bench -- --quick   under three minutes
+//   npm run bench -- --smoke   one tiny iteration of everything (the test suite runs this)
+//   --out FILE                 write the JSON there instead of bench/results.json
+// Prints a table and writes bench/results.json. Figures are never asserted anywhere.
+import { spawn } from "node:child_process";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { versions } from "../environment.js";
+import { failedWindow, steadyLoad } from "../harness/load.js";
+import {
+  killGroup,
+  NODE,
+  OUR_BIN,
+  REAL_BIN,
+  REPO,
+  Sandbox,
+  type Session,
+  sleep,
+  waitFor,
+} from "../harness/sandbox.js";
+import { ownerLeftovers } from "../owner/lifecycle.js";
+import { liveness, processGroupMembers } from "../process-info.js";
+
+type Contender = "plain" | "upstream" | "ours";
+const CONTENDERS: Contender[] = ["plain", "upstream", "ours"];
+const LABEL: Record<Contender, string> = {
+  plain: "plain wrangler",
+  upstream: "miniflare shared",
+  ours: "ours",
+};
+
+const mode = process.argv.includes("--smoke")
+  ? "smoke"
+  : process.argv.includes("--quick")
+    ? "quick"
+    : "full";
+const SIZES = {
+  full: {
+    sessions: 4,
+    inserts: 100,
+    reloads: 10,
+    latencySamples: 300,
+    readyRuns: 5,
+    scaling: [1, 2, 4, 8],
+    scalingSeconds: 5,
+    cliRuns: 7,
+  },
+  quick: {
+    sessions: 3,
+    inserts: 60,
+    reloads: 3,
+    latencySamples: 100,
+    readyRuns: 2,
+    scaling: [1, 2, 4],
+    scalingSeconds: 3,
+    cliRuns: 5,
+  },
+  smoke: {
+    sessions: 2,
+    inserts: 5,
+    reloads: 1,
+    latencySamples: 5,
+    readyRuns: 1,
+    scaling: [1, 2],
+    scalingSeconds: 1,
+    cliRuns: 1,
+  },
+}[mode];
+const WORKERS = ["api", "jobs", "admin"];
+const workerFor = (i: number) => WORKERS[i % WORKERS.length]!;
+
+function sandboxFor(contender: Contender): Sandbox {
+  const sandbox = new Sandbox({ graceMs: 2000, idleMs: 1000 });
+  if (contender === "upstream")
+    Object.assign(sandbox.env, { WRANGLER_X_BENCH_UPSTREAM_SHARED_STORAGE: "1" });
+  return sandbox;
+}
+const flagFor = (contender: Contender) => contender !== "plain";
+
+const percentile = (values: number[], p: number) => {
+  if (values.length === 0) return NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+};
+const median = (values: number[]) => percentile(values, 50);
+const round = (n: number, digits = 0) => Math.round(n * 10 ** digits) / 10 ** digits;
+const signed = (n: number) => (n >= 0 ? `+${n}` : `${n}`);
+const outArg = process.argv.indexOf("--out");
+const OUT =
+  outArg > 0 && process.argv[outArg + 1]
+    ? path.resolve(process.argv[outArg + 1]!)
+    : path.join(REPO, "bench", "results.json");
+const log = (message: string) =>
+  process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
+
+function rssKiB(pid: number): number {
+  try {
+    return Number(readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+)/)?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+const groupRssMiB = (pgid: number) =>
+  processGroupMembers(pgid).reduce((sum, pid) => sum + rssKiB(pid), 0) / 1024;
+
+async function startSessions(
+  sandbox: Sandbox,
+  contender: Contender,
+  count: number,
+  sequential = false,
+): Promise<Session[]> {
+  if (sequential) {
+    const sessions: Session[] = [];
+    for (let i = 0; i < count; i++)
+      sessions.push(await sandbox.startSession(workerFor(i), { flag: flagFor(contender) }));
+    return sessions;
+  }
+  // Plain sessions started together can die at startup (SQLITE_BUSY while migrating metadata):
+  // count those as failed sessions rather than abort the bench.
+  const settled = await Promise.allSettled(
+    Array.from({ length: count }, (_, i) =>
+      sandbox.startSession(workerFor(i), { flag: flagFor(contender) }),
+    ),
+  );
+  return settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
+}
+
+const results: Record<string, unknown> = {};
+
+/** N sessions x M concurrent D1 inserts plus a KV/R2 mix; then reloads; then a kill -9 of the owner. */
+async function correctness(contender: Contender) {
+  const sandbox = sandboxFor(contender);
+  try {
+    // Sequential starts so that, for miniflare's own mode, the first session owns storage.
+    const sessions = await startSessions(sandbox, contender, SIZES.sessions, true);
+    const tag = "burst";
+    const mix = Math.ceil(SIZES.inserts / 4);
+    const [inserts, others] = await Promise.all([
+      Promise.all(
+        sessions.flatMap((s) =>
+          Array.from({ length: SIZES.inserts }, () =>
+            fetchOk(s.url(`/d1/insert?who=${tag}`), "POST"),
+          ),
+        ),
+      ),
+      Promise.all(
+        sessions.flatMap((s, i) => [
+          ...Array.from({ length: mix }, (_, j) => fetchOk(s.url(`/kv/k${i}-${j}`), "PUT", "v")),
+          ...Array.from({ length: mix }, (_, j) => fetchOk(s.url(`/r2/o${i}-${j}`), "PUT", "v")),
+        ]),
+      ),
+    ]);
+    const outcomes = [...inserts, ...others];
+    const failed = outcomes.filter((ok) => !ok).length;
+    const okInserts = inserts.filter(Boolean).length;
+    const count = await countOf(sessions[0]!, tag);
+    const burst = {
+      sessionsStarted: sessions.length,
+      requests: outcomes.length,
+      failed,
+      d1SuccessfulInserts: okInserts,
+      d1FinalCount: count,
+      exact: count === okInserts,
+    };
+    log(
+      `${contender}: burst ${failed}/${outcomes.length} failed, D1 count ${count} vs ${okInserts} acknowledged`,
+    );
+
+    // Reloads of the first (for miniflare's own mode: the owning) session under steady load.
+    let reload: Record<string, number> | undefined;
+    if (sessions.length >= 2) {
+      const [edited, ...others] = sessions as [Session, ...Session[]];
+      const source = path.join(sandbox.workerDir(edited.worker), "src", "index.js");
+      const original = readFileSync(source, "utf8");
+      const load = steadyLoad(others, "reload");
+      for (let i = 1; i <= SIZES.reloads; i++) {
+        writeFileSync(
+          source,
+          original.replace(
+            `createHandler("${edited.worker}")`,
+            `createHandler("${edited.worker}-v${i}")`,
+          ),
+        );
+        await waitFor(
+          `reload ${i}`,
+          async () => (await whoami(edited)) === `${edited.worker}-v${i}`,
+          60_000,
+          100,
+        );
+        await sleep(500);
+      }
+      await load.stop();
+      reload = {
+        reloads: SIZES.reloads,
+        requests: load.results.length,
+        failed: load.results.filter((r) => !r.ok).length,
+      };
+      log(
+        `${contender}: ${reload.failed}/${reload.requests} failed during ${SIZES.reloads} reloads`,
+      );
+    }
+
+    // kill -9 of the owner's process group under steady load (not for plain: no owner).
+    let kill: Record<string, number> | undefined;
+    if (contender !== "plain" && sessions.length >= 2) {
+      const victim = contender === "ours" ? sandbox.owner()!.pid : sessions[0]!.pid;
+      const survivors = contender === "ours" ? sessions : sessions.slice(1);
+      const load = steadyLoad(survivors, "kill");
+      await sleep(1000);
+      const killedAt = Date.now();
+      killGroup(victim, "SIGKILL");
+      await waitFor(
+        "2 s of clean traffic after the kill",
+        () => {
+          const recent = load.results.filter((r) => r.at > Date.now() - 2000);
+          return Date.now() - killedAt > 2500 && recent.length > 5 && recent.every((r) => r.ok);
+        },
+        60_000,
+        100,
+      );
+      await load.stop();
+      const window = failedWindow(load.results, killedAt);
+      kill = {
+        failed: window.failures,
+        succeeded: window.successes,
+        windowMs: window.windowMs,
+        recoveredAfterMs: window.recoveredAfterMs,
+      };
+      log(
+        `${contender}: kill -9 of the owner: failed window ${window.windowMs} ms (${window.failures} failed)`,
+      );
+    }
+    return { burst, reload, kill };
+  } finally {
+    await sandbox.cleanup();
+  }
+}
+
+async function fetchOk(url: string, method: string, body?: string): Promise<boolean> {
+  try {
+    const response = await fetch(url, { method, body });
+    await response.arrayBuffer();
+    return response.ok;
+  } catch {
+    return false;
+  }
+}
+async function whoami(session: Session): Promise<string | undefined> {
+  try {
+    return ((await (await fetch(session.url("/whoami"))).json()) as { worker: string }).worker;
+  } catch {
+    return undefined;
+  }
+}
+async function countOf(session: Session, who: string): Promise<number> {
+  return ((await (await fetch(session.url(`/d1/count?who=${who}`))).json()) as { count: number })
+    .count;
+}
+
+/** p50/p95 of single requests through one session, and the memory of what serves them. */
+async function latencyAndMemory(contender: "plain" | "ours") {
+  const sandbox = sandboxFor(contender);
+  try {
+    const [session] = await startSessions(sandbox, contender, 1);
+    const ops: Record<string, () => Promise<boolean>> = {
+      "KV get": () => fetchOk(session!.url("/kv/bench"), "GET"),
+      "KV put": () => fetchOk(session!.url("/kv/bench"), "PUT", "value"),
+      "D1 insert": () => fetchOk(session!.url("/d1/insert?who=latency"), "POST"),
+      "R2 put": () => fetchOk(session!.url("/r2/bench"), "PUT", "value"),
+    };
+    await ops["KV put"]!();
+    const latency: Record<string, { p50: number; p95: number; samples: number }> = {};
+    for (const [name, op] of Object.entries(ops)) {
+      for (let i = 0; i < 5; i++) await op(); // warm-up
+      const samples: number[] = [];
+      for (let i = 0; i < SIZES.latencySamples; i++) {
+        const started = performance.now();
+        await op();
+        samples.push(performance.now() - started);
+      }
+      latency[name] = {
+        p50: round(median(samples), 2),
+        p95: round(percentile(samples, 95), 2),
+        samples: samples.length,
+      };
+    }
+    const sessionRss = groupRssMiB(session!.pid);
+    const owner = contender === "ours" ? sandbox.owner() : undefined;
+    const ownerRss = owner ? groupRssMiB(owner.pid) : undefined;
+    log(
+      `${contender}: latency ${JSON.stringify(latency)}; session RSS ${round(sessionRss)} MiB${ownerRss ? `, owner RSS ${round(ownerRss)} MiB` : ""}`,
+    );
+    return {
+      latency,
+      sessionRssMiB: round(sessionRss, 1),
+      ownerRssMiB: ownerRss === undefined ? undefined : round(ownerRss, 1),
+    };
+  } finally {
+    await sandbox.cleanup();
+  }
+}
+
+/** Time to first answer of `wrangler dev`: plain, ours with the owner spawned (cold), ours with it running (warm). */
+async function readiness() {
+  const timed = async (sandbox: Sandbox, contender: Contender, worker: string) => {
+    const started = performance.now();
+    const session = await sandbox.startSession(worker, { flag: flagFor(contender) });
+    return { ms: performance.now() - started, session };
+  };
+  const plain: number[] = [];
+  const cold: number[] = [];
+  const warm: number[] = [];
+  const ownerExit: number[] = [];
+  let orphans = 0;
+  for (let run = 0; run < SIZES.readyRuns; run++) {
+    const p = sandboxFor("plain");
+    try {
+      const { ms, session } = await timed(p, "plain", "api");
+      plain.push(ms);
+      await p.stopSession(session);
+    } finally {
+      await p.cleanup();
+    }
+    const o = sandboxFor("ours");
+    try {
+      const first = await timed(o, "ours", "api");
+      cold.push(first.ms);
+      const second = await timed(o, "ours", "jobs");
+      warm.push(second.ms);
+      const owner = o.owner()!;
+      await o.stopSession(second.session);
+      await o.stopSession(first.session);
+      const stoppedAt = performance.now();
+      await waitFor(
+        "the owner to exit",
+        () => liveness(owner) !== "alive" && ownerLeftovers(owner).length === 0,
+        30_000,
+        20,
+      );
+      ownerExit.push(performance.now() - stoppedAt);
+      orphans += (await o.settledLeftovers(2000)).length;
+    } finally {
+      await o.cleanup();
+    }
+  }
+  const figures = {
+    plainMs: round(median(plain)),
+    coldMs: round(median(cold)),
+    warmMs: round(median(warm)),
+    coldOverPlainMs: round(median(cold) - median(plain)),
+    warmOverPlainMs: round(median(warm) - median(plain)),
+    runs: plain.length,
+    ownerExitAfterLastClientMs: round(median(ownerExit)),
+    ownerExitBoundMs: 2000 + 1000,
+    orphans,
+  };
+  log(`ready: ${JSON.stringify(figures)}`);
+  return figures;
+}
+
+/** Total D1 inserts/s with 1, 2, 4, 8 sessions writing at once. */
+async function scaling(contender: "plain" | "ours") {
+  const rows: { sessions: number; insertsPerSecond: number; failed: number; started: number }[] =
+    [];
+  for (const count of SIZES.scaling) {
+    const sandbox = sandboxFor(contender);
+    try {
+      const sessions = await startSessions(sandbox, contender, count);
+      const load = steadyLoad(sessions, "scale", 4, 0);
+      await sleep(SIZES.scalingSeconds * 1000);
+      await load.stop();
+      const ok = load.results.filter((r) => r.ok).length;
+      rows.push({
+        sessions: count,
+        started: sessions.length,
+        insertsPerSecond: round(ok / SIZES.scalingSeconds),
+        failed: load.results.length - ok,
+      });
+      log(
+        `${contender}: ${count} sessions -> ${rows.at(-1)!.insertsPerSecond} inserts/s, ${rows.at(-1)!.failed} failed`,
+      );
+    } finally {
+      await sandbox.cleanup();
+    }
+  }
+  return rows;
+}
+
+/** Wall time and peak memory of a whole command (its process group), sampled every 5 ms. */
+async function measureCommand(bin: string, args: string[], env: NodeJS.ProcessEnv) {
+  const started = performance.now();
+  const child = spawn(NODE, [bin, ...args], {
+    cwd: os.tmpdir(),
+    env,
+    stdio: "ignore",
+    detached: true,
+  });
+  let peak = 0;
+  const sampler = setInterval(() => (peak = Math.max(peak, groupRssMiB(child.pid!))), 5);
+  const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
+  clearInterval(sampler);
+  return { ms: performance.now() - started, peakMiB: peak, code };
+}
+
+async function passthrough() {
+  const sandbox = new Sandbox();
+  try {
+    const commands = [["--version"], ["d1", "--help"], ["whoami"]];
+    const rows: Record<string, unknown>[] = [];
+    for (const args of commands) {
+      const ours: { ms: number; peakMiB: number }[] = [];
+      const real: { ms: number; peakMiB: number }[] = [];
+      for (let i = 0; i < SIZES.cliRuns; i++) {
+        // Interleaved, so that machine noise hits both alike.
+        real.push(await measureCommand(REAL_BIN, args, sandbox.env));
+        ours.push(await measureCommand(OUR_BIN, args, sandbox.env));
+      }
+      const m = (xs: { ms: number; peakMiB: number }[], k: "ms" | "peakMiB") =>
+        median(xs.map((x) => x[k]));
+      rows.push({
+        command: `wrangler ${args.join(" ")}`,
+        realMs: round(m(real, "ms")),
+        oursMs: round(m(ours, "ms")),
+        overheadMs: round(m(ours, "ms") - m(real, "ms")),
+        realPeakMiB: round(m(real, "peakMiB"), 1),
+        oursPeakMiB: round(m(ours, "peakMiB"), 1),
+        overheadMiB: round(m(ours, "peakMiB") - m(real, "peakMiB"), 1),
+        runs: SIZES.cliRuns,
+      });
+      log(`passthrough ${JSON.stringify(rows.at(-1))}`);
+    }
+    const status: number[] = [];
+    const statusJson: number[] = [];
+    for (let i = 0; i < SIZES.cliRuns; i++) {
+      status.push((await measureCommand(OUR_BIN, ["storage-owner", "status"], sandbox.env)).ms);
+      statusJson.push(
+        (await measureCommand(OUR_BIN, ["storage-owner", "status", "--json"], sandbox.env)).ms,
+      );
+    }
+    return {
+      commands: rows,
+      statusMs: round(median(status)),
+      statusJsonMs: round(median(statusJson)),
+    };
+  } finally {
+    await sandbox.cleanup();
+  }
+}
+
+function ratio(a: number | undefined, b: number | undefined): string {
+  return a === undefined || b === undefined || !b ? "-" : `${(a / b).toFixed(2)}×`;
+}
+
+async function main(): Promise<void> {
+  const startedAt = Date.now();
+  log(`mode ${mode}: ${JSON.stringify(SIZES)}`);
+  const correctnessBy: Partial<Record<Contender, Awaited<ReturnType<typeof correctness>>>> = {};
+  for (const contender of CONTENDERS) correctnessBy[contender] = await correctness(contender);
+  const latencyBy = {
+    plain: await latencyAndMemory("plain"),
+    ours: await latencyAndMemory("ours"),
+  };
+  const ready = await readiness();
+  const scalingBy = { plain: await scaling("plain"), ours: await scaling("ours") };
+  const cli = await passthrough();
+
+  Object.assign(results, {
+    mode,
+    sizes: SIZES,
+    durationSeconds: round((Date.now() - startedAt) / 1000),
+    date: new Date().toISOString(),
+    machine: {
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memoryGiB: round(os.totalmem() / 2 ** 30, 1),
+      platform: `${os.platform()} ${os.release()}`,
+      node: process.version,
+    },
+    versions: versions(),
+    correctness: correctnessBy,
+    latency: latencyBy,
+    ready,
+    scaling: scalingBy,
+    passthrough: cli,
+  });
+  mkdirSync(path.dirname(OUT), { recursive: true });
+  writeFileSync(OUT, JSON.stringify(results, null, 2) + "\n");
+
+  const c = correctnessBy;
+  const lines: string[][] = [
+    ["figure", LABEL.plain, LABEL.upstream, LABEL.ours, "ours vs plain / goal"],
+  ];
+  const burst = (k: Contender) => {
+    const b = c[k]?.burst;
+    return b
+      ? `${b.failed}/${b.requests} failed${b.exact ? ", exact" : `, count ${b.d1FinalCount}≠${b.d1SuccessfulInserts}`}`
+      : "-";
+  };
+  lines.push([
+    `failed: ${SIZES.sessions} sessions × ${SIZES.inserts} D1 inserts + KV/R2`,
+    burst("plain"),
+    burst("upstream"),
+    burst("ours"),
+    "goal 0",
+  ]);
+  const rel = (k: Contender) =>
+    c[k]?.reload ? `${c[k]!.reload!.failed}/${c[k]!.reload!.requests} failed` : "-";
+  lines.push([
+    `failed during ${SIZES.reloads} reloads of one session`,
+    rel("plain"),
+    rel("upstream"),
+    rel("ours"),
+    "goal 0",
+  ]);
+  const kill = (k: Contender) =>
+    c[k]?.kill ? `${c[k]!.kill!.windowMs} ms (${c[k]!.kill!.failed} failed)` : "n/a";
+  lines.push([
+    "failed window after kill -9 of the owner",
+    "n/a",
+    kill("upstream"),
+    kill("ours"),
+    "goal ≤ 500 ms",
+  ]);
+  for (const op of ["KV get", "KV put", "D1 insert", "R2 put"]) {
+    const p = latencyBy.plain.latency[op];
+    const o = latencyBy.ours.latency[op];
+    lines.push([
+      `${op} p50 / p95 ms (n=${p?.samples})`,
+      `${p?.p50} / ${p?.p95}`,
+      "-",
+      `${o?.p50} / ${o?.p95}`,
+      `${ratio(o?.p50, p?.p50)} p50, goal ≤ 1.15×`,
+    ]);
+  }
+  lines.push([
+    `dev ready ms, median of ${ready.runs}`,
+    `${ready.plainMs}`,
+    "-",
+    `cold ${ready.coldMs}, warm ${ready.warmMs}`,
+    `${signed(ready.coldOverPlainMs)} cold (≤ +1000), ${signed(ready.warmOverPlainMs)} warm (≤ +200)`,
+  ]);
+  lines.push([
+    "owner exit after last client leaves",
+    "-",
+    "-",
+    `${ready.ownerExitAfterLastClientMs} ms, ${ready.orphans} orphans`,
+    `bound ${ready.ownerExitBoundMs} ms (grace+idle)`,
+  ]);
+  const ownerRss = latencyBy.ours.ownerRssMiB;
+  lines.push([
+    "RSS MiB: one plain session / our owner",
+    `${latencyBy.plain.sessionRssMiB}`,
+    "-",
+    `owner ${ownerRss}`,
+    `${ratio(ownerRss, latencyBy.plain.sessionRssMiB)}, goal ≤ 1.0×`,
+  ]);
+  for (const [i, n] of SIZES.scaling.entries()) {
+    const p = scalingBy.plain[i];
+    const o = scalingBy.ours[i];
+    lines.push([
+      `D1 inserts/s, ${n} session(s)`,
+      `${p?.insertsPerSecond} (${p?.failed} failed${p && p.started < n ? `, ${n - p.started} died` : ""})`,
+      "-",
+      `${o?.insertsPerSecond} (${o?.failed} failed)`,
+      ratio(o?.insertsPerSecond, p?.insertsPerSecond),
+    ]);
+  }
+  for (const row of cli.commands as {
+    command: string;
+    realMs: number;
+    oursMs: number;
+    overheadMs: number;
+    realPeakMiB: number;
+    oursPeakMiB: number;
+    overheadMiB: number;
+  }[]) {
+    lines.push([
+      `${row.command}: ms / peak MiB (real wrangler in the plain column)`,
+      `${row.realMs} / ${row.realPeakMiB}`,
+      "-",
+      `${row.oursMs} / ${row.oursPeakMiB}`,
+      `${signed(row.overheadMs)} ms (≤ +50), ${signed(row.overheadMiB)} MiB (≤ +10)`,
+    ]);
+  }
+  const versionMs = (cli.commands[0] as { realMs: number }).realMs;
+  lines.push([
+    "storage-owner status ms (--json)",
+    "-",
+    "-",
+    `${cli.statusMs} (${cli.statusJsonMs})`,
+    `${ratio(cli.statusMs, versionMs)} of real --version, goal ≤ 300 ms`,
+  ]);
+
+  const widths = lines[0]!.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
+  const table = lines.map((l) =>
+    l
+      .map((cell, i) => cell.padEnd(widths[i]!))
+      .join(" | ")
+      .trimEnd(),
+  );
+  table.splice(1, 0, widths.map((w) => "-".repeat(w)).join("-|-"));
+  console.log(
+    `\nBench (${mode}) on ${os.cpus().length} cores, node ${process.version}, wrangler ${versions().wrangler}, ${round((Date.now() - startedAt) / 1000)} s\n`,
+  );
+  console.log(table.join("\n"));
+  console.log(`\nWritten to ${OUT}`);
+}
+
+await main();
