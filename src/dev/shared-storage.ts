@@ -1,13 +1,12 @@
 // `wrangler dev --x-shared-storage` (and the local storage commands): check that sharing is
 // possible, then run the real wrangler with our preload. The preload does the rest inside
 // wrangler's own process, where wrangler has already resolved the persist root and registry.
-import { pathToFileURL } from "node:url";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { Parser } from "yargs/helpers";
 import { runRealWrangler } from "../real-wrangler.js";
 
-export const PRELOAD = path.join(path.dirname(fileURLToPath(import.meta.url)), "preload.js");
+export const PRELOAD = path.join(path.dirname(fileURLToPath(import.meta.url)), "preload-entry.cjs");
 /** Tells the preload which command it runs in; its presence is what turns the preload on. */
 export const SESSION_ENV = "WRANGLER_X_SHARED_STORAGE_SESSION";
 
@@ -38,7 +37,7 @@ export function runWithSharedStorage(command: string, args: string[]): void {
     return;
   }
   runRealWrangler(args, {
-    nodeArgs: ["--import", pathToFileURL(PRELOAD).href],
+    nodeArgs: ["--require", PRELOAD],
     env: { ...process.env, [SESSION_ENV]: command },
   });
 }
