@@ -2,6 +2,7 @@
 // one persist root. Sessions find it through miniflare's dev registry (it is the oldest storage
 // candidate for the root) and through our owner record. It exits when no client remains.
 import { linkSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { enableCompileCache } from "node:module";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type * as MiniflareModule from "miniflare";
@@ -19,6 +20,9 @@ import {
   writeRecordAtomic,
 } from "../records.js";
 import { tryAcquireSpawnLock } from "./spawn-lock.js";
+
+// Owners start on every failover: let Node cache miniflare's compiled code on disk.
+enableCompileCache();
 
 const CANDIDATE_PREFIX = "__miniflare_storage_candidate__-";
 
@@ -128,7 +132,8 @@ async function main(): Promise<void> {
   publish("starting");
   const before = new Set(candidates().map((c) => c.name));
   log(
-    `starting for ${persistRoot} (registry ${registryPath}, miniflare ${record.versions.miniflare})`,
+    `starting for ${persistRoot} (registry ${registryPath}, miniflare ${record.versions.miniflare}; ` +
+      `process up ${Math.round(process.uptime() * 1000)} ms)`,
   );
   const options = miniflare.convertV4MiniflareOptions({
     name: "x-shared-storage-owner",
