@@ -4,7 +4,13 @@ import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { ownerLeftovers } from "../owner/lifecycle.js";
 import { liveness } from "../process-info.js";
-import { failedWindow, maxGap, sampleHolders, steadyLoad } from "../harness/load.js";
+import {
+  failedWindow,
+  maxGap,
+  sampleHolders,
+  steadyLoad,
+  waitForCleanTraffic,
+} from "../harness/load.js";
 import {
   getJson,
   killGroup,
@@ -44,15 +50,7 @@ describe("owner killed with kill -9 of its process group", () => {
       50,
     );
     // Then a while of clean traffic from every session.
-    await waitFor(
-      "2 s without failures",
-      () => {
-        const recent = load.results.filter((r) => r.at > Date.now() - 2000);
-        return Date.now() - killedAt > 3000 && recent.length > 20 && recent.every((r) => r.ok);
-      },
-      30_000,
-      200,
-    );
+    await waitForCleanTraffic(load, killedAt, { minMs: 3000, minRequests: 20, timeoutMs: 30_000 });
     await load.stop();
     await sampler.stop();
 

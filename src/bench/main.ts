@@ -10,7 +10,7 @@ import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { versions } from "../environment.js";
-import { failedWindow, steadyLoad } from "../harness/load.js";
+import { failedWindow, steadyLoad, waitForCleanTraffic } from "../harness/load.js";
 import {
   killGroup,
   NODE,
@@ -213,15 +213,7 @@ async function correctness(contender: Contender) {
       await sleep(1000);
       const killedAt = Date.now();
       killGroup(victim, "SIGKILL");
-      await waitFor(
-        "2 s of clean traffic after the kill",
-        () => {
-          const recent = load.results.filter((r) => r.at > Date.now() - 2000);
-          return Date.now() - killedAt > 2500 && recent.length > 5 && recent.every((r) => r.ok);
-        },
-        60_000,
-        100,
-      );
+      await waitForCleanTraffic(load, killedAt);
       await load.stop();
       const window = failedWindow(load.results, killedAt);
       kill = {

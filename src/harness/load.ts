@@ -1,6 +1,13 @@
 // Steady D1 write load from several sessions, and a sampler of which processes hold the
 // database files: the two instruments of the fault tests and the bench.
-import { isDatabaseFile, post, processesWithOpen, type Session, sleep } from "./sandbox.js";
+import {
+  isDatabaseFile,
+  post,
+  processesWithOpen,
+  type Session,
+  sleep,
+  waitFor,
+} from "./sandbox.js";
 
 export interface RequestResult {
   at: number;
@@ -43,6 +50,25 @@ export function steadyLoad(
       await Promise.all(loops);
     },
   };
+}
+
+/** Waits (bounded) until every request of the last `windowMs` succeeded, at least `minMs` after `since`. */
+export async function waitForCleanTraffic(
+  load: Load,
+  since: number,
+  { windowMs = 2000, minMs = 2500, minRequests = 5, timeoutMs = 60_000 } = {},
+): Promise<void> {
+  await waitFor(
+    `${windowMs} ms of requests without failure`,
+    () => {
+      const recent = load.results.filter((r) => r.at > Date.now() - windowMs);
+      return (
+        Date.now() - since > minMs && recent.length >= minRequests && recent.every((r) => r.ok)
+      );
+    },
+    timeoutMs,
+    100,
+  );
 }
 
 /** The window in which requests failed after `from`: first failure to last failure. */
