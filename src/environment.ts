@@ -119,6 +119,11 @@ export function ownerTimings(env: NodeJS.ProcessEnv = process.env): OwnerTimings
   };
 }
 
+/** WRANGLER_X_OWNER_STANDBY=0 saves the standby's memory (~260 MiB) at the cost of ~1 s failovers. */
+export function standbyEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
+  return !["0", "false", "no"].includes((env.WRANGLER_X_OWNER_STANDBY ?? "").toLowerCase());
+}
+
 export const SHARED_STORAGE_FLAG = "x-shared-storage";
 export const SHARED_STORAGE_ENV = "WRANGLER_X_SHARED_STORAGE";
 

@@ -5,6 +5,8 @@
 //   <persist root>/.x-shared-storage/clients/<pid>.json  presence of one client session (client writes)
 //   <persist root>/.x-shared-storage/spawn.lock          election lock dir (proper-lockfile)
 //   <persist root>/.x-shared-storage/spawn.lock.holder   who holds the election lock
+//   <persist root>/.x-shared-storage/standby.json        a pre-started successor (standby writes)
+//   <persist root>/.x-shared-storage/standby-registry/   the standby's private dev registry
 //   <persist root>/.x-shared-storage/owner.log           the owner's stdout/stderr
 //   <persist root>/.x-shared-storage/isolated/<name>/    per-worker Cache/Durable Objects/Workflows
 //   <registry>/.x-shared-storage/<hash>.json             pointer to a persist root (for --all)
@@ -29,6 +31,8 @@ export interface RootPaths {
   spawnLockHolder: string;
   ownerLog: string;
   isolatedDir: string;
+  standbyRecord: string;
+  standbyRegistry: string;
 }
 
 export function rootPaths(persistRoot: string): RootPaths {
@@ -42,6 +46,8 @@ export function rootPaths(persistRoot: string): RootPaths {
     spawnLockHolder: path.join(stateDir, "spawn.lock.holder"),
     ownerLog: path.join(stateDir, "owner.log"),
     isolatedDir: path.join(stateDir, "isolated"),
+    standbyRecord: path.join(stateDir, "standby.json"),
+    standbyRegistry: path.join(stateDir, "standby-registry"),
   };
 }
 
@@ -98,6 +104,16 @@ export interface ClientRecord extends ProcessIdentity {
   since: string;
   cwd: string;
   /** Versions the client runs; an owner of other versions must not serve it. */
+  versions: Versions;
+}
+
+/** A started owner that is not yet serving: it takes over when the owner it `backs` dies. */
+export interface StandbyRecord extends ProcessIdentity {
+  schema: number;
+  backs: number;
+  debugAddress: string;
+  instanceId: string;
+  since: string;
   versions: Versions;
 }
 
@@ -208,6 +224,21 @@ export function validateClient(value: unknown): string | undefined {
   );
 }
 
+export function validateStandby(value: unknown): string | undefined {
+  return checkFields(
+    value,
+    {
+      pid: "number",
+      backs: "number",
+      debugAddress: "string",
+      instanceId: "string",
+      since: "string",
+      versions: "object",
+    },
+    { startTime: "string" },
+  );
+}
+
 export function validateLockHolder(value: unknown): string | undefined {
   return checkFields(value, { pid: "number", acquiredAt: "string" }, { startTime: "string" });
 }
@@ -218,6 +249,8 @@ export function validatePointer(value: unknown): string | undefined {
 
 export const readOwner = (paths: RootPaths) =>
   readRecord<OwnerRecord>(paths.ownerRecord, validateOwner);
+export const readStandby = (paths: RootPaths) =>
+  readRecord<StandbyRecord>(paths.standbyRecord, validateStandby);
 export const readLockHolder = (paths: RootPaths) =>
   readRecord<LockHolderRecord>(paths.spawnLockHolder, validateLockHolder);
 

@@ -2,6 +2,7 @@
 import { existsSync, statSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { inspectRoot } from "../owner/inspect.js";
 import { ownerLeftovers } from "../owner/lifecycle.js";
 import { liveness } from "../process-info.js";
 import {
@@ -24,8 +25,12 @@ import {
 
 const WORKERS = ["api", "jobs", "admin"];
 
-describe("owner killed with kill -9 of its process group", () => {
+describe.each([
+  ["with a standby (default)", true],
+  ["with WRANGLER_X_OWNER_STANDBY=0", false],
+])("owner killed with kill -9 of its process group, %s", (_, standby) => {
   const sandbox = new Sandbox();
+  if (!standby) sandbox.env.WRANGLER_X_OWNER_STANDBY = "0";
   let sessions: Session[];
   beforeAll(async () => {
     sessions = await Promise.all(WORKERS.map((w) => sandbox.startSession(w)));
@@ -35,6 +40,18 @@ describe("owner killed with kill -9 of its process group", () => {
 
   it("recovers well inside miniflare's 10 s window, never with two file holders, losing no write", async () => {
     const dead = sandbox.owner()!;
+    const successor = standby
+      ? await waitFor(
+          "the standby to be ready",
+          () => {
+            const report = inspectRoot(sandbox.persistRoot);
+            return report.standby?.alive && report.standby.backs === dead.pid
+              ? report.standby.pid
+              : undefined;
+          },
+          20_000,
+        )
+      : undefined;
     const sampler = sampleHolders(sandbox.persistRoot, 50);
     const load = steadyLoad(sessions, "crash");
     await sleep(1000);
@@ -56,12 +73,14 @@ describe("owner killed with kill -9 of its process group", () => {
 
     const window = failedWindow(load.results, killedAt);
     console.log(
-      `kill -9 of owner group: ${window.failures} failed / ${window.successes} ok requests after the kill; ` +
+      `kill -9 of owner group (standby ${standby ? "on" : "off"}): ${window.failures} failed / ${window.successes} ok requests after the kill; ` +
         `failed window ${window.windowMs} ms, last failure ${window.recoveredAfterMs} ms after the kill; ` +
         `new owner pid ${next.pid} (was ${dead.pid}); ${sampler.samples.length} fd samples, max gap ${maxGap(sampler.samples)} ms` +
         (window.sample ? `; e.g. ${window.sample}` : ""),
     );
     expect(window.recoveredAfterMs).toBeLessThan(5000);
+    if (successor) expect(next.pid).toBe(successor);
+    else expect(inspectRoot(sandbox.persistRoot).standby).toBeUndefined();
     expect(maxGap(sampler.samples)).toBeLessThan(200);
     const most = Math.max(...sampler.samples.map((s) => s.holders.length));
     expect(most).toBe(1);

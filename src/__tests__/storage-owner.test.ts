@@ -3,6 +3,7 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { inspectRoot } from "../owner/inspect.js";
 import { ownerLeftovers } from "../owner/lifecycle.js";
 import { liveness } from "../process-info.js";
 import { clientRecordPath, rootPaths } from "../records.js";
@@ -28,6 +29,7 @@ interface StatusJson {
     logFile: string;
     versions: Record<string, string>;
     clients: { pid: number; alive: boolean; worker: string; since: string }[];
+    standby: { pid: number; alive: boolean; backs: number } | null;
   }[];
   problems: string[];
 }
@@ -48,7 +50,12 @@ describe("storage-owner with live sessions", () => {
   });
   afterAll(() => sandbox.cleanup());
 
-  it("status --json shows one running owner and both clients", async () => {
+  it("status --json shows one running owner, its standby and both clients", async () => {
+    await waitFor(
+      "the standby to be ready",
+      () => inspectRoot(sandbox.persistRoot).owner?.standby?.alive,
+      20_000,
+    );
     const { code, stdout } = await cli("status", "--json");
     expect(code).toBe(0);
     const status = JSON.parse(stdout) as StatusJson;
@@ -65,6 +72,7 @@ describe("storage-owner with live sessions", () => {
     expect(owner.debugAddress).toMatch(/^127\.0\.0\.1:\d+$/);
     expect(owner.heartbeatAgeMs).toBeLessThan(3000);
     expect(owner.versions.wrangler).toBe("4.164.0");
+    expect(owner.standby).toMatchObject({ alive: true, backs: owner.pid });
     expect(owner.clients.map((c) => [c.worker, c.alive]).sort()).toEqual([
       ["api", true],
       ["jobs", true],
@@ -82,6 +90,7 @@ describe("storage-owner with live sessions", () => {
     expect(stdout).toMatch(/api\s+dev/);
     expect(stdout).toMatch(/jobs\s+dev/);
     expect(stdout).toContain(owner.logFile);
+    expect(stdout).toMatch(/standby\s+pid \d+ · ready at 127\.0\.0\.1:\d+/);
   });
 
   it("stop refuses while clients are connected and changes nothing", async () => {
@@ -94,12 +103,13 @@ describe("storage-owner with live sessions", () => {
     expect(sandbox.owner()).toMatchObject({ pid: before.pid, phase: "running" });
   });
 
-  it("stop --force stops the owner; the sessions start a new one and keep working", async () => {
+  it("stop --force stops the owner; its standby takes over and the sessions keep working", async () => {
     const before = sandbox.owner()!;
+    const standby = inspectRoot(sandbox.persistRoot).owner!.standby!;
     const { code, stdout } = await cli("stop", "--force");
     expect(code).toBe(0);
     expect(stdout).toContain(`Stopped storage owner pid ${before.pid}`);
-    expect(stdout).toContain("they elect and start a new owner");
+    expect(stdout).toContain(`standby pid ${standby.pid} took over as their owner`);
     expect(liveness(before)).not.toBe("alive");
     const recoveredAt = Date.now();
     await waitFor(
@@ -118,6 +128,7 @@ describe("storage-owner with live sessions", () => {
       return owner && owner.pid !== before.pid && owner.phase === "running" ? owner : undefined;
     });
     expect(liveness(after)).toBe("alive");
+    expect(after.pid).toBe(standby.pid);
     const results = await Promise.all(
       sessions.map((s) => post(s.url("/d1/insert?who=after-stop"))),
     );

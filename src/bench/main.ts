@@ -22,6 +22,7 @@ import {
   sleep,
   waitFor,
 } from "../harness/sandbox.js";
+import { inspectRoot } from "../owner/inspect.js";
 import { ownerLeftovers } from "../owner/lifecycle.js";
 import { liveness, processGroupMembers } from "../process-info.js";
 
@@ -282,7 +283,17 @@ async function latencyAndMemory(contender: "plain" | "ours") {
     }
     const sessionRss = groupRssMiB(session!.pid);
     const owner = contender === "ours" ? sandbox.owner() : undefined;
-    const ownerRss = owner ? groupRssMiB(owner.pid) : undefined;
+    // The owner's footprint includes its standby (a second node + workerd, started ~1 s after it).
+    const standby = owner
+      ? await waitFor(
+          "the standby to be ready",
+          () => inspectRoot(sandbox.persistRoot).owner?.standby ?? undefined,
+          30_000,
+        )
+      : undefined;
+    const ownerRss = owner
+      ? groupRssMiB(owner.pid) + (standby?.alive ? groupRssMiB(standby.pid) : 0)
+      : undefined;
     log(
       `${contender}: latency ${JSON.stringify(latency)}; session RSS ${round(sessionRss)} MiB${ownerRss ? `, owner RSS ${round(ownerRss)} MiB` : ""}`,
     );

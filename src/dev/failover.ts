@@ -6,7 +6,7 @@
 import { utimesSync } from "node:fs";
 import path from "node:path";
 import { liveness } from "../process-info.js";
-import { type OwnerRecord, readOwner, type RootPaths } from "../records.js";
+import { type OwnerRecord, readOwner, readStandby, type RootPaths } from "../records.js";
 import { assessOwnerNow, reclaimDeadOwner, spawnOwner } from "../owner/lifecycle.js";
 import { tryAcquireSpawnLock } from "../owner/spawn-lock.js";
 import { ownerTimings } from "../environment.js";
@@ -66,13 +66,17 @@ function keepCandidateFresh(owner: OwnerRecord): void {
   }
 }
 
+/** A live standby backing the dead owner takes over within ~100 ms; sessions give it this long first. */
+const STANDBY_PRIORITY_MS = 3000;
+
 async function recover(
   paths: RootPaths,
   registryPath: string,
   dead: OwnerRecord,
   say: (message: string) => void,
 ): Promise<OwnerRecord | undefined> {
-  const deadline = Date.now() + ownerTimings().startTimeoutMs;
+  const detectedAt = Date.now();
+  const deadline = detectedAt + ownerTimings().startTimeoutMs;
   let announced = false;
   while (Date.now() < deadline) {
     const current = readOwner(paths);
@@ -87,6 +91,16 @@ async function recover(
         continue;
       }
     }
+    const standby = readStandby(paths);
+    if (
+      standby?.ok &&
+      standby.value.backs === dead.pid &&
+      liveness(standby.value) === "alive" &&
+      Date.now() - detectedAt < STANDBY_PRIORITY_MS
+    ) {
+      await sleep(WATCH_INTERVAL_MS / 2);
+      continue;
+    }
     const lock = tryAcquireSpawnLock(paths);
     if (lock.release) {
       try {
@@ -97,7 +111,7 @@ async function recover(
             say(`storage owner pid ${dead.pid} is gone; this session takes over the election`);
           announced = true;
           if (record) reclaimDeadOwner(paths, record);
-          const pid = spawnOwner(paths, registryPath);
+          const pid = spawnOwner(paths, registryPath, record?.candidate);
           say(`started storage owner pid ${pid} (log: ${paths.ownerLog})`);
         }
       } finally {

@@ -7,8 +7,8 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { processGroupMembers } from "../process-info.js";
-import { readOwner, rootPaths, type OwnerRecord } from "../records.js";
+import { commandLine, processGroupMembers } from "../process-info.js";
+import { readOwner, readStandby, rootPaths, type OwnerRecord } from "../records.js";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const OUR_BIN = path.join(REPO, "bin", "wrangler.mjs");
@@ -109,6 +109,8 @@ export class Sandbox {
   }
 
   owner(): OwnerRecord | undefined {
+    const standby = readStandby(rootPaths(this.persistRoot));
+    if (standby?.ok) this.owners.add(standby.value.pid);
     const record = readOwner(rootPaths(this.persistRoot));
     if (record?.ok) {
       this.owners.add(record.value.pid);
@@ -240,10 +242,25 @@ export class Sandbox {
     this.owner();
   }
 
-  /** Every process this sandbox started or caused (sessions' groups and owners' groups). */
+  /**
+   * Every process this sandbox started or caused: sessions' groups, and the groups of owners and
+   * standbys, found by their records and by the sandbox's own directory in their command line.
+   */
   leftovers(): number[] {
     this.rememberOwner();
-    return [...this.groups, ...this.owners].flatMap((pgid) => processGroupMembers(pgid));
+    for (const entry of readdirSync("/proc")) {
+      const pid = Number(entry);
+      if (
+        Number.isInteger(pid) &&
+        pid !== process.pid &&
+        commandLine(pid).includes(`--persist-root ${this.dir}`)
+      ) {
+        this.owners.add(pid);
+      }
+    }
+    return [
+      ...new Set([...this.groups, ...this.owners].flatMap((pgid) => processGroupMembers(pgid))),
+    ];
   }
 
   /** Waits (bounded) until nothing this sandbox started is running; returns what is left. */
@@ -261,8 +278,16 @@ export class Sandbox {
   }
 
   async cleanup(): Promise<void> {
-    for (const pgid of [...this.groups, ...this.owners]) killGroup(pgid, "SIGKILL");
-    await waitFor("no process of this test left", () => this.leftovers().length === 0, 10_000);
+    // Kill in a loop: an owner killed now may have just started a standby.
+    await waitFor(
+      "no process of this test left",
+      () => {
+        const left = this.leftovers();
+        for (const pgid of [...this.groups, ...this.owners]) killGroup(pgid, "SIGKILL");
+        return left.length === 0;
+      },
+      10_000,
+    );
     // X_KEEP_SANDBOX=1 keeps the files (records, logs) of a failing run to look at.
     if (process.env.X_KEEP_SANDBOX) console.log(`kept sandbox ${this.dir}`);
     else rmSync(this.dir, { recursive: true, force: true });

@@ -4,9 +4,9 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "nod
 import net from "node:net";
 import path from "node:path";
 import { commandLine, liveness } from "../process-info.js";
-import { listClients, readOwner, removeFile, rootPaths } from "../records.js";
+import { listClients, readOwner, readStandby, removeFile, rootPaths } from "../records.js";
 import { inspectRoot } from "./inspect.js";
-import { reclaimDeadOwner } from "./lifecycle.js";
+import { ownerLeftovers, reclaimDeadOwner } from "./lifecycle.js";
 
 const CANDIDATE_PREFIX = "__miniflare_storage_candidate__-";
 
@@ -121,6 +121,42 @@ export async function collectGarbage(
           why: `owner pid ${owner.value.pid} is ${state}`,
         });
       }
+    }
+  }
+
+  const standby = readStandby(paths);
+  if (standby && !standby.ok) {
+    remove({ what: "standby record", path: paths.standbyRecord, why: standby.problem });
+  } else if (standby?.ok) {
+    const state = liveness(standby.value);
+    if (state === "alive") {
+      report.kept.push({
+        what: "standby",
+        pid: standby.value.pid,
+        path: paths.standbyRecord,
+        why: "its process is alive",
+      });
+    } else {
+      for (const pid of ownerLeftovers(standby.value)) {
+        if (!dryRun) {
+          try {
+            process.kill(pid, "SIGKILL");
+          } catch {
+            continue;
+          }
+        }
+        report.killed.push({
+          what: "leftover of dead standby",
+          pid,
+          why: `in the process group of dead standby pid ${standby.value.pid}`,
+        });
+      }
+      remove({
+        what: "standby record",
+        path: paths.standbyRecord,
+        pid: standby.value.pid,
+        why: `pid ${standby.value.pid} is ${state}`,
+      });
     }
   }
 

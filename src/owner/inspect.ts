@@ -6,6 +6,7 @@ import {
   type OwnerRecord,
   readLockHolder,
   readOwner,
+  readStandby,
   rootPaths,
   type Versions,
 } from "../records.js";
@@ -36,6 +37,16 @@ export interface OwnerStatus {
   logFile: string;
   versions: Versions;
   clients: ClientStatus[];
+  /** A started successor that takes over when this owner dies while clients remain. */
+  standby: StandbyStatus | null;
+}
+
+export interface StandbyStatus {
+  pid: number;
+  alive: boolean;
+  backs: number;
+  debugAddress: string;
+  since: string;
 }
 
 export interface RootReport {
@@ -45,6 +56,7 @@ export interface RootReport {
   /** Records we could not read, with the path and what is wrong. */
   problems: string[];
   spawnLock?: { holderPid?: number; alive: boolean };
+  standby?: StandbyStatus;
 }
 
 function publicState(state: OwnerState): OwnerStatus["state"] {
@@ -76,6 +88,14 @@ export function inspectRoot(persistRoot: string, now = Date.now()): RootReport {
   }
   clients.sort((a, b) => a.since.localeCompare(b.since));
 
+  let standby: StandbyStatus | undefined;
+  const standbyRead = readStandby(paths);
+  if (standbyRead && !standbyRead.ok) problems.push(standbyRead.problem);
+  if (standbyRead?.ok) {
+    const { pid, backs, debugAddress, since } = standbyRead.value;
+    standby = { pid, alive: liveness(standbyRead.value) === "alive", backs, debugAddress, since };
+  }
+
   let owner: OwnerStatus | undefined;
   const read = readOwner(paths);
   if (read && !read.ok) problems.push(read.problem);
@@ -95,6 +115,7 @@ export function inspectRoot(persistRoot: string, now = Date.now()): RootReport {
       logFile: record.logFile,
       versions: record.versions,
       clients,
+      standby: standby && standby.backs === record.pid ? standby : null,
     };
   }
 
@@ -106,5 +127,12 @@ export function inspectRoot(persistRoot: string, now = Date.now()): RootReport {
       ? { holderPid: holder.value.pid, alive: liveness(holder.value) === "alive" }
       : { alive: false };
   }
-  return { persistRoot, owner, clients, problems, ...(spawnLock ? { spawnLock } : {}) };
+  return {
+    persistRoot,
+    owner,
+    clients,
+    problems,
+    ...(spawnLock ? { spawnLock } : {}),
+    ...(standby ? { standby } : {}),
+  };
 }

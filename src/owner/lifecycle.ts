@@ -12,6 +12,7 @@ import {
   isStopped,
   liveness,
   type Liveness,
+  type ProcessIdentity,
   processGroupMembers,
   readStartTime,
 } from "../process-info.js";
@@ -63,7 +64,7 @@ export function assessOwnerNow(record: OwnerRecord): OwnerAssessment {
 }
 
 /** Processes an owner left behind: its process group, limited to what we started (node, workerd). */
-export function ownerLeftovers(record: OwnerRecord): number[] {
+export function ownerLeftovers(record: ProcessIdentity): number[] {
   return processGroupMembers(record.pid).filter((pid) => {
     const cmd = commandLine(pid);
     return cmd.includes("workerd") || cmd.includes(OWNER_MAIN);
@@ -141,7 +142,12 @@ function ownerEnv(): NodeJS.ProcessEnv {
   return workerd ? { ...process.env, MINIFLARE_WORKERD_PATH: workerd } : process.env;
 }
 
-export function spawnOwner(paths: RootPaths, registryPath: string): number {
+/** Starts an owner (or, with `standby`, a successor for the running one), detached, logging to the owner log. */
+export function startOwnerProcess(
+  paths: RootPaths,
+  registryPath: string,
+  options: { standby?: boolean; adopt?: string } = {},
+): number {
   mkdirSync(paths.stateDir, { recursive: true });
   let log: number;
   try {
@@ -153,34 +159,46 @@ export function spawnOwner(paths: RootPaths, registryPath: string): number {
     );
   }
   try {
-    const child = spawn(
-      process.execPath,
-      [OWNER_MAIN, "--persist-root", paths.persistRoot, "--registry", registryPath],
-      { detached: true, stdio: ["ignore", log, log], env: ownerEnv() },
-    );
+    const args = [OWNER_MAIN, "--persist-root", paths.persistRoot, "--registry", registryPath];
+    if (options.standby) args.push("--standby");
+    if (options.adopt) args.push("--adopt", options.adopt);
+    const child = spawn(process.execPath, args, {
+      detached: true,
+      stdio: ["ignore", log, log],
+      env: ownerEnv(),
+    });
     if (child.pid === undefined)
       throw new Error(`could not start the storage owner (${process.execPath})`);
     child.unref();
-    const now = new Date().toISOString();
-    const starting: OwnerRecord = {
-      schema: SCHEMA_VERSION,
-      phase: "starting",
-      pid: child.pid,
-      // The child's start time is readable as soon as it exists; it makes the lease pid-reuse safe.
-      startTime: readStartTime(child.pid),
-      persistRoot: paths.persistRoot,
-      registryPath,
-      versions: versions(),
-      startedAt: now,
-      heartbeatAt: now,
-      logFile: paths.ownerLog,
-      spawnedBy: process.pid,
-    };
-    writeRecordAtomic(paths.ownerRecord, starting);
     return child.pid;
   } finally {
     closeSync(log);
   }
+}
+
+/**
+ * Starts an owner and records it as `starting` (pid + start time), so that every session waits
+ * for it rather than start another. `adopt` names a dead predecessor's storage candidate for the
+ * new owner to take over in place.
+ */
+export function spawnOwner(paths: RootPaths, registryPath: string, adopt?: string): number {
+  const pid = startOwnerProcess(paths, registryPath, { adopt });
+  const now = new Date().toISOString();
+  const starting: OwnerRecord = {
+    schema: SCHEMA_VERSION,
+    phase: "starting",
+    pid,
+    startTime: readStartTime(pid),
+    persistRoot: paths.persistRoot,
+    registryPath,
+    versions: versions(),
+    startedAt: now,
+    heartbeatAt: now,
+    logFile: paths.ownerLog,
+    spawnedBy: process.pid,
+  };
+  writeRecordAtomic(paths.ownerRecord, starting);
+  return pid;
 }
 
 export function tailOfLog(file: string, lines = 15): string {
@@ -256,6 +274,7 @@ export function electionStep(
         `reclaimed dead owner pid ${again.value.pid}` +
           (report.killed.length ? ` (killed leftover ${report.killed.join(", ")})` : ""),
       );
+      return { kind: "spawned", pid: spawnOwner(paths, registryPath, again.value.candidate) };
     } else if (again && !again.ok) {
       notes.push(`${again.problem}; moved it to ${setAsideCorrupt(paths.ownerRecord)}`);
     }

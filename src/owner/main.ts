@@ -1,46 +1,81 @@
 // The storage owner: a detached, headless Miniflare that alone opens the KV, R2 and D1 files of
 // one persist root. Sessions find it through miniflare's dev registry (it is the oldest storage
 // candidate for the root) and through our owner record. It exits when no client remains.
-import { linkSync, readdirSync, readFileSync, statSync } from "node:fs";
+//
+// With --standby the same program starts a successor: Miniflare and workerd up, registered only
+// in a private registry, so it serves nobody and opens no database file. When the owner it backs
+// dies while clients remain, it takes over in milliseconds instead of the ~1 s a fresh start takes.
+import {
+  closeSync,
+  existsSync,
+  linkSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  utimesSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { enableCompileCache } from "node:module";
+import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import type * as MiniflareModule from "miniflare";
-import { MINIFLARE_ENTRY, ownerTimings, requireFromWrangler, versions } from "../environment.js";
-import { currentIdentity, isAlive } from "../process-info.js";
+import {
+  MINIFLARE_ENTRY,
+  ownerTimings,
+  requireFromWrangler,
+  standbyEnabled,
+  versions,
+} from "../environment.js";
+import { currentIdentity, isAlive, liveness, type ProcessIdentity } from "../process-info.js";
 import {
   HEARTBEAT_INTERVAL_MS,
   listClients,
   type OwnerRecord,
   pointerPath,
   readOwner,
+  readStandby,
   removeFile,
   rootPaths,
   SCHEMA_VERSION,
   writeRecordAtomic,
 } from "../records.js";
+import { reclaimDeadOwner, startOwnerProcess } from "./lifecycle.js";
 import { tryAcquireSpawnLock } from "./spawn-lock.js";
 
 // Owners start on every failover: let Node cache miniflare's compiled code on disk.
 enableCompileCache();
 
 const CANDIDATE_PREFIX = "__miniflare_storage_candidate__-";
+const STANDBY_WATCH_MS = 25;
+const STANDBY_RESPAWN_MS = 10_000;
 
 const { values } = parseArgs({
-  options: { "persist-root": { type: "string" }, registry: { type: "string" } },
+  options: {
+    "persist-root": { type: "string" },
+    registry: { type: "string" },
+    standby: { type: "boolean", default: false },
+    /** The dead predecessor's storage candidate, to take over in place. */
+    adopt: { type: "string" },
+  },
 });
-const persistRoot = values["persist-root"];
-const registryPath = values.registry;
-if (!persistRoot || !registryPath) {
-  console.error("usage: owner --persist-root DIR --registry DIR");
+if (!values["persist-root"] || !values.registry) {
+  console.error("usage: owner --persist-root DIR --registry DIR [--standby] [--adopt CANDIDATE]");
   process.exit(2);
 }
+const persistRoot = values["persist-root"];
+const registryPath = values.registry;
 const paths = rootPaths(persistRoot);
 const timings = ownerTimings();
 const identity = currentIdentity();
 const startedAt = new Date();
+let role = values.standby ? "standby" : "owner";
 const log = (message: string) =>
-  console.log(`[${new Date().toISOString()}] owner ${identity.pid}: ${message}`);
+  console.log(`[${new Date().toISOString()}] ${role} ${identity.pid}: ${message}`);
 
 interface Candidate {
   name: string;
@@ -49,18 +84,26 @@ interface Candidate {
   debugPortAddress?: string;
 }
 
-/** Storage candidates for this root, oldest first: the order miniflare's proxy elects by. */
-function candidates(): Candidate[] {
+function readJson(file: string): Record<string, string> | undefined {
+  try {
+    return JSON.parse(readFileSync(file, "utf8")) as Record<string, string>;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Storage candidates for this root in a registry, oldest first: miniflare's election order. */
+function candidates(registry: string): Candidate[] {
   let names: string[];
   try {
-    names = readdirSync(registryPath!).filter((name) => name.startsWith(CANDIDATE_PREFIX));
+    names = readdirSync(registry).filter((name) => name.startsWith(CANDIDATE_PREFIX));
   } catch {
     return [];
   }
   const found: Candidate[] = [];
   for (const name of names) {
     try {
-      const file = path.join(registryPath!, name);
+      const file = path.join(registry, name);
       const definition = readJson(file);
       if (definition === undefined || definition.storageScope !== persistRoot) continue;
       found.push({
@@ -76,17 +119,56 @@ function candidates(): Candidate[] {
   return found.sort((a, b) => a.created - b.created || a.name.localeCompare(b.name));
 }
 
-function readJson(file: string): Record<string, string> | undefined {
-  try {
-    return JSON.parse(readFileSync(file, "utf8")) as Record<string, string>;
-  } catch {
-    return undefined;
-  }
+interface Instance {
+  mf: MiniflareModule.Miniflare;
+  debugAddress: string;
+  instanceId: string;
+  /** The candidate miniflare itself registered (in `registry`). */
+  ownCandidate: string;
+  isolatedDir: string;
 }
 
 let record: OwnerRecord;
+let instance: Instance | undefined;
 let shuttingDown = false;
-let mf: MiniflareModule.Miniflare | undefined;
+/** The candidate file in the real registry through which sessions reach us. */
+let serving: { name: string; adopted: boolean } | undefined;
+
+async function startInstance(registry: string): Promise<Instance> {
+  const miniflare = requireFromWrangler(MINIFLARE_ENTRY) as typeof MiniflareModule;
+  const before = new Set(candidates(registry).map((c) => c.name));
+  // The placeholder worker has nothing worth keeping: its Cache lives in a temp dir.
+  const isolatedDir = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-owner-"));
+  const options = miniflare.convertV4MiniflareOptions({
+    name: "x-shared-storage-owner",
+    modules: true,
+    script: "export default { fetch() { return new Response(null, { status: 404 }); } };",
+    host: "127.0.0.1",
+    port: 0,
+    // Not a worker anyone calls: no registry entry, and no network fetch of Request.cf.
+    unsafeRegisterWorker: false,
+    cf: false,
+    resourcePersistencePath: persistRoot,
+    unsafeDevRegistryPath: registry,
+    log: new miniflare.Log(miniflare.LogLevel.WARN),
+  });
+  const mf = new miniflare.Miniflare({
+    ...options,
+    unsafeEnableSharedStorage: true,
+    isolatedResourcePersistencePath: isolatedDir,
+  });
+  instance = { mf, debugAddress: "", instanceId: "", ownCandidate: "", isolatedDir };
+  await mf.ready;
+  const own = candidates(registry).find((c) => !before.has(c.name));
+  if (!own?.debugPortAddress || !own.instanceId)
+    throw new Error(`our storage candidate did not appear in ${registry}`);
+  Object.assign(instance, {
+    debugAddress: own.debugPortAddress,
+    instanceId: own.instanceId,
+    ownCandidate: own.name,
+  });
+  return instance;
+}
 
 function publish(phase: OwnerRecord["phase"]): void {
   record = { ...record, phase, heartbeatAt: new Date().toISOString() };
@@ -101,88 +183,217 @@ function publish(phase: OwnerRecord["phase"]): void {
 }
 
 /**
- * Miniflare elects the oldest candidate. After a failover the candidates older than ours are
- * the dead owner's (oldest, left in place so that no client serves in between) and the
- * clients'. Withdraw them youngest first, the dead owner's last: at every moment the oldest
- * candidate is the dead owner or us, never a client. A client re-registers, younger, on its
- * next heartbeat.
+ * Miniflare elects the oldest candidate. Withdraw every candidate older than ours, youngest
+ * first: the oldest is a dead owner's, and while it stays the oldest no client can become the
+ * owner (and open the files) in between. Clients re-register, younger, on their next heartbeat.
  */
 function takeOwnership(own: string): void {
-  const all = candidates();
+  const all = candidates(registryPath);
   const index = all.findIndex((c) => c.name === own);
   for (const candidate of all.slice(0, Math.max(index, 0)).reverse()) {
     log(`withdrawing older storage candidate ${candidate.name} (${candidate.debugPortAddress})`);
-    removeFile(path.join(registryPath!, candidate.name));
+    removeFile(path.join(registryPath, candidate.name));
   }
 }
 
-async function main(): Promise<void> {
-  const miniflare = requireFromWrangler(MINIFLARE_ENTRY) as typeof MiniflareModule;
+/**
+ * Points a dead predecessor's candidate file at us. Rewriting it in place keeps its inode, and so
+ * its birthtime: it stays the oldest candidate, and every session's storage calls move to us in
+ * one step, with no moment in which a client is the oldest. Padding keeps the file at least as
+ * long as before, so a concurrent reader never sees a truncated file.
+ */
+function adopt(name: string, target: Instance): boolean {
+  const file = path.join(registryPath, name);
+  if (!existsSync(file)) return false;
+  const old = readFileSync(file, "utf8");
+  const definition = JSON.stringify(
+    {
+      debugPortAddress: target.debugAddress,
+      defaultEntrypointService: "",
+      userWorkerService: "",
+      storageScope: persistRoot,
+      instanceId: target.instanceId,
+    },
+    null,
+    2,
+  );
+  const fd = openSync(file, "r+");
+  try {
+    writeSync(fd, definition.padEnd(old.length, " "), 0);
+  } finally {
+    closeSync(fd);
+  }
+  log(`took over storage candidate ${name} in place`);
+  return true;
+}
+
+function touch(name: string): void {
+  const now = new Date();
+  try {
+    utimesSync(path.join(registryPath, name), now, now);
+  } catch {
+    // withdrawn (by gc) — miniflare's own heartbeat re-registers ours
+  }
+}
+
+function writePointer(): void {
+  writeRecordAtomic(pointerPath(registryPath, persistRoot), {
+    schema: SCHEMA_VERSION,
+    persistRoot,
+    ownerPid: identity.pid,
+    updatedAt: new Date().toISOString(),
+  });
+}
+
+function liveClientCount(): number {
+  return listClients(paths).filter((c) => c.record.ok && isAlive(c.record.value)).length;
+}
+
+/** Serve storage through `candidate` (ours, or a predecessor's we adopted) until no client remains. */
+function serve(target: Instance, candidate: { name: string; adopted: boolean }): void {
+  serving = candidate;
+  role = "owner";
+  record = {
+    ...record,
+    debugAddress: target.debugAddress,
+    instanceId: target.instanceId,
+    candidate: candidate.name,
+  };
+  publish("running");
+  writePointer();
+  log(`serving storage at ${target.debugAddress} (candidate ${candidate.name})`);
+  let standbySpawnedAt = 0;
+  setInterval(() => {
+    if (shuttingDown) return;
+    publish("running");
+    touch(candidate.name);
+    takeOwnership(candidate.name);
+    if (standbyEnabled() && Date.now() - standbySpawnedAt > STANDBY_RESPAWN_MS && !liveStandby()) {
+      standbySpawnedAt = Date.now();
+      const pid = startOwnerProcess(paths, registryPath, { standby: true });
+      log(`started standby pid ${pid}`);
+    }
+  }, HEARTBEAT_INTERVAL_MS);
+  watchClients();
+}
+
+function liveStandby(): ProcessIdentity | undefined {
+  const standby = readStandby(paths);
+  return standby?.ok && standby.value.backs === identity.pid && isAlive(standby.value)
+    ? standby.value
+    : undefined;
+}
+
+async function runOwner(): Promise<void> {
   record = {
     schema: SCHEMA_VERSION,
     phase: "starting",
     ...identity,
-    persistRoot: persistRoot!,
-    registryPath: registryPath!,
+    persistRoot,
+    registryPath,
     versions: versions(),
     startedAt: startedAt.toISOString(),
     heartbeatAt: startedAt.toISOString(),
     logFile: paths.ownerLog,
   };
   publish("starting");
-  const before = new Set(candidates().map((c) => c.name));
   log(
-    `starting for ${persistRoot} (registry ${registryPath}, miniflare ${record.versions.miniflare}; ` +
-      `process up ${Math.round(process.uptime() * 1000)} ms)`,
+    `starting for ${persistRoot} (registry ${registryPath}; process up ${Math.round(process.uptime() * 1000)} ms)`,
   );
-  const options = miniflare.convertV4MiniflareOptions({
-    name: "x-shared-storage-owner",
-    modules: true,
-    script: "export default { fetch() { return new Response(null, { status: 404 }); } };",
-    host: "127.0.0.1",
-    // Not a worker anyone calls: no registry entry, and no network fetch of Request.cf.
-    unsafeRegisterWorker: false,
-    cf: false,
-    port: 0,
-    resourcePersistencePath: persistRoot,
-    unsafeDevRegistryPath: registryPath,
-    log: new miniflare.Log(miniflare.LogLevel.WARN),
-  });
-  mf = new miniflare.Miniflare({
-    ...options,
-    unsafeEnableSharedStorage: true,
-    isolatedResourcePersistencePath: path.join(paths.isolatedDir, "__owner__"),
-  });
-  await mf.ready;
-  const own = candidates().find((c) => !before.has(c.name));
-  if (!own?.debugPortAddress)
-    throw new Error("the owner's storage candidate did not appear in the registry");
-  takeOwnership(own.name);
-  record = {
-    ...record,
-    debugAddress: own.debugPortAddress,
-    instanceId: own.instanceId,
-    candidate: own.name,
-  };
-  publish("running");
-  writeRecordAtomic(pointerPath(registryPath!, persistRoot!), {
-    schema: SCHEMA_VERSION,
-    persistRoot,
-    ownerPid: identity.pid,
-    updatedAt: new Date().toISOString(),
-  });
-  log(`serving storage at ${own.debugPortAddress} (candidate ${own.name})`);
-
-  setInterval(() => {
-    if (shuttingDown) return;
-    publish("running");
-    takeOwnership(own.name);
-  }, HEARTBEAT_INTERVAL_MS);
-  watchClients();
+  const target = await startInstance(registryPath);
+  if (values.adopt && adopt(values.adopt, target)) {
+    serve(target, { name: values.adopt, adopted: true });
+  } else {
+    takeOwnership(target.ownCandidate);
+    serve(target, { name: target.ownCandidate, adopted: false });
+  }
 }
 
-function liveClientCount(): number {
-  return listClients(paths).filter((c) => c.record.ok && isAlive(c.record.value)).length;
+async function runStandby(): Promise<void> {
+  const owner = readOwner(paths);
+  if (!owner?.ok || !isAlive(owner.value)) return shutdown("no owner to back", false);
+  const backed: ProcessIdentity = { pid: owner.value.pid, startTime: owner.value.startTime };
+  const target = await startInstance(paths.standbyRegistry);
+  writeRecordAtomic(paths.standbyRecord, {
+    schema: SCHEMA_VERSION,
+    ...identity,
+    backs: backed.pid,
+    debugAddress: target.debugAddress,
+    instanceId: target.instanceId,
+    since: new Date().toISOString(),
+    versions: versions(),
+  });
+  log(`ready to take over from owner pid ${backed.pid} (at ${target.debugAddress})`);
+  const timer = setInterval(() => {
+    if (shuttingDown) return clearInterval(timer);
+    const mine = readStandby(paths);
+    if (!mine?.ok || mine.value.pid !== identity.pid)
+      return void shutdown("replaced by another standby", false);
+    if (liveness(backed) === "alive") return;
+    clearInterval(timer);
+    if (liveClientCount() === 0)
+      return void shutdown(`owner pid ${backed.pid} left and no client remains`, false);
+    void promote(target, backed);
+  }, STANDBY_WATCH_MS);
+}
+
+/** The owner we back is gone and clients remain: reclaim what it left and serve in its place. */
+async function promote(target: Instance, backed: ProcessIdentity): Promise<void> {
+  const deadline = Date.now() + 2000;
+  let lock = tryAcquireSpawnLock(paths);
+  while (!lock.release && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    lock = tryAcquireSpawnLock(paths);
+  }
+  if (!lock.release)
+    return shutdown(`a session holds the election (${lock.heldBy}); standing down`, false);
+  try {
+    const current = readOwner(paths);
+    if (current?.ok && current.value.pid !== backed.pid && isAlive(current.value)) {
+      return await shutdown(`owner pid ${current.value.pid} already took over`, false);
+    }
+    const predecessor = current?.ok ? current.value : undefined;
+    if (predecessor) reclaimDeadOwner(paths, predecessor);
+    record = {
+      schema: SCHEMA_VERSION,
+      phase: "starting",
+      ...identity,
+      persistRoot,
+      registryPath,
+      versions: versions(),
+      startedAt: new Date().toISOString(),
+      heartbeatAt: new Date().toISOString(),
+      logFile: paths.ownerLog,
+    };
+    log(`owner pid ${backed.pid} is gone; taking over`);
+    const adoptable = predecessor?.candidate;
+    if (adoptable && adopt(adoptable, target)) {
+      removeFile(paths.standbyRecord);
+      serve(target, { name: adoptable, adopted: true });
+    } else {
+      // Nothing to take over in place: register in the real registry, then become the oldest.
+      const name = `${CANDIDATE_PREFIX}${target.instanceId}`;
+      writeFileSync(
+        path.join(registryPath, name),
+        JSON.stringify(
+          {
+            debugPortAddress: target.debugAddress,
+            defaultEntrypointService: "",
+            userWorkerService: "",
+            storageScope: persistRoot,
+            instanceId: target.instanceId,
+          },
+          null,
+          2,
+        ),
+      );
+      takeOwnership(name);
+      removeFile(paths.standbyRecord);
+      serve(target, { name, adopted: true });
+    }
+  } finally {
+    lock.release();
+  }
 }
 
 function watchClients(): void {
@@ -226,38 +437,49 @@ async function idleOut(): Promise<void> {
 async function shutdown(reason: string, removeRecords: boolean): Promise<void> {
   if (shuttingDown) return;
   shuttingDown = true;
-  const clients = liveClientCount();
-  log(`stopping: ${reason}${clients ? ` (${clients} client session(s) still connected)` : ""}`);
-  // With no client left, withdraw from the registry first so nothing routes to a closing port.
-  // With clients left (a forced stop), stay the oldest candidate: they fail fast against the
-  // closed port until their new owner takes over, instead of one of them opening the files.
-  if (record?.candidate) {
-    const candidateFile = path.join(registryPath!, record.candidate);
-    if (clients > 0) {
-      // miniflare's dispose unlinks our candidate; a hard link keeps its inode, and so its
-      // birthtime (miniflare's election order), under a name it does not own.
-      try {
-        linkSync(candidateFile, `${candidateFile}-retired`);
-      } catch (error) {
-        log(`could not keep the storage candidate in place: ${String(error)}`);
+  if (role === "standby") {
+    log(`stopping: ${reason}`);
+    const mine = readStandby(paths);
+    if (mine?.ok && mine.value.pid === identity.pid) removeFile(paths.standbyRecord);
+  } else {
+    const clients = liveClientCount();
+    log(`stopping: ${reason}${clients ? ` (${clients} client session(s) still connected)` : ""}`);
+    const standby = liveStandby();
+    if (clients === 0 && standby) process.kill(standby.pid, "SIGTERM");
+    if (serving) {
+      const file = path.join(registryPath, serving.name);
+      if (clients === 0) {
+        // Withdraw from the registry first, so nothing routes to a port that is about to close.
+        removeFile(file);
+      } else if (!serving.adopted) {
+        // A forced stop with clients left: stay the oldest candidate, so they fail fast until a
+        // successor takes it over in place. miniflare's dispose unlinks its own candidate; a hard
+        // link keeps the inode (and birthtime) under a name it does not own.
+        try {
+          linkSync(file, `${file}-retired`);
+          record = { ...record, candidate: `${serving.name}-retired` };
+        } catch (error) {
+          log(`could not keep the storage candidate in place: ${String(error)}`);
+        }
       }
-    } else {
-      removeFile(candidateFile);
     }
-  }
-  if (removeRecords) {
-    const pointer = pointerPath(registryPath!, persistRoot!);
     const current = readOwner(paths);
-    if (current?.ok && current.value.pid === identity.pid) {
-      removeFile(paths.ownerRecord);
-      removeFile(pointer);
+    if (removeRecords && current?.ok && current.value.pid === identity.pid) {
+      if (clients === 0) {
+        removeFile(paths.ownerRecord);
+        removeFile(pointerPath(registryPath, persistRoot));
+      } else {
+        // Leave the record (and so the candidate's name) to the successor.
+        writeRecordAtomic(paths.ownerRecord, { ...record, phase: "stopping" });
+      }
     }
   }
   try {
-    await mf?.dispose();
+    await instance?.mf.dispose();
   } catch (error) {
     log(`dispose failed: ${String(error)}`);
   }
+  if (instance) rmSync(instance.isolatedDir, { recursive: true, force: true });
   log("stopped");
   process.exit(0);
 }
@@ -266,12 +488,14 @@ for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
   process.on(signal, () => void shutdown(signal, true));
 }
 
-main().catch((error: unknown) => {
+(values.standby ? runStandby() : runOwner()).catch((error: unknown) => {
   log(
     `failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
   );
   const current = readOwner(paths);
-  if (current?.ok && current.value.pid === identity.pid) removeFile(paths.ownerRecord);
-  void mf?.dispose().finally(() => process.exit(1));
-  if (!mf) process.exit(1);
+  if (role === "owner" && current?.ok && current.value.pid === identity.pid)
+    removeFile(paths.ownerRecord);
+  const mine = readStandby(paths);
+  if (mine?.ok && mine.value.pid === identity.pid) removeFile(paths.standbyRecord);
+  void (instance?.mf.dispose() ?? Promise.resolve()).finally(() => process.exit(1));
 });

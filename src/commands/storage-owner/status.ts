@@ -49,6 +49,13 @@ const STATE_NOTE = {
   dead: " (process gone, records left behind: run `wrangler storage-owner gc`)",
 };
 
+function describeStandby(report: RootReport): string {
+  const standby = report.owner?.standby;
+  if (!standby) return "none (a new owner takes ~1 s to start if this one dies)";
+  if (!standby.alive) return `pid ${standby.pid} · dead (run \`wrangler storage-owner gc\`)`;
+  return `pid ${standby.pid} · ready at ${standby.debugAddress}, takes over at once if the owner dies`;
+}
+
 function render(reports: RootReport[], scopeProblems: string[], all: boolean): string {
   const out: string[] = [];
   if (reports.length === 0)
@@ -73,6 +80,7 @@ function render(reports: RootReport[], scopeProblems: string[], all: boolean): s
             "versions",
             `package ${v.package} · wrangler ${v.wrangler} · miniflare ${v.miniflare} · workerd ${v.workerd}`,
           ],
+          ["standby", describeStandby(report)],
           ["log", owner.logFile],
         ]),
       );

@@ -1,6 +1,6 @@
 import { inspectRoot } from "../../owner/inspect.js";
 import { ownerLeftovers, reclaimDeadOwner } from "../../owner/lifecycle.js";
-import { liveness } from "../../process-info.js";
+import { liveness, type ProcessIdentity } from "../../process-info.js";
 import { readOwner, rootPaths } from "../../records.js";
 import { createCommand, UserError } from "../create-command.js";
 import { table } from "./format.js";
@@ -84,39 +84,68 @@ async function stopOne(root: string, force: boolean, timeoutMs: number): Promise
     );
     return false;
   }
-  const record = readOwner(rootPaths(root));
+  const paths = rootPaths(root);
+  const record = readOwner(paths);
   if (!record?.ok) return false;
+  const standby =
+    report.standby?.alive && report.standby.backs === owner.pid ? report.standby : undefined;
   console.log(`Stopping storage owner pid ${owner.pid} for ${root}…`);
   process.kill(owner.pid, "SIGTERM");
   const deadline = Date.now() + timeoutMs;
-  const gone = () => {
-    const current = readOwner(rootPaths(root));
-    return liveness(record.value) !== "alive" && !(current?.ok && current.value.pid === owner.pid);
-  };
-  while (!gone() && Date.now() < deadline) await sleep(100);
-  if (!gone()) {
+  const gone = (identity: ProcessIdentity) => liveness(identity) !== "alive";
+  while (!gone(record.value) && Date.now() < deadline) await sleep(100);
+  if (!gone(record.value)) {
     const group = [owner.pid, ...ownerLeftovers(record.value)];
-    for (const pid of group) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // exited meanwhile
-      }
-    }
+    killAll(group);
     const killDeadline = Date.now() + 5000;
-    while (liveness(record.value) === "alive" && Date.now() < killDeadline) await sleep(50);
-    reclaimDeadOwner(rootPaths(root), record.value, { withdrawCandidate: alive.length === 0 });
+    while (!gone(record.value) && Date.now() < killDeadline) await sleep(50);
+    reclaimDeadOwner(paths, record.value, { withdrawCandidate: alive.length === 0 });
     console.log(
       `Storage owner pid ${owner.pid} did not exit within ${timeoutMs / 1000}s; killed its process group (${[...new Set(group)].join(", ")}) and reclaimed its records.`,
     );
   } else {
-    console.log(`Stopped storage owner pid ${owner.pid}; its records are withdrawn.`);
+    console.log(`Stopped storage owner pid ${owner.pid}.`);
   }
   if (alive.length > 0) {
+    const next = standby
+      ? await waitForSuccessor(root, owner.pid, Math.max(deadline, Date.now() + 3000))
+      : undefined;
     console.log(
       `${alive.length} dev session(s) are still running (${alive.map((c) => `${c.worker} pid ${c.pid}`).join(", ")}); ` +
-        "they elect and start a new owner and keep working.",
+        (next
+          ? `standby pid ${next} took over as their owner.`
+          : "they elect and start a new owner and keep working."),
     );
+  } else if (standby) {
+    // The owner stops its standby on the way out; make sure nothing of it is left.
+    const identity = { pid: standby.pid };
+    while (!gone(identity) && Date.now() < deadline + 5000) await sleep(50);
+    if (!gone(identity)) killAll([standby.pid, ...ownerLeftovers(identity)]);
+    console.log(`Stopped its standby pid ${standby.pid}.`);
   }
   return true;
+}
+
+function killAll(pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, "SIGKILL");
+    } catch {
+      // exited meanwhile
+    }
+  }
+}
+
+async function waitForSuccessor(
+  root: string,
+  oldPid: number,
+  deadline: number,
+): Promise<number | undefined> {
+  while (Date.now() < deadline) {
+    const current = readOwner(rootPaths(root));
+    if (current?.ok && current.value.pid !== oldPid && current.value.phase === "running")
+      return current.value.pid;
+    await sleep(50);
+  }
+  return undefined;
 }
