@@ -172,7 +172,9 @@ async function correctness(contender: Contender) {
     );
 
     // Reloads of the first (for miniflare's own mode: the owning) session under steady load.
-    let reload: Record<string, number> | undefined;
+    let reload:
+      | { reloads: number; requests: number; failed: number; sampleFailure?: string }
+      | undefined;
     if (sessions.length >= 2) {
       const [edited, ...others] = sessions as [Session, ...Session[]];
       const source = path.join(sandbox.workerDir(edited.worker), "src", "index.js");
@@ -195,10 +197,12 @@ async function correctness(contender: Contender) {
         await sleep(500);
       }
       await load.stop();
+      const failures = load.results.filter((r) => !r.ok);
       reload = {
         reloads: SIZES.reloads,
         requests: load.results.length,
-        failed: load.results.filter((r) => !r.ok).length,
+        failed: failures.length,
+        sampleFailure: failures[0]?.body,
       };
       log(
         `${contender}: ${reload.failed}/${reload.requests} failed during ${SIZES.reloads} reloads`,

@@ -1,8 +1,8 @@
-// Every client watches its owner's lease (pid + start time). When the owner dies, the clients
-// elect one of them (the spawn lock) to reclaim: kill what is left of the owner's process group,
-// withdraw its storage candidate at once so traffic stops going to a dead port (miniflare would
-// wait 10 s for the candidate to go stale), and start a new dedicated owner, which takes
-// ownership back from whichever client served in between.
+// Every client watches its owner's lease (pid + start time) and keeps the owner's storage
+// candidate fresh. When the owner dies, its standby normally takes over within milliseconds; the
+// clients give it a moment, then elect one of them (the spawn lock) to reclaim what the owner left
+// and start a new owner, which takes the dead owner's candidate over in place. No client ever
+// serves storage itself, so no two processes ever have the database files open.
 import { utimesSync } from "node:fs";
 import path from "node:path";
 import { liveness } from "../process-info.js";

@@ -1,4 +1,5 @@
-// Preloaded (`node --import`) into the real wrangler's process when --x-shared-storage is on.
+// Preloaded (`node --require preload-entry.cjs`) into the real wrangler's process when
+// --x-shared-storage is on.
 // wrangler builds every Miniflare as `new miniflare.Miniflare(convertV4MiniflareOptions(o))` and
 // later calls `setOptions`. We swap the module's exports for a copy whose Miniflare turns on
 // shared storage for instances that persist; before the first one starts, this session
@@ -22,12 +23,8 @@ delete process.env[SESSION_ENV];
 
 const say = (message: string) => process.stderr.write(`⎔ [x-shared-storage] ${message}\n`);
 
-interface Connection {
-  paths: RootPaths;
-  registryPath: string;
-  worker: string;
-}
-const connections = new Map<string, Connection>();
+/** Persist roots this session is connected to (presence written, owner serving). */
+const connections = new Map<string, RootPaths>();
 let presencePort: number | undefined;
 
 function canonical(dir: string): string {
@@ -45,7 +42,7 @@ function fail(message: string): never {
   process.exit(1);
 }
 
-function connect(persistRoot: string, registryPath: string, worker: string): Connection {
+function connect(persistRoot: string, registryPath: string, worker: string): RootPaths {
   const existing = connections.get(persistRoot);
   if (existing) return existing;
   const paths = rootPaths(persistRoot);
@@ -70,9 +67,8 @@ function connect(persistRoot: string, registryPath: string, worker: string): Con
     removeFile(presence);
     fail(error instanceof OwnerElectionError ? error.message : String(error));
   }
-  const connection = { paths, registryPath, worker };
-  connections.set(persistRoot, connection);
-  return connection;
+  connections.set(persistRoot, paths);
+  return paths;
 }
 
 /** The session's own worker: the first with a name (miniflare 5 keeps it at `config.name`). */
@@ -94,9 +90,7 @@ function prepare(real: typeof MiniflareModule, options: MiniflareOptions): Minif
     options.unsafeDevRegistryPath ?? resolveRegistryPath(),
   );
   // Bench only (upstreamOnly): miniflare's own election, the oldest session owns storage.
-  const paths = upstreamOnly
-    ? rootPaths(persistRoot)
-    : connect(persistRoot, registryPath, worker).paths;
+  const paths = upstreamOnly ? rootPaths(persistRoot) : connect(persistRoot, registryPath, worker);
   return {
     ...options,
     resourcePersistencePath: persistRoot,

@@ -53,6 +53,8 @@ enableCompileCache();
 const CANDIDATE_PREFIX = "__miniflare_storage_candidate__-";
 const STANDBY_WATCH_MS = 25;
 const STANDBY_RESPAWN_MS = 10_000;
+/** Sessions usually start in a burst right after the owner: keep the standby's start out of it. */
+const STANDBY_DELAY_MS = 5000;
 
 const { values } = parseArgs({
   options: {
@@ -262,7 +264,8 @@ function serve(target: Instance, candidate: { name: string; adopted: boolean }):
   publish("running");
   writePointer();
   log(`serving storage at ${target.debugAddress} (candidate ${candidate.name})`);
-  let standbySpawnedAt = 0;
+  // Pretend a spawn just happened, so the first standby starts STANDBY_DELAY_MS from now.
+  let standbySpawnedAt = Date.now() - STANDBY_RESPAWN_MS + STANDBY_DELAY_MS;
   setInterval(() => {
     if (shuttingDown) return;
     publish("running");
