@@ -559,7 +559,7 @@ async function main(): Promise<void> {
   ]);
   const ownerRss = latencyBy.ours.ownerRssMiB;
   lines.push([
-    "RSS MiB: one plain session / our owner",
+    "RSS MiB: one plain session / our owner + standby",
     `${latencyBy.plain.sessionRssMiB}`,
     "-",
     `owner ${ownerRss}`,
