@@ -97,6 +97,18 @@ export function commandLine(pid: number): string {
   }
 }
 
+/** SIGKILLs each pid (or, with `dryRun`, only checks it exists); returns the pids it applied to. */
+export function killAll(pids: number[], dryRun = false): number[] {
+  return pids.filter((pid) => {
+    try {
+      process.kill(pid, dryRun ? 0 : "SIGKILL");
+      return true;
+    } catch {
+      return false; // exited meanwhile
+    }
+  });
+}
+
 /** Sends `signal` to a whole process group; false when there was nothing to signal. */
 export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
   try {

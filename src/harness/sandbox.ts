@@ -33,15 +33,26 @@ export async function waitFor<T>(
   }
 }
 
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
+/**
+ * A free port below Linux's ephemeral range (32768+), where no `port: 0` socket (owners, workerd,
+ * other tests) can take it between our check and wrangler's bind. Each test process uses its own
+ * stripe of 300 ports, so parallel test files do not pick the same one.
+ */
+let nextPort = 20_000 + (process.pid % 40) * 300;
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 300; attempt++) {
+    const port = nextPort;
+    nextPort = nextPort + 1 >= 32_000 ? 20_000 : nextPort + 1;
+    if (await canBind(port)) return port;
+  }
+  throw new Error("no free port found below 32000");
+}
+
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
     const server = net.createServer();
-    server.listen(0, "127.0.0.1", () => {
-      const address = server.address();
-      server.close(() =>
-        typeof address === "object" && address ? resolve(address.port) : reject(),
-      );
-    });
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
 }
 

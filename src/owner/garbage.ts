@@ -3,7 +3,7 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { commandLine, liveness } from "../process-info.js";
+import { commandLine, killAll, liveness } from "../process-info.js";
 import { listClients, readOwner, readStandby, removeFile, rootPaths } from "../records.js";
 import { inspectRoot } from "./inspect.js";
 import { ownerLeftovers, reclaimDeadOwner } from "./lifecycle.js";
@@ -137,14 +137,7 @@ export async function collectGarbage(
         why: "its process is alive",
       });
     } else {
-      for (const pid of ownerLeftovers(standby.value)) {
-        if (!dryRun) {
-          try {
-            process.kill(pid, "SIGKILL");
-          } catch {
-            continue;
-          }
-        }
+      for (const pid of killAll(ownerLeftovers(standby.value), dryRun)) {
         report.killed.push({
           what: "leftover of dead standby",
           pid,
@@ -236,14 +229,7 @@ export async function collectGarbage(
     }
   }
 
-  for (const pid of orphanedHolders(persistRoot, liveOwner?.pid)) {
-    if (!dryRun) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        continue;
-      }
-    }
+  for (const pid of killAll(orphanedHolders(persistRoot, liveOwner?.pid), dryRun)) {
     report.killed.push({
       what: "orphaned workerd",
       pid,

@@ -10,6 +10,7 @@ import {
   currentIdentity,
   isAlive,
   isStopped,
+  killAll,
   liveness,
   type Liveness,
   type ProcessIdentity,
@@ -99,16 +100,7 @@ export function reclaimDeadOwner(
   if (liveness(record) === "alive")
     throw new Error(`refusing to reclaim live owner pid ${record.pid}`);
   const report: ReclaimReport = { killed: [], removed: [] };
-  for (const pid of ownerLeftovers(record)) {
-    if (!dryRun) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        continue;
-      }
-    }
-    report.killed.push(pid);
-  }
+  report.killed.push(...killAll(ownerLeftovers(record), dryRun));
   const files = [
     withdrawCandidate && record.candidate
       ? path.join(record.registryPath, record.candidate)
@@ -317,13 +309,7 @@ function retireOtherVersion(paths: RootPaths, owner: OwnerRecord, notes: string[
     retiring.set(owner.pid, Date.now());
     process.kill(owner.pid, "SIGTERM");
   } else if (Date.now() - since > RETIRE_TIMEOUT_MS) {
-    for (const pid of [owner.pid, ...ownerLeftovers(owner)]) {
-      try {
-        process.kill(pid, "SIGKILL");
-      } catch {
-        // gone meanwhile
-      }
-    }
+    killAll([owner.pid, ...ownerLeftovers(owner)]);
   }
   return { kind: "wait", reason: `owner pid ${owner.pid} of another version is stopping` };
 }

@@ -172,6 +172,37 @@ async function startInstance(registry: string): Promise<Instance> {
   return instance;
 }
 
+/** Our record as an owner that is starting now (the heartbeat and serve() fill in the rest). */
+function startingRecord(): OwnerRecord {
+  const now = new Date().toISOString();
+  return {
+    schema: SCHEMA_VERSION,
+    phase: "starting",
+    ...identity,
+    persistRoot,
+    registryPath,
+    versions: versions(),
+    startedAt: now,
+    heartbeatAt: now,
+    logFile: paths.ownerLog,
+  };
+}
+
+/** What miniflare writes into a storage candidate file, pointing at `target`. */
+function candidateDefinition(target: Instance): string {
+  return JSON.stringify(
+    {
+      debugPortAddress: target.debugAddress,
+      defaultEntrypointService: "",
+      userWorkerService: "",
+      storageScope: persistRoot,
+      instanceId: target.instanceId,
+    },
+    null,
+    2,
+  );
+}
+
 function publish(phase: OwnerRecord["phase"]): void {
   record = { ...record, phase, heartbeatAt: new Date().toISOString() };
   // Never overwrite a record that another owner now holds (e.g. after `gc` presumed us dead).
@@ -208,17 +239,7 @@ function adopt(name: string, target: Instance): boolean {
   const file = path.join(registryPath, name);
   if (!existsSync(file)) return false;
   const old = readFileSync(file, "utf8");
-  const definition = JSON.stringify(
-    {
-      debugPortAddress: target.debugAddress,
-      defaultEntrypointService: "",
-      userWorkerService: "",
-      storageScope: persistRoot,
-      instanceId: target.instanceId,
-    },
-    null,
-    2,
-  );
+  const definition = candidateDefinition(target);
   const fd = openSync(file, "r+");
   try {
     writeSync(fd, definition.padEnd(old.length, " "), 0);
@@ -288,17 +309,7 @@ function liveStandby(): ProcessIdentity | undefined {
 }
 
 async function runOwner(): Promise<void> {
-  record = {
-    schema: SCHEMA_VERSION,
-    phase: "starting",
-    ...identity,
-    persistRoot,
-    registryPath,
-    versions: versions(),
-    startedAt: startedAt.toISOString(),
-    heartbeatAt: startedAt.toISOString(),
-    logFile: paths.ownerLog,
-  };
+  record = startingRecord();
   publish("starting");
   log(
     `starting for ${persistRoot} (registry ${registryPath}; process up ${Math.round(process.uptime() * 1000)} ms)`,
@@ -357,17 +368,7 @@ async function promote(target: Instance, backed: ProcessIdentity): Promise<void>
     }
     const predecessor = current?.ok ? current.value : undefined;
     if (predecessor) reclaimDeadOwner(paths, predecessor);
-    record = {
-      schema: SCHEMA_VERSION,
-      phase: "starting",
-      ...identity,
-      persistRoot,
-      registryPath,
-      versions: versions(),
-      startedAt: new Date().toISOString(),
-      heartbeatAt: new Date().toISOString(),
-      logFile: paths.ownerLog,
-    };
+    record = startingRecord();
     log(`owner pid ${backed.pid} is gone; taking over`);
     const adoptable = predecessor?.candidate;
     if (adoptable && adopt(adoptable, target)) {
@@ -376,20 +377,7 @@ async function promote(target: Instance, backed: ProcessIdentity): Promise<void>
     } else {
       // Nothing to take over in place: register in the real registry, then become the oldest.
       const name = `${CANDIDATE_PREFIX}${target.instanceId}`;
-      writeFileSync(
-        path.join(registryPath, name),
-        JSON.stringify(
-          {
-            debugPortAddress: target.debugAddress,
-            defaultEntrypointService: "",
-            userWorkerService: "",
-            storageScope: persistRoot,
-            instanceId: target.instanceId,
-          },
-          null,
-          2,
-        ),
-      );
+      writeFileSync(path.join(registryPath, name), candidateDefinition(target));
       takeOwnership(name);
       removeFile(paths.standbyRecord);
       serve(target, { name, adopted: true });

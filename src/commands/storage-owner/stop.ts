@@ -1,6 +1,6 @@
 import { inspectRoot } from "../../owner/inspect.js";
 import { ownerLeftovers, reclaimDeadOwner } from "../../owner/lifecycle.js";
-import { liveness, type ProcessIdentity } from "../../process-info.js";
+import { killAll, liveness, type ProcessIdentity } from "../../process-info.js";
 import { readOwner, rootPaths } from "../../records.js";
 import { createCommand, UserError } from "../create-command.js";
 import { table } from "./format.js";
@@ -124,16 +124,6 @@ async function stopOne(root: string, force: boolean, timeoutMs: number): Promise
     console.log(`Stopped its standby pid ${standby.pid}.`);
   }
   return true;
-}
-
-function killAll(pids: number[]): void {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, "SIGKILL");
-    } catch {
-      // exited meanwhile
-    }
-  }
 }
 
 async function waitForSuccessor(
