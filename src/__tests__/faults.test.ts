@@ -5,7 +5,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { versions } from "../environment.js";
-import { readStartTime } from "../process-info.js";
+import { liveness, readStartTime } from "../process-info.js";
 import { clientRecordPath, rootPaths } from "../records.js";
 import { post, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
 
@@ -183,5 +183,46 @@ describe("an owner of another version", () => {
     expect(sandbox.owner()!.versions.package).toBe(versions().package);
     expect((await post(session.url("/d1/insert?who=current"))).ok).toBe(true);
     await sandbox.stopSession(session);
+  });
+});
+
+describe("an owner and sessions of another version", () => {
+  const sandbox = new Sandbox({ graceMs: 1500, idleMs: 500 });
+  afterAll(() => sandbox.cleanup());
+
+  it("do not keep each other alive: an owner counts only sessions of its own version", async () => {
+    const paths = rootPaths(sandbox.persistRoot);
+    const other = spawn("sleep", ["120"], { detached: true, stdio: "ignore" });
+    try {
+      mkdirSync(paths.clientsDir, { recursive: true });
+      writeFileSync(
+        clientRecordPath(paths, other.pid!),
+        JSON.stringify({
+          schema: 1,
+          pid: other.pid,
+          startTime: readStartTime(other.pid!),
+          worker: "legacy",
+          command: "dev",
+          since: new Date().toISOString(),
+          cwd: "/",
+          versions: { ...versions(), miniflare: "0.0.0-other" },
+        }),
+      );
+      // A session of our version starts the owner, then leaves; the other version's stays.
+      const session = await sandbox.startSession("api");
+      const owner = sandbox.owner()!;
+      await sandbox.stopSession(session);
+      await waitFor(
+        "the owner to idle out despite the other version's session",
+        () => liveness(owner) !== "alive",
+        15_000,
+      );
+      expect(readFileSync(owner.logFile, "utf8")).toContain(
+        `owner ${owner.pid}: stopping: no client for 500 ms`,
+      );
+      expect(await sandbox.settledLeftovers()).toEqual([]);
+    } finally {
+      other.kill("SIGKILL");
+    }
   });
 });

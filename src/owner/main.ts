@@ -28,6 +28,7 @@ import {
   MINIFLARE_ENTRY,
   ownerTimings,
   requireFromWrangler,
+  sameVersions,
   standbyEnabled,
   versions,
 } from "../environment.js";
@@ -268,8 +269,12 @@ function writePointer(): void {
   });
 }
 
+/** Live sessions of our own versions: an owner never serves (nor stays up for) another version's. */
 function liveClientCount(): number {
-  return listClients(paths).filter((c) => c.record.ok && isAlive(c.record.value)).length;
+  const ours = versions();
+  return listClients(paths).filter(
+    (c) => c.record.ok && sameVersions(c.record.value.versions, ours) && isAlive(c.record.value),
+  ).length;
 }
 
 /** Serve storage through `candidate` (ours, or a predecessor's we adopted) until no client remains. */
