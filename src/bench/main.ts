@@ -176,7 +176,9 @@ async function correctness(contender: Contender) {
       | { reloads: number; requests: number; failed: number; sampleFailure?: string }
       | undefined;
     if (sessions.length >= 2) {
-      const [edited, ...others] = sessions as [Session, ...Session[]];
+      const edited = sessions[0]!;
+      // Sessions of the edited worker reload too (same source); load only the others.
+      const others = sessions.filter((s) => s.worker !== edited.worker);
       const source = path.join(sandbox.workerDir(edited.worker), "src", "index.js");
       const original = readFileSync(source, "utf8");
       const load = steadyLoad(others, "reload");
