@@ -108,13 +108,3 @@ export function killAll(pids: number[], dryRun = false): number[] {
     }
   });
 }
-
-/** Sends `signal` to a whole process group; false when there was nothing to signal. */
-export function signalGroup(pgid: number, signal: NodeJS.Signals): boolean {
-  try {
-    process.kill(-pgid, signal);
-    return true;
-  } catch {
-    return false;
-  }
-}

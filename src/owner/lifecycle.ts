@@ -22,7 +22,6 @@ import {
   listClients,
   HEARTBEAT_STALE_MS,
   type OwnerRecord,
-  type Parsed,
   pointerPath,
   readOwner,
   removeFile,
