@@ -11,7 +11,15 @@
 //   <persist root>/.x-shared-storage/isolated/<name>/    per-worker Cache/Durable Objects/Workflows
 //   <registry>/.x-shared-storage/<hash>.json             pointer to a persist root (for --all)
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
 import type { ProcessIdentity } from "./process-info.js";
 
@@ -68,6 +76,46 @@ export function pointerDir(registryPath: string): string {
 export function pointerPath(registryPath: string, persistRoot: string): string {
   const hash = createHash("sha256").update(persistRoot).digest("hex").slice(0, 16);
   return path.join(pointerDir(registryPath), `${hash}.json`);
+}
+
+/** miniflare's storage-candidate files in the dev registry (miniflare writes them; we read them). */
+export const CANDIDATE_PREFIX = "__miniflare_storage_candidate__-";
+
+export interface StorageCandidate {
+  name: string;
+  file: string;
+  /** Birthtime: miniflare elects the oldest candidate of a scope. */
+  created: number;
+  instanceId?: string;
+  debugPortAddress?: string;
+}
+
+/** The storage candidates for `persistRoot` in a registry, oldest first (miniflare's order). */
+export function storageCandidates(registryPath: string, persistRoot: string): StorageCandidate[] {
+  let names: string[];
+  try {
+    names = readdirSync(registryPath).filter((name) => name.startsWith(CANDIDATE_PREFIX));
+  } catch {
+    return [];
+  }
+  const found: StorageCandidate[] = [];
+  for (const name of names) {
+    const file = path.join(registryPath, name);
+    try {
+      const definition = JSON.parse(readFileSync(file, "utf8")) as Record<string, string> | null;
+      if (definition?.storageScope !== persistRoot) continue;
+      found.push({
+        name,
+        file,
+        created: statSync(file).birthtimeMs,
+        instanceId: definition.instanceId,
+        debugPortAddress: definition.debugPortAddress,
+      });
+    } catch {
+      // written or withdrawn while we looked, or not a definition
+    }
+  }
+  return found.sort((a, b) => a.created - b.created || a.name.localeCompare(b.name));
 }
 
 export interface Versions {

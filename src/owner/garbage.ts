@@ -4,11 +4,16 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "nod
 import net from "node:net";
 import path from "node:path";
 import { commandLine, killAll, liveness } from "../process-info.js";
-import { listClients, readOwner, readStandby, removeFile, rootPaths } from "../records.js";
+import {
+  listClients,
+  readOwner,
+  readStandby,
+  removeFile,
+  rootPaths,
+  storageCandidates,
+} from "../records.js";
 import { inspectRoot } from "./inspect.js";
 import { ownerLeftovers, reclaimDeadOwner } from "./lifecycle.js";
-
-const CANDIDATE_PREFIX = "__miniflare_storage_candidate__-";
 
 export interface GcAction {
   what: string;
@@ -199,32 +204,19 @@ export async function collectGarbage(
   }
 
   // Storage candidates for this root whose instance no longer answers on its debug port.
-  let names: string[] = [];
-  try {
-    names = readdirSync(registryPath).filter((n) => n.startsWith(CANDIDATE_PREFIX));
-  } catch {
-    // no registry yet
-  }
-  for (const name of names) {
-    const file = path.join(registryPath, name);
-    let definition: { storageScope?: string; debugPortAddress?: string };
-    try {
-      definition = JSON.parse(readFileSync(file, "utf8")) as typeof definition;
-    } catch {
-      continue; // not ours to judge
-    }
-    if (definition.storageScope !== persistRoot || name === liveOwner?.candidate) continue;
-    if (definition.debugPortAddress && (await portAnswers(definition.debugPortAddress))) {
+  for (const { name, file, debugPortAddress } of storageCandidates(registryPath, persistRoot)) {
+    if (name === liveOwner?.candidate) continue;
+    if (debugPortAddress && (await portAnswers(debugPortAddress))) {
       report.kept.push({
         what: "storage candidate",
         path: file,
-        why: `its instance answers at ${definition.debugPortAddress}`,
+        why: `its instance answers at ${debugPortAddress}`,
       });
     } else {
       remove({
         what: "storage candidate",
         path: file,
-        why: `nothing answers at ${definition.debugPortAddress ?? "(no address)"}`,
+        why: `nothing answers at ${debugPortAddress ?? "(no address)"}`,
       });
     }
   }

@@ -11,10 +11,8 @@ import {
   linkSync,
   mkdtempSync,
   openSync,
-  readdirSync,
   readFileSync,
   rmSync,
-  statSync,
   utimesSync,
   writeFileSync,
   writeSync,
@@ -34,6 +32,7 @@ import {
 } from "../environment.js";
 import { currentIdentity, isAlive, liveness, type ProcessIdentity } from "../process-info.js";
 import {
+  CANDIDATE_PREFIX,
   HEARTBEAT_INTERVAL_MS,
   listClients,
   type OwnerRecord,
@@ -43,6 +42,7 @@ import {
   removeFile,
   rootPaths,
   SCHEMA_VERSION,
+  storageCandidates,
   writeRecordAtomic,
 } from "../records.js";
 import { reclaimDeadOwner, startOwnerProcess } from "./lifecycle.js";
@@ -51,7 +51,6 @@ import { tryAcquireSpawnLock } from "./spawn-lock.js";
 // Owners start on every failover: let Node cache miniflare's compiled code on disk.
 enableCompileCache();
 
-const CANDIDATE_PREFIX = "__miniflare_storage_candidate__-";
 const STANDBY_WATCH_MS = 25;
 const STANDBY_RESPAWN_MS = 10_000;
 /** Sessions usually start in a burst right after the owner: keep the standby's start out of it. */
@@ -80,47 +79,8 @@ let role = values.standby ? "standby" : "owner";
 const log = (message: string) =>
   console.log(`[${new Date().toISOString()}] ${role} ${identity.pid}: ${message}`);
 
-interface Candidate {
-  name: string;
-  created: number;
-  instanceId?: string;
-  debugPortAddress?: string;
-}
-
-function readJson(file: string): Record<string, string> | undefined {
-  try {
-    return JSON.parse(readFileSync(file, "utf8")) as Record<string, string>;
-  } catch {
-    return undefined;
-  }
-}
-
 /** Storage candidates for this root in a registry, oldest first: miniflare's election order. */
-function candidates(registry: string): Candidate[] {
-  let names: string[];
-  try {
-    names = readdirSync(registry).filter((name) => name.startsWith(CANDIDATE_PREFIX));
-  } catch {
-    return [];
-  }
-  const found: Candidate[] = [];
-  for (const name of names) {
-    try {
-      const file = path.join(registry, name);
-      const definition = readJson(file);
-      if (definition === undefined || definition.storageScope !== persistRoot) continue;
-      found.push({
-        name,
-        created: statSync(file).birthtimeMs,
-        instanceId: definition.instanceId,
-        debugPortAddress: definition.debugPortAddress,
-      });
-    } catch {
-      // written or withdrawn while we looked
-    }
-  }
-  return found.sort((a, b) => a.created - b.created || a.name.localeCompare(b.name));
-}
+const candidates = (registry: string) => storageCandidates(registry, persistRoot);
 
 interface Instance {
   mf: MiniflareModule.Miniflare;
@@ -226,7 +186,7 @@ function takeOwnership(own: string): void {
   const index = all.findIndex((c) => c.name === own);
   for (const candidate of all.slice(0, Math.max(index, 0)).reverse()) {
     log(`withdrawing older storage candidate ${candidate.name} (${candidate.debugPortAddress})`);
-    removeFile(path.join(registryPath, candidate.name));
+    removeFile(candidate.file);
   }
 }
 
@@ -366,27 +326,25 @@ async function promote(target: Instance, backed: ProcessIdentity): Promise<void>
   }
   if (!lock.release)
     return shutdown(`a session holds the election (${lock.heldBy}); standing down`, false);
+  const current = readOwner(paths);
+  if (current?.ok && current.value.pid !== backed.pid && isAlive(current.value)) {
+    lock.release();
+    return shutdown(`owner pid ${current.value.pid} already took over`, false);
+  }
   try {
-    const current = readOwner(paths);
-    if (current?.ok && current.value.pid !== backed.pid && isAlive(current.value)) {
-      return await shutdown(`owner pid ${current.value.pid} already took over`, false);
-    }
     const predecessor = current?.ok ? current.value : undefined;
     if (predecessor) reclaimDeadOwner(paths, predecessor);
     record = startingRecord();
     log(`owner pid ${backed.pid} is gone; taking over`);
-    const adoptable = predecessor?.candidate;
-    if (adoptable && adopt(adoptable, target)) {
-      removeFile(paths.standbyRecord);
-      serve(target, { name: adoptable, adopted: true });
-    } else {
+    let name = predecessor?.candidate;
+    if (!name || !adopt(name, target)) {
       // Nothing to take over in place: register in the real registry, then become the oldest.
-      const name = `${CANDIDATE_PREFIX}${target.instanceId}`;
+      name = `${CANDIDATE_PREFIX}${target.instanceId}`;
       writeFileSync(path.join(registryPath, name), candidateDefinition(target));
       takeOwnership(name);
-      removeFile(paths.standbyRecord);
-      serve(target, { name, adopted: true });
     }
+    removeFile(paths.standbyRecord);
+    serve(target, { name, adopted: true });
   } finally {
     lock.release();
   }
