@@ -3,7 +3,7 @@ import { existsSync, statSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../owner/inspect.js";
-import { ownerLeftovers } from "../owner/lifecycle.js";
+import { ownerGone, ownerLeftovers } from "../owner/lifecycle.js";
 import { liveness } from "../process-info.js";
 import {
   failedWindow,
@@ -98,11 +98,7 @@ describe.each([
   it("leaves nothing running once the sessions stop", async () => {
     const owner = sandbox.owner()!;
     await Promise.all(sessions.map((s) => sandbox.stopSession(s)));
-    await waitFor(
-      "the owner to idle out",
-      () => liveness(owner) !== "alive" && ownerLeftovers(owner).length === 0,
-      15_000,
-    );
+    await waitFor("the owner to idle out", () => ownerGone(owner), 15_000);
     expect(await sandbox.settledLeftovers()).toEqual([]);
   });
 });

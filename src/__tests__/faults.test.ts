@@ -6,8 +6,29 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { versions } from "../environment.js";
 import { liveness, readStartTime } from "../process-info.js";
-import { clientRecordPath, rootPaths } from "../records.js";
+import { clientRecordPath, rootPaths, type Versions } from "../records.js";
 import { post, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
+
+/** A live process that is not ours (`sleep`), recorded as a session of other versions. */
+function fakeClient(sandbox: Sandbox, otherVersions: Partial<Versions>) {
+  const paths = rootPaths(sandbox.persistRoot);
+  const client = spawn("sleep", ["120"], { detached: true, stdio: "ignore" });
+  mkdirSync(paths.clientsDir, { recursive: true });
+  writeFileSync(
+    clientRecordPath(paths, client.pid!),
+    JSON.stringify({
+      schema: 1,
+      pid: client.pid,
+      startTime: readStartTime(client.pid!),
+      worker: "legacy",
+      command: "dev",
+      since: new Date().toISOString(),
+      cwd: "/",
+      versions: { ...versions(), ...otherVersions },
+    }),
+  );
+  return client;
+}
 
 describe("five sessions started in the same second", () => {
   const sandbox = new Sandbox();
@@ -142,24 +163,9 @@ describe("an owner of another version", () => {
   }
 
   it("is refused while a session of its version uses it", async () => {
-    const paths = rootPaths(sandbox.persistRoot);
     const owner = fakeOwner("0.0.1-old");
-    const client = spawn("sleep", ["120"], { detached: true, stdio: "ignore" });
+    const client = fakeClient(sandbox, { package: "0.0.1-old" });
     try {
-      mkdirSync(paths.clientsDir, { recursive: true });
-      writeFileSync(
-        clientRecordPath(paths, client.pid!),
-        JSON.stringify({
-          schema: 1,
-          pid: client.pid,
-          startTime: readStartTime(client.pid!),
-          worker: "legacy",
-          command: "dev",
-          since: new Date().toISOString(),
-          cwd: "/",
-          versions: { ...versions(), package: "0.0.1-old" },
-        }),
-      );
       const session = await sandbox.startSession("api", { wait: false });
       expect(await session.exited).not.toBe(0);
       expect(session.output()).toContain(`(pid ${owner.pid}) runs package 0.0.1-old`);
@@ -191,23 +197,8 @@ describe("an owner and sessions of another version", () => {
   afterAll(() => sandbox.cleanup());
 
   it("do not keep each other alive: an owner counts only sessions of its own version", async () => {
-    const paths = rootPaths(sandbox.persistRoot);
-    const other = spawn("sleep", ["120"], { detached: true, stdio: "ignore" });
+    const other = fakeClient(sandbox, { miniflare: "0.0.0-other" });
     try {
-      mkdirSync(paths.clientsDir, { recursive: true });
-      writeFileSync(
-        clientRecordPath(paths, other.pid!),
-        JSON.stringify({
-          schema: 1,
-          pid: other.pid,
-          startTime: readStartTime(other.pid!),
-          worker: "legacy",
-          command: "dev",
-          since: new Date().toISOString(),
-          cwd: "/",
-          versions: { ...versions(), miniflare: "0.0.0-other" },
-        }),
-      );
       // A session of our version starts the owner, then leaves; the other version's stays.
       const session = await sandbox.startSession("api");
       const owner = sandbox.owner()!;

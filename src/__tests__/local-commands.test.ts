@@ -2,8 +2,7 @@
 import { writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { ownerLeftovers } from "../owner/lifecycle.js";
-import { liveness } from "../process-info.js";
+import { ownerGone } from "../owner/lifecycle.js";
 import { steadyLoad } from "../harness/load.js";
 import { getJson, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
 
@@ -85,11 +84,7 @@ describe("local CLI commands with --x-shared-storage", () => {
   it("lets the owner idle out after the last command", async () => {
     const owner = sandbox.owner()!;
     await sandbox.stopAllSessions();
-    await waitFor(
-      "the owner to idle out",
-      () => liveness(owner) !== "alive" && ownerLeftovers(owner).length === 0,
-      15_000,
-    );
+    await waitFor("the owner to idle out", () => ownerGone(owner), 15_000);
     expect(await sandbox.settledLeftovers()).toEqual([]);
   });
 });

@@ -4,9 +4,9 @@ import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../owner/inspect.js";
-import { ownerLeftovers } from "../owner/lifecycle.js";
+import { ownerGone } from "../owner/lifecycle.js";
 import { liveness } from "../process-info.js";
-import { clientRecordPath, rootPaths } from "../records.js";
+import { clientRecordPath, rootPaths, storageCandidates } from "../records.js";
 import {
   isDatabaseFile,
   killGroup,
@@ -33,11 +33,6 @@ interface StatusJson {
   }[];
   problems: string[];
 }
-
-const candidates = (registry: string) =>
-  existsSync(registry)
-    ? readdirSync(registry).filter((n) => n.startsWith("__miniflare_storage_candidate__"))
-    : [];
 
 describe("storage-owner with live sessions", () => {
   const sandbox = new Sandbox({ graceMs: 3000, idleMs: 1000 });
@@ -142,18 +137,16 @@ describe("storage-owner with live sessions", () => {
     const owner = sandbox.owner()!;
     for (const s of sessions) killGroup(s.pid, "SIGKILL");
     killGroup(owner.pid, "SIGKILL");
-    await waitFor(
-      "the killed processes to be gone",
-      () => liveness(owner) !== "alive" && ownerLeftovers(owner).length === 0,
-      10_000,
-    );
+    await waitFor("the killed processes to be gone", () => ownerGone(owner), 10_000);
     await Promise.all(sessions.map((s) => s.exited));
 
     const dead = JSON.parse((await cli("status", "--json")).stdout) as StatusJson;
     expect(dead.owners).toHaveLength(1);
     expect(dead.owners[0]).toMatchObject({ state: "dead", pid: owner.pid });
     expect(dead.owners[0]!.clients.every((c) => !c.alive)).toBe(true);
-    const leftCandidates = candidates(sandbox.registry);
+    const leftCandidates = storageCandidates(sandbox.registry, sandbox.persistRoot).map(
+      (c) => c.name,
+    );
     expect(leftCandidates.length).toBeGreaterThan(0);
 
     const dry = await cli("gc", "--dry-run");
@@ -169,7 +162,7 @@ describe("storage-owner with live sessions", () => {
     expect(removed.filter((r) => r.what === "client presence")).toHaveLength(2);
     for (const name of leftCandidates)
       expect(removed.map((r) => path.basename(r.path))).toContain(name);
-    expect(candidates(sandbox.registry)).toEqual([]);
+    expect(storageCandidates(sandbox.registry, sandbox.persistRoot).map((c) => c.name)).toEqual([]);
     expect(readdirSync(rootPaths(sandbox.persistRoot).clientsDir)).toEqual([]);
 
     const after = JSON.parse((await cli("status", "--json")).stdout) as StatusJson;

@@ -23,8 +23,8 @@ import {
   waitFor,
 } from "../harness/sandbox.js";
 import { inspectRoot } from "../owner/inspect.js";
-import { ownerLeftovers } from "../owner/lifecycle.js";
-import { liveness, processGroupMembers } from "../process-info.js";
+import { ownerGone } from "../owner/lifecycle.js";
+import { processGroupMembers } from "../process-info.js";
 
 type Contender = "plain" | "upstream" | "ours";
 const CONTENDERS: Contender[] = ["plain", "upstream", "ours"];
@@ -347,12 +347,7 @@ async function readiness() {
       await o.stopSession(second.session);
       await o.stopSession(first.session);
       const stoppedAt = performance.now();
-      await waitFor(
-        "the owner to exit",
-        () => liveness(owner) !== "alive" && ownerLeftovers(owner).length === 0,
-        30_000,
-        20,
-      );
+      await waitFor("the owner to exit", () => ownerGone(owner), 30_000, 20);
       ownerExit.push(performance.now() - stoppedAt);
       orphans += (await o.settledLeftovers(2000)).length;
     } finally {

@@ -1,8 +1,7 @@
 // `npm run demo`: two example workers with --x-shared-storage on one persist directory, writing
 // to the same D1 database, KV namespace and R2 bucket at once; then who owns what, then a
 // clean stop. `--short` (used by the test suite) writes less.
-import { ownerLeftovers } from "../owner/lifecycle.js";
-import { liveness } from "../process-info.js";
+import { ownerGone } from "../owner/lifecycle.js";
 import { getJson, post, Sandbox, type Session, waitFor } from "./sandbox.js";
 
 const short = process.argv.includes("--short");
@@ -88,11 +87,7 @@ async function main(): Promise<void> {
     const stoppedAt = Date.now();
     await sandbox.stopAllSessions();
     info("sessions stopped; the owner leaves once no client remains (grace + idle debounce)");
-    await waitFor(
-      "the owner to exit",
-      () => liveness(owner) !== "alive" && ownerLeftovers(owner).length === 0,
-      20_000,
-    );
+    await waitFor("the owner to exit", () => ownerGone(owner), 20_000);
     info(`owner pid ${owner.pid} exited ${Date.now() - stoppedAt} ms after the stop`);
     const left = await sandbox.settledLeftovers();
     if (left.length > 0) throw new Error(`processes left running: ${left.join(", ")}`);

@@ -71,6 +71,11 @@ export function ownerLeftovers(record: ProcessIdentity): number[] {
   });
 }
 
+/** The owner process and everything left in its group have exited. */
+export function ownerGone(record: ProcessIdentity): boolean {
+  return liveness(record) !== "alive" && ownerLeftovers(record).length === 0;
+}
+
 export interface ReclaimReport {
   killed: number[];
   removed: string[];
