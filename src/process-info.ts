@@ -76,7 +76,7 @@ export function isStopped(pid: number): boolean {
   return state === "T" || state === "t";
 }
 
-/** Every live process whose process group is `pgid` (the group a detached owner leads). */
+/** Every live process whose process group is `pgid`: for the test harness, which started them. */
 export function processGroupMembers(pgid: number): number[] {
   if (!hasProcFs()) return [];
   const members: number[] = [];
@@ -97,14 +97,60 @@ export function commandLine(pid: number): string {
   }
 }
 
-/** SIGKILLs each pid (or, with `dryRun`, only checks it exists); returns the pids it applied to. */
-export function killAll(pids: number[], dryRun = false): number[] {
-  return pids.filter((pid) => {
-    try {
-      process.kill(pid, dryRun ? 0 : "SIGKILL");
-      return true;
-    } catch {
-      return false; // exited meanwhile
-    }
-  });
+export type SignalOutcome = "signalled" | "gone" | "unproven";
+
+/**
+ * The only way this package signals a process it did not start itself in this run: the pid must
+ * still carry the kernel start time that was recorded for it. A pid without a recorded start
+ * time, or on a system without /proc, is never signalled ("unproven"): pids are reused.
+ */
+export function signalIfOurs(identity: ProcessIdentity, signal: NodeJS.Signals): SignalOutcome {
+  if (identity.startTime === undefined || !hasProcFs()) return "unproven";
+  const state = liveness(identity);
+  if (state === "reused") return "unproven";
+  if (state === "dead") return "gone";
+  try {
+    process.kill(identity.pid, signal);
+    return "signalled";
+  } catch {
+    return "gone"; // exited between the check and the signal
+  }
+}
+
+/** SIGKILLs each identity proven ours (or, with `dryRun`, only checks); returns the pids it applied to. */
+export function killIdentities(identities: ProcessIdentity[], dryRun = false): number[] {
+  return identities
+    .filter((identity) =>
+      dryRun
+        ? identity.startTime !== undefined && liveness(identity) === "alive"
+        : signalIfOurs(identity, "SIGKILL") === "signalled",
+    )
+    .map((identity) => identity.pid);
+}
+
+/** Direct children of `pid` whose command line contains `name`, with their start times. */
+export function childProcesses(pid: number, name: string): ProcessIdentity[] {
+  if (!hasProcFs()) return [];
+  const found: ProcessIdentity[] = [];
+  for (const entry of readdirSync("/proc")) {
+    const child = Number(entry);
+    if (!Number.isInteger(child)) continue;
+    const stat = readProcStat(child);
+    if (stat?.ppid !== pid || stat.state === "Z" || stat.state === "X") continue;
+    if (commandLine(child).includes(name)) found.push({ pid: child, startTime: stat.startTime });
+  }
+  return found;
+}
+
+/** Waits (bounded) until none of `identities` is alive; a SIGKILLed process takes a moment to exit. */
+export async function waitUntilGone(
+  identities: ProcessIdentity[],
+  timeoutMs = 2000,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (identities.some((identity) => liveness(identity) === "alive")) {
+    if (Date.now() > deadline) return false;
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+  return true;
 }

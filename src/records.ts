@@ -6,20 +6,21 @@
 //   <persist root>/.x-shared-storage/spawn.lock          election lock dir (proper-lockfile)
 //   <persist root>/.x-shared-storage/spawn.lock.holder   who holds the election lock
 //   <persist root>/.x-shared-storage/standby.json        a pre-started successor (standby writes)
-//   <persist root>/.x-shared-storage/standby-registry/   the standby's private dev registry
 //   <persist root>/.x-shared-storage/owner.log           the owner's stdout/stderr
+//   <persist root>/.x-shared-storage/instances/<pid>-<start time>/
+//                                                        an owner's or standby's private registry
+//                                                        and placeholder Cache (removed on exit)
 //   <persist root>/.x-shared-storage/isolated/<name>/    per-worker Cache/Durable Objects/Workflows
 //   <registry>/.x-shared-storage/<hash>.json             pointer to a persist root (for --all)
+//   <registry>/__miniflare_storage_candidate__-x-shared-storage-<hash>
+//                                                        the owner's storage candidate (see
+//                                                        storage-candidate.ts: the invariant)
+//
+// Nothing read from a record becomes a path: every path is derived from the persist root and the
+// registry the reader resolved itself. Pids in records are signalled only through
+// `signalIfOurs` (pid + recorded start time).
 import { createHash } from "node:crypto";
-import {
-  mkdirSync,
-  readFileSync,
-  readdirSync,
-  renameSync,
-  rmSync,
-  statSync,
-  writeFileSync,
-} from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import type { ProcessIdentity } from "./process-info.js";
 
@@ -40,7 +41,7 @@ export interface RootPaths {
   ownerLog: string;
   isolatedDir: string;
   standbyRecord: string;
-  standbyRegistry: string;
+  instancesDir: string;
 }
 
 export function rootPaths(persistRoot: string): RootPaths {
@@ -55,7 +56,7 @@ export function rootPaths(persistRoot: string): RootPaths {
     ownerLog: path.join(stateDir, "owner.log"),
     isolatedDir: path.join(stateDir, "isolated"),
     standbyRecord: path.join(stateDir, "standby.json"),
-    standbyRegistry: path.join(stateDir, "standby-registry"),
+    instancesDir: path.join(stateDir, "instances"),
   };
 }
 
@@ -78,46 +79,6 @@ export function pointerPath(registryPath: string, persistRoot: string): string {
   return path.join(pointerDir(registryPath), `${hash}.json`);
 }
 
-/** miniflare's storage-candidate files in the dev registry (miniflare writes them; we read them). */
-export const CANDIDATE_PREFIX = "__miniflare_storage_candidate__-";
-
-export interface StorageCandidate {
-  name: string;
-  file: string;
-  /** Birthtime: miniflare elects the oldest candidate of a scope. */
-  created: number;
-  instanceId?: string;
-  debugPortAddress?: string;
-}
-
-/** The storage candidates for `persistRoot` in a registry, oldest first (miniflare's order). */
-export function storageCandidates(registryPath: string, persistRoot: string): StorageCandidate[] {
-  let names: string[];
-  try {
-    names = readdirSync(registryPath).filter((name) => name.startsWith(CANDIDATE_PREFIX));
-  } catch {
-    return [];
-  }
-  const found: StorageCandidate[] = [];
-  for (const name of names) {
-    const file = path.join(registryPath, name);
-    try {
-      const definition = JSON.parse(readFileSync(file, "utf8")) as Record<string, string> | null;
-      if (definition?.storageScope !== persistRoot) continue;
-      found.push({
-        name,
-        file,
-        created: statSync(file).birthtimeMs,
-        instanceId: definition.instanceId,
-        debugPortAddress: definition.debugPortAddress,
-      });
-    } catch {
-      // written or withdrawn while we looked, or not a definition
-    }
-  }
-  return found.sort((a, b) => a.created - b.created || a.name.localeCompare(b.name));
-}
-
 export interface Versions {
   package: string;
   wrangler: string;
@@ -134,9 +95,10 @@ export interface OwnerRecord extends ProcessIdentity {
   registryPath: string;
   /** The owner's workerd debug port, where clients' storage calls land. */
   debugAddress?: string;
-  /** The owner's miniflare instance id and its storage-candidate file name in the registry. */
+  /** The owner's miniflare instance id. */
   instanceId?: string;
-  candidate?: string;
+  /** The owner's workerd process(es): the only other processes anyone may signal for it. */
+  workerd?: ProcessIdentity[];
   versions: Versions;
   startedAt: string;
   heartbeatAt: string;
@@ -158,9 +120,12 @@ export interface ClientRecord extends ProcessIdentity {
 /** A started owner that is not yet serving: it takes over when the owner it `backs` dies. */
 export interface StandbyRecord extends ProcessIdentity {
   schema: number;
+  /** "starting" until its Miniflare is up; sessions give a starting standby priority too. */
+  phase: "starting" | "ready";
   backs: number;
-  debugAddress: string;
-  instanceId: string;
+  debugAddress?: string;
+  instanceId?: string;
+  workerd?: ProcessIdentity[];
   since: string;
   versions: Versions;
 }
@@ -224,10 +189,28 @@ function checkFields(
     if (record[name] !== undefined && typeof record[name] !== type)
       return `field "${name}" is not a ${type}`;
   }
-  if ("pid" in fields && !(Number.isInteger(record.pid) && (record.pid as number) > 0)) {
-    return `field "pid" is not a process id`;
+  if ("pid" in fields && !isProcessId(record.pid)) return `field "pid" is not a process id`;
+  if (record.workerd !== undefined) {
+    const ok =
+      Array.isArray(record.workerd) &&
+      record.workerd.every(
+        (w: unknown) =>
+          typeof w === "object" &&
+          w !== null &&
+          isProcessId((w as ProcessIdentity).pid) &&
+          typeof (w as ProcessIdentity).startTime === "string",
+      );
+    if (!ok) return `field "workerd" is not a list of {pid, startTime}`;
+  }
+  for (const name of ["persistRoot", "registryPath"]) {
+    if (typeof record[name] === "string" && !path.isAbsolute(record[name] as string))
+      return `field "${name}" is not an absolute path`;
   }
   return undefined;
+}
+
+function isProcessId(value: unknown): boolean {
+  return Number.isInteger(value) && (value as number) > 0;
 }
 
 export function validateOwner(value: unknown): string | undefined {
@@ -247,7 +230,6 @@ export function validateOwner(value: unknown): string | undefined {
       startTime: "string",
       debugAddress: "string",
       instanceId: "string",
-      candidate: "string",
       spawnedBy: "number",
     },
   );
@@ -277,13 +259,12 @@ export function validateStandby(value: unknown): string | undefined {
     value,
     {
       pid: "number",
+      phase: "string",
       backs: "number",
-      debugAddress: "string",
-      instanceId: "string",
       since: "string",
       versions: "object",
     },
-    { startTime: "string" },
+    { startTime: "string", debugAddress: "string", instanceId: "string" },
   );
 }
 
@@ -295,8 +276,16 @@ export function validatePointer(value: unknown): string | undefined {
   return checkFields(value, { persistRoot: "string", ownerPid: "number", updatedAt: "string" });
 }
 
+/** The owner record; one that names another persist root (copied or mounted from elsewhere) is a problem. */
 export const readOwner = (paths: RootPaths) =>
-  readRecord<OwnerRecord>(paths.ownerRecord, validateOwner);
+  readRecord<OwnerRecord>(paths.ownerRecord, (value) => {
+    const problem = validateOwner(value);
+    if (problem) return problem;
+    const named = (value as OwnerRecord).persistRoot;
+    return named === paths.persistRoot
+      ? undefined
+      : `names persist root ${named}, not ${paths.persistRoot} (copied or mounted from elsewhere?)`;
+  });
 export const readStandby = (paths: RootPaths) =>
   readRecord<StandbyRecord>(paths.standbyRecord, validateStandby);
 export const readLockHolder = (paths: RootPaths) =>

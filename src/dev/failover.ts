@@ -1,17 +1,25 @@
-// Every client watches its owner's lease (pid + start time) and keeps the owner's storage
-// candidate fresh. When the owner dies, its standby normally takes over within milliseconds; the
-// clients give it a moment, then elect one of them (the spawn lock) to reclaim what the owner left
-// and start a new owner, which takes the dead owner's candidate over in place. No client ever
-// serves storage itself, so no two processes ever have the database files open.
-import { utimesSync } from "node:fs";
-import path from "node:path";
+// What a client session does after it joined: keep the root's storage candidate fresh, always,
+// and notice when its owner's lease (pid + start time) ends. The owner's standby normally takes
+// over within milliseconds by rewriting that candidate in place; sessions do nothing for it. When
+// there is no standby (or it does not take over within its priority window), the sessions elect
+// one of them (the spawn lock) to reclaim what the owner left and start a new owner. No session
+// ever serves storage itself: however long a failover takes, the candidate stays the oldest.
 import { liveness } from "../process-info.js";
-import { type OwnerRecord, readOwner, readStandby, type RootPaths } from "../records.js";
-import { assessOwnerNow, reclaimDeadOwner, spawnOwner } from "../owner/lifecycle.js";
+import { type OwnerRecord, readOwner, type RootPaths } from "../records.js";
+import {
+  assessOwnerNow,
+  reclaimDeadOwner,
+  spawnOwner,
+  standbyTakingOver,
+} from "../owner/lifecycle.js";
 import { tryAcquireSpawnLock } from "../owner/spawn-lock.js";
 import { ownerTimings } from "../environment.js";
+import { keepFresh } from "../storage-candidate.js";
 
-const WATCH_INTERVAL_MS = 50;
+/** How often a session checks its owner's lease; the standby does not wait for this. */
+const WATCH_INTERVAL_MS = 500;
+/** While recovering, how often to look again. */
+const RECOVER_INTERVAL_MS = 50;
 /** Below miniflare's 10 s staleness for storage candidates, with room for a busy machine. */
 const CANDIDATE_REFRESH_MS = 2000;
 
@@ -23,18 +31,16 @@ export function watchOwner(
   initial: OwnerRecord,
   say: (message: string) => void,
 ): void {
+  // A stopped or very busy owner cannot touch the candidate, a dead one never will, and every
+  // session's miniflare deletes a candidate 10 s after its last touch (which would make a session
+  // the oldest, and so the holder). So every session touches it, whatever the owner's state.
+  const fresh = setInterval(() => keepFresh(registryPath, paths.persistRoot), CANDIDATE_REFRESH_MS);
+  fresh.unref();
+
   let owner = initial;
   let recovering = false;
-  let refreshedAt = 0;
   const timer = setInterval(() => {
-    if (recovering) return;
-    if (liveness(owner) === "alive") {
-      if (Date.now() - refreshedAt >= CANDIDATE_REFRESH_MS) {
-        refreshedAt = Date.now();
-        keepCandidateFresh(owner);
-      }
-      return;
-    }
+    if (recovering || liveness(owner) === "alive") return;
     recovering = true;
     void recover(paths, registryPath, owner, say)
       .then((next) => {
@@ -50,33 +56,13 @@ export function watchOwner(
   timer.unref();
 }
 
-/**
- * The owner's lease is its pid. A stopped or very busy owner cannot touch its miniflare
- * candidate file, and every session's miniflare deletes a candidate 10 s after its last touch,
- * which would make a client the owner while the real one still holds the files. So while the
- * owner's pid lives, its clients touch the file for it.
- */
-function keepCandidateFresh(owner: OwnerRecord): void {
-  if (!owner.candidate) return;
-  const now = new Date();
-  try {
-    utimesSync(path.join(owner.registryPath, owner.candidate), now, now);
-  } catch {
-    // withdrawn (owner stopping) or not yet written
-  }
-}
-
-/** A live standby backing the dead owner takes over within ~100 ms; sessions give it this long first. */
-const STANDBY_PRIORITY_MS = 3000;
-
 async function recover(
   paths: RootPaths,
   registryPath: string,
   dead: OwnerRecord,
   say: (message: string) => void,
 ): Promise<OwnerRecord | undefined> {
-  const detectedAt = Date.now();
-  const deadline = detectedAt + ownerTimings().startTimeoutMs;
+  const deadline = Date.now() + ownerTimings().startTimeoutMs;
   let announced = false;
   while (Date.now() < deadline) {
     const current = readOwner(paths);
@@ -87,18 +73,12 @@ async function recover(
         return current.value;
       }
       if (state !== "dead") {
-        await sleep(WATCH_INTERVAL_MS);
+        await sleep(RECOVER_INTERVAL_MS);
         continue;
       }
     }
-    const standby = readStandby(paths);
-    if (
-      standby?.ok &&
-      standby.value.backs === dead.pid &&
-      liveness(standby.value) === "alive" &&
-      Date.now() - detectedAt < STANDBY_PRIORITY_MS
-    ) {
-      await sleep(WATCH_INTERVAL_MS / 2);
+    if (standbyTakingOver(paths, current?.ok ? current.value : dead)) {
+      await sleep(RECOVER_INTERVAL_MS);
       continue;
     }
     const lock = tryAcquireSpawnLock(paths);
@@ -110,15 +90,15 @@ async function recover(
           if (!announced)
             say(`storage owner pid ${dead.pid} is gone; this session takes over the election`);
           announced = true;
-          if (record) reclaimDeadOwner(paths, record);
-          const pid = spawnOwner(paths, registryPath, record?.candidate);
+          if (record) reclaimDeadOwner(paths, registryPath, record);
+          const pid = spawnOwner(paths, registryPath);
           say(`started storage owner pid ${pid} (log: ${paths.ownerLog})`);
         }
       } finally {
         lock.release();
       }
     }
-    await sleep(WATCH_INTERVAL_MS);
+    await sleep(RECOVER_INTERVAL_MS);
   }
   say(
     `✘ no storage owner for ${paths.persistRoot} after ${ownerTimings().startTimeoutMs} ms; see ${paths.ownerLog}`,

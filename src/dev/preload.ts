@@ -8,8 +8,14 @@ import { mkdirSync, realpathSync } from "node:fs";
 import type * as MiniflareModule from "miniflare";
 import { onExit } from "signal-exit";
 import { MINIFLARE_ENTRY, requireFromWrangler, resolveRegistryPath } from "../environment.js";
-import { ensureOwnerSync, OwnerElectionError, writePresence } from "../owner/lifecycle.js";
-import { isolatedPathFor, removeFile, rootPaths, type RootPaths } from "../records.js";
+import {
+  ensureOwnerSync,
+  OwnerElectionError,
+  registryMismatch,
+  writePresence,
+} from "../owner/lifecycle.js";
+import { isAlive } from "../process-info.js";
+import { isolatedPathFor, readOwner, removeFile, rootPaths, type RootPaths } from "../records.js";
 import { watchOwner } from "./failover.js";
 import { SESSION_ENV } from "./shared-storage.js";
 
@@ -46,6 +52,13 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
   const existing = connections.get(persistRoot);
   if (existing) return existing;
   const paths = rootPaths(persistRoot);
+  // Refuse before writing anything when the root's owner serves through another dev registry.
+  const current = readOwner(paths);
+  const mismatch =
+    current?.ok && isAlive(current.value)
+      ? registryMismatch(current.value, registryPath)
+      : undefined;
+  if (mismatch) fail(mismatch);
   let presence: string;
   try {
     // Presence first: an owner that sees no client may idle out under a session that routes.

@@ -7,7 +7,7 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { commandLine, processGroupMembers } from "../process-info.js";
+import { commandLine, isAlive, processGroupMembers } from "../process-info.js";
 import { readOwner, readStandby, rootPaths, type OwnerRecord } from "../records.js";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -121,10 +121,11 @@ export class Sandbox {
 
   owner(): OwnerRecord | undefined {
     const standby = readStandby(rootPaths(this.persistRoot));
-    if (standby?.ok) this.owners.add(standby.value.pid);
+    if (standby?.ok && isAlive(standby.value)) this.owners.add(standby.value.pid);
     const record = readOwner(rootPaths(this.persistRoot));
     if (record?.ok) {
-      this.owners.add(record.value.pid);
+      // Only a pid the record proves (start time): tests plant records naming unrelated pids.
+      if (isAlive(record.value)) this.owners.add(record.value.pid);
       return record.value;
     }
     return undefined;
@@ -318,18 +319,17 @@ export function groupGone(pgid: number): boolean {
 }
 
 /** pids of processes (by default only workerd ones, which is fast) that have a matching file open. */
-export function processesWithOpen(match: (file: string) => boolean, onlyWorkerd = true): number[] {
+/**
+ * Every process (whatever its name) with a matching file open, from /proc/<pid>/fd. One walk sees
+ * what was open at the moment it read each process; a file opened and closed between two walks is
+ * invisible. SQLite keeps a database file open for as long as its connection lives, so a process
+ * that serves a database stays visible for as long as it serves it.
+ */
+export function processesWithOpen(match: (file: string) => boolean): number[] {
   const found = new Set<number>();
   for (const entry of readdirSync("/proc")) {
     const pid = Number(entry);
-    if (!Number.isInteger(pid)) continue;
-    if (onlyWorkerd) {
-      try {
-        if (readFileSync(`/proc/${pid}/comm`, "utf8").trim() !== "workerd") continue;
-      } catch {
-        continue;
-      }
-    }
+    if (!Number.isInteger(pid) || pid === process.pid) continue;
     let fds: string[];
     try {
       fds = readdirSync(`/proc/${pid}/fd`);

@@ -1,18 +1,15 @@
 // Reclaims what crashed processes left under one persist root and in the dev registry. Never
-// touches a live owner, a live client, a lock a live process holds, or any user data.
+// touches a live owner, a live client, a lock a live process holds, or any user data; never
+// signals a process unless a record proves it ours (pid + start time); never withdraws a storage
+// candidate while a live session may route through it (a failover may be under way).
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { commandLine, killAll, liveness } from "../process-info.js";
-import {
-  listClients,
-  readOwner,
-  readStandby,
-  removeFile,
-  rootPaths,
-  storageCandidates,
-} from "../records.js";
+import { commandLine, killIdentities, liveness } from "../process-info.js";
+import { listClients, readOwner, readStandby, removeFile, rootPaths } from "../records.js";
+import { ownerCandidateName, storageCandidates } from "../storage-candidate.js";
 import { inspectRoot } from "./inspect.js";
+import { deadInstanceDirs } from "./instance.js";
 import { ownerLeftovers, reclaimDeadOwner } from "./lifecycle.js";
 
 export interface GcAction {
@@ -46,7 +43,10 @@ function portAnswers(address: string, timeoutMs = 300): Promise<boolean> {
   });
 }
 
-/** workerd processes that hold this root's storage files but whose parent is gone. */
+/**
+ * workerd processes that hold this root's storage files but whose parent is gone. No record proves
+ * them ours (a plain `wrangler dev` leaves such orphans too), so gc only reports them.
+ */
 function orphanedHolders(persistRoot: string, liveOwnerPid?: number): number[] {
   const orphans: number[] = [];
   for (const entry of readdirSync("/proc")) {
@@ -95,9 +95,17 @@ export async function collectGarbage(
     if (dryRun || (action.path && removeFile(action.path))) report.removed.push(action);
   };
 
-  // The owner record: dead owner -> kill its leftovers, withdraw candidate, record, pointer.
+  const liveClients = listClients(paths).filter(
+    (c) => c.record.ok && liveness(c.record.value) === "alive",
+  ).length;
+  const candidateKept = liveClients
+    ? `${liveClients} live session(s) route through the oldest candidate; a failover may be under way`
+    : undefined;
+
+  // The owner record: dead owner -> kill its recorded workerd, withdraw record, pointer and (with
+  // no live session) the candidate.
   const owner = readOwner(paths);
-  let liveOwner: { pid: number; candidate?: string } | undefined;
+  let liveOwner: { pid: number } | undefined;
   if (owner && !owner.ok) {
     remove({ what: "owner record", path: paths.ownerRecord, why: owner.problem });
   } else if (owner?.ok) {
@@ -111,12 +119,15 @@ export async function collectGarbage(
         why: "its process is alive",
       });
     } else {
-      const reclaimed = reclaimDeadOwner(paths, owner.value, { dryRun, withdrawCandidate: true });
-      for (const pid of reclaimed.killed) {
+      const reclaimed = reclaimDeadOwner(paths, registryPath, owner.value, {
+        dryRun,
+        withdrawCandidate: liveClients === 0,
+      });
+      for (const { pid } of reclaimed.killed) {
         report.killed.push({
-          what: "leftover of dead owner",
+          what: "workerd of dead owner",
           pid,
-          why: `in the process group of dead owner pid ${owner.value.pid}`,
+          why: `recorded (pid + start time) by dead owner pid ${owner.value.pid}`,
         });
       }
       for (const file of reclaimed.removed) {
@@ -126,6 +137,7 @@ export async function collectGarbage(
           why: `owner pid ${owner.value.pid} is ${state}`,
         });
       }
+      for (const why of reclaimed.ignored) report.kept.push({ what: "registry entries", why });
     }
   }
 
@@ -142,11 +154,11 @@ export async function collectGarbage(
         why: "its process is alive",
       });
     } else {
-      for (const pid of killAll(ownerLeftovers(standby.value), dryRun)) {
+      for (const pid of killIdentities(ownerLeftovers(standby.value), dryRun)) {
         report.killed.push({
-          what: "leftover of dead standby",
+          what: "workerd of dead standby",
           pid,
-          why: `in the process group of dead standby pid ${standby.value.pid}`,
+          why: `recorded (pid + start time) by dead standby pid ${standby.value.pid}`,
         });
       }
       remove({
@@ -204,9 +216,12 @@ export async function collectGarbage(
   }
 
   // Storage candidates for this root whose instance no longer answers on its debug port.
+  const ours = ownerCandidateName(persistRoot);
   for (const { name, file, debugPortAddress } of storageCandidates(registryPath, persistRoot)) {
-    if (name === liveOwner?.candidate) continue;
-    if (debugPortAddress && (await portAnswers(debugPortAddress))) {
+    if (name === ours && liveOwner) continue;
+    if (candidateKept) {
+      report.kept.push({ what: "storage candidate", path: file, why: candidateKept });
+    } else if (debugPortAddress && (await portAnswers(debugPortAddress))) {
       report.kept.push({
         what: "storage candidate",
         path: file,
@@ -221,11 +236,11 @@ export async function collectGarbage(
     }
   }
 
-  for (const pid of killAll(orphanedHolders(persistRoot, liveOwner?.pid), dryRun)) {
-    report.killed.push({
+  for (const pid of orphanedHolders(persistRoot, liveOwner?.pid)) {
+    report.kept.push({
       what: "orphaned workerd",
       pid,
-      why: `holds files under ${persistRoot} and its owner is gone`,
+      why: `holds files under ${persistRoot} with its parent gone, but no record proves it ours; stop it yourself if it is a leftover (kill ${pid})`,
     });
   }
 
@@ -235,6 +250,10 @@ export async function collectGarbage(
   }
   for (const file of leftoverTempFiles(paths.stateDir))
     remove({ what: "temporary file", path: file, why: "an interrupted write" });
+  for (const dir of deadInstanceDirs(paths)) {
+    if (!dryRun) rmSync(dir, { recursive: true, force: true });
+    report.removed.push({ what: "instance files", path: dir, why: "its owner or standby is gone" });
+  }
   return report;
 }
 
@@ -249,7 +268,7 @@ function leftoverTempFiles(dir: string): string[] {
     }
     for (const entry of entries) {
       const full = path.join(d, entry.name);
-      if (entry.isDirectory() && entry.name !== "isolated") visit(full);
+      if (entry.isDirectory() && !["isolated", "instances"].includes(entry.name)) visit(full);
       else if (entry.isFile() && /\.\d+\.tmp$/.test(entry.name)) {
         const pid = Number(entry.name.match(/\.(\d+)\.tmp$/)![1]);
         if (liveness({ pid }) !== "alive") found.push(full);

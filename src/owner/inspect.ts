@@ -44,8 +44,10 @@ export interface OwnerStatus {
 export interface StandbyStatus {
   pid: number;
   alive: boolean;
+  /** "starting" while its Miniflare boots, then "ready". */
+  phase: "starting" | "ready";
   backs: number;
-  debugAddress: string;
+  debugAddress: string | null;
   since: string;
 }
 
@@ -92,8 +94,15 @@ export function inspectRoot(persistRoot: string, now = Date.now()): RootReport {
   const standbyRead = readStandby(paths);
   if (standbyRead && !standbyRead.ok) problems.push(standbyRead.problem);
   if (standbyRead?.ok) {
-    const { pid, backs, debugAddress, since } = standbyRead.value;
-    standby = { pid, alive: liveness(standbyRead.value) === "alive", backs, debugAddress, since };
+    const { pid, phase, backs, debugAddress, since } = standbyRead.value;
+    standby = {
+      pid,
+      alive: liveness(standbyRead.value) === "alive",
+      phase,
+      backs,
+      debugAddress: debugAddress ?? null,
+      since,
+    };
   }
 
   let owner: OwnerStatus | undefined;

@@ -1,22 +1,32 @@
 // Owner lifecycle as seen from outside the owner: judging a record, spawning an owner,
 // reclaiming what a dead one left, and the election every session runs before it routes.
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, renameSync } from "node:fs";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+} from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { ownerTimings, sameVersions, versions } from "../environment.js";
 import {
-  commandLine,
   currentIdentity,
   isAlive,
   isStopped,
-  killAll,
+  killIdentities,
   liveness,
   type Liveness,
   type ProcessIdentity,
-  processGroupMembers,
   readStartTime,
+  signalIfOurs,
 } from "../process-info.js";
+import { ownerCandidateFile } from "../storage-candidate.js";
+import { deadInstanceDirs } from "./instance.js";
 import {
   clientRecordPath,
   listClients,
@@ -24,6 +34,7 @@ import {
   type OwnerRecord,
   pointerPath,
   readOwner,
+  readStandby,
   removeFile,
   type RootPaths,
   SCHEMA_VERSION,
@@ -63,56 +74,64 @@ export function assessOwnerNow(record: OwnerRecord): OwnerAssessment {
   return assessOwner(record, liveness(record), Date.now(), isStopped(record.pid));
 }
 
-/** Processes an owner left behind: its process group, limited to what we started (node, workerd). */
-export function ownerLeftovers(record: ProcessIdentity): number[] {
-  return processGroupMembers(record.pid).filter((pid) => {
-    const cmd = commandLine(pid);
-    return cmd.includes("workerd") || cmd.includes(OWNER_MAIN);
-  });
+/** What is left of an owner or standby: its recorded workerd processes that are still alive. */
+export function ownerLeftovers(record: { workerd?: ProcessIdentity[] }): ProcessIdentity[] {
+  return (record.workerd ?? []).filter((w) => liveness(w) === "alive");
 }
 
-/** The owner process and everything left in its group have exited. */
-export function ownerGone(record: ProcessIdentity): boolean {
+/** The owner process and every workerd it recorded have exited. */
+export function ownerGone(record: OwnerRecord): boolean {
   return liveness(record) !== "alive" && ownerLeftovers(record).length === 0;
 }
 
 export interface ReclaimReport {
-  killed: number[];
+  killed: ProcessIdentity[];
   removed: string[];
+  /** Record fields we did not follow, as one line each. */
+  ignored: string[];
 }
 
 export interface ReclaimOptions {
   dryRun?: boolean;
   /**
-   * Withdraw the dead owner's storage candidate too. An election leaves it: while it is the
-   * oldest candidate no client session can become the owner (and open the files) in between;
-   * the new owner withdraws it once it serves. Only gc, with no new owner coming, removes it.
+   * Withdraw the root's storage candidate too: only when no client session is left. While
+   * sessions remain, the candidate must stay the oldest (see storage-candidate.ts).
    */
   withdrawCandidate?: boolean;
 }
 
 /**
- * Removes what a dead owner left: processes still in its group (an orphaned workerd keeps the
- * database files open and keeps serving), its record and registry pointer, and with
- * `withdrawCandidate` its storage candidate. Never touches a live owner.
+ * Removes what a dead owner left: its recorded workerd processes (an orphaned workerd keeps the
+ * database files open), its record and registry pointer, and with `withdrawCandidate` the root's
+ * storage candidate. Paths come from `paths` and `registryPath` (the caller's), never from the
+ * record; only processes whose recorded start time matches are signalled.
  */
 export function reclaimDeadOwner(
   paths: RootPaths,
+  registryPath: string,
   record: OwnerRecord,
   { dryRun = false, withdrawCandidate = false }: ReclaimOptions = {},
 ): ReclaimReport {
   if (liveness(record) === "alive")
     throw new Error(`refusing to reclaim live owner pid ${record.pid}`);
-  const report: ReclaimReport = { killed: [], removed: [] };
-  report.killed.push(...killAll(ownerLeftovers(record), dryRun));
-  const files = [
-    withdrawCandidate && record.candidate
-      ? path.join(record.registryPath, record.candidate)
-      : undefined,
-    pointerPath(record.registryPath, record.persistRoot),
-  ];
+  const report: ReclaimReport = { killed: [], removed: [], ignored: [] };
+  const leftovers = ownerLeftovers(record);
+  const killed = new Set(killIdentities(leftovers, dryRun));
+  report.killed = leftovers.filter((w) => killed.has(w.pid));
+  const files: string[] = [];
+  if (sameDirectory(record.registryPath, registryPath)) {
+    files.push(pointerPath(registryPath, paths.persistRoot));
+    if (withdrawCandidate) files.push(ownerCandidateFile(registryPath, paths.persistRoot));
+  } else {
+    report.ignored.push(
+      `owner pid ${record.pid} used the dev registry ${record.registryPath}, not ${registryPath}; its entries there were left alone`,
+    );
+  }
   for (const file of files) {
-    if (file && existsSync(file) && (dryRun || removeFile(file))) report.removed.push(file);
+    if (existsSync(file) && (dryRun || removeFile(file))) report.removed.push(file);
+  }
+  if (!dryRun) {
+    for (const dir of deadInstanceDirs(paths)) rmSync(dir, { recursive: true, force: true });
   }
   const current = readOwner(paths);
   if (
@@ -123,6 +142,57 @@ export function reclaimDeadOwner(
     report.removed.push(paths.ownerRecord);
   }
   return report;
+}
+
+/** Two paths name the same directory (symlinks resolved where they exist). */
+export function sameDirectory(a: string, b: string): boolean {
+  const canonical = (dir: string) => {
+    try {
+      return realpathSync(dir);
+    } catch {
+      return path.resolve(dir);
+    }
+  };
+  return canonical(a) === canonical(b);
+}
+
+const REGISTRY_SETTINGS = [
+  "WRANGLER_REGISTRY_PATH",
+  "CLOUDFLARE_DEV_REGISTRY_PATH",
+  "XDG_CONFIG_HOME",
+];
+
+/**
+ * Sessions that share a persist root must share the dev registry its owner serves through:
+ * a session looking in another registry would not see the owner's candidate, become the oldest
+ * candidate there, and open the database files itself.
+ */
+export function registryMismatch(owner: OwnerRecord, registryPath: string): string | undefined {
+  if (sameDirectory(owner.registryPath, registryPath)) return undefined;
+  const settings = REGISTRY_SETTINGS.map(
+    (name) => `${name}=${process.env[name] === undefined ? "(unset)" : process.env[name]}`,
+  ).join(", ");
+  return (
+    `the storage owner for ${owner.persistRoot} (pid ${owner.pid}) serves sessions through the dev registry ` +
+    `${owner.registryPath}, but this session uses the dev registry ${registryPath} (${settings}). ` +
+    `Sessions that share a persist directory must share a dev registry, or two processes would open its database files. ` +
+    `Give this terminal the same settings as the sessions already running (same WRANGLER_REGISTRY_PATH / ` +
+    `CLOUDFLARE_DEV_REGISTRY_PATH / XDG_CONFIG_HOME / HOME), or use another --persist-to.`
+  );
+}
+
+/** Sessions leave a dead owner's failover to its standby for this long after its last heartbeat. */
+export const STANDBY_PRIORITY_MS = 5000;
+
+/** A live standby backs the dead owner and may still take over: sessions wait instead of electing. */
+export function standbyTakingOver(
+  paths: RootPaths,
+  dead: OwnerRecord,
+  now = Date.now(),
+): number | undefined {
+  const standby = readStandby(paths);
+  if (!standby?.ok || standby.value.backs !== dead.pid || !isAlive(standby.value)) return undefined;
+  return now - Date.parse(dead.heartbeatAt) < STANDBY_PRIORITY_MS ? standby.value.pid : undefined;
 }
 
 /** A corrupt owner record is ours but unreadable: keep it for diagnosis, out of the way. */
@@ -142,7 +212,7 @@ function ownerEnv(): NodeJS.ProcessEnv {
 export function startOwnerProcess(
   paths: RootPaths,
   registryPath: string,
-  options: { standby?: boolean; adopt?: string } = {},
+  options: { standby?: boolean } = {},
 ): number {
   mkdirSync(paths.stateDir, { recursive: true });
   let log: number;
@@ -157,10 +227,10 @@ export function startOwnerProcess(
   try {
     const args = [OWNER_MAIN, "--persist-root", paths.persistRoot, "--registry", registryPath];
     if (options.standby) args.push("--standby");
-    if (options.adopt) args.push("--adopt", options.adopt);
+    // A standby's stdin is its lifeline: a pipe from the owner that the kernel closes when it dies.
     const child = spawn(process.execPath, args, {
       detached: true,
-      stdio: ["ignore", log, log],
+      stdio: [options.standby ? "pipe" : "ignore", log, log],
       env: ownerEnv(),
     });
     if (child.pid === undefined)
@@ -174,11 +244,10 @@ export function startOwnerProcess(
 
 /**
  * Starts an owner and records it as `starting` (pid + start time), so that every session waits
- * for it rather than start another. `adopt` names a dead predecessor's storage candidate for the
- * new owner to take over in place.
+ * for it rather than start another. It takes a dead predecessor's candidate over in place.
  */
-export function spawnOwner(paths: RootPaths, registryPath: string, adopt?: string): number {
-  const pid = startOwnerProcess(paths, registryPath, { adopt });
+export function spawnOwner(paths: RootPaths, registryPath: string): number {
+  const pid = startOwnerProcess(paths, registryPath);
   const now = new Date().toISOString();
   const starting: OwnerRecord = {
     schema: SCHEMA_VERSION,
@@ -249,12 +318,16 @@ export function electionStep(
     const owner = current.value;
     const { state } = assessOwnerNow(owner);
     if (state === "running" || state === "stale") {
+      const mismatch = registryMismatch(owner, registryPath);
+      if (mismatch) throw new OwnerElectionError(mismatch);
       if (!sameVersions(owner.versions, versions())) return retireOtherVersion(paths, owner, notes);
       return { kind: "ready", owner };
     }
     if (state === "starting" || state === "stopping") {
       return { kind: "wait", reason: `owner pid ${owner.pid} is ${state}` };
     }
+    const standby = standbyTakingOver(paths, owner);
+    if (standby) return { kind: "wait", reason: `standby pid ${standby} is taking over` };
   }
   const lock = tryAcquireSpawnLock(paths);
   if (lock.reclaimed) notes.push(`reclaimed ${lock.reclaimed}`);
@@ -265,12 +338,15 @@ export function electionStep(
       const { state } = assessOwnerNow(again.value);
       if (state !== "dead")
         return { kind: "wait", reason: `owner pid ${again.value.pid} is ${state}` };
-      const report = reclaimDeadOwner(paths, again.value);
+      const report = reclaimDeadOwner(paths, registryPath, again.value);
       notes.push(
         `reclaimed dead owner pid ${again.value.pid}` +
-          (report.killed.length ? ` (killed leftover ${report.killed.join(", ")})` : ""),
+          (report.killed.length
+            ? ` (killed its workerd ${report.killed.map((w) => w.pid).join(", ")})`
+            : ""),
+        ...report.ignored,
       );
-      return { kind: "spawned", pid: spawnOwner(paths, registryPath, again.value.candidate) };
+      return { kind: "spawned", pid: spawnOwner(paths, registryPath) };
     } else if (again && !again.ok) {
       notes.push(`${again.problem}; moved it to ${setAsideCorrupt(paths.ownerRecord)}`);
     }
@@ -309,11 +385,15 @@ function retireOtherVersion(paths: RootPaths, owner: OwnerRecord, notes: string[
   }
   const since = retiring.get(owner.pid);
   if (since === undefined) {
+    if (signalIfOurs(owner, "SIGTERM") === "unproven") {
+      throw new OwnerElectionError(
+        `${mismatch}, and its record does not prove which process it is (no start time); stop it yourself.`,
+      );
+    }
     notes.push(`${mismatch}; no session of its version remains, so it is being stopped`);
     retiring.set(owner.pid, Date.now());
-    process.kill(owner.pid, "SIGTERM");
   } else if (Date.now() - since > RETIRE_TIMEOUT_MS) {
-    killAll([owner.pid, ...ownerLeftovers(owner)]);
+    killIdentities([owner, ...ownerLeftovers(owner)]);
   }
   return { kind: "wait", reason: `owner pid ${owner.pid} of another version is stopping` };
 }

@@ -53,6 +53,8 @@ function describeStandby(report: RootReport): string {
   const standby = report.owner?.standby;
   if (!standby) return "none (a new owner takes ~1 s to start if this one dies)";
   if (!standby.alive) return `pid ${standby.pid} · dead (run \`wrangler storage-owner gc\`)`;
+  if (standby.phase === "starting")
+    return `pid ${standby.pid} · starting (takes over as soon as it is up if the owner dies)`;
   return `pid ${standby.pid} · ready at ${standby.debugAddress}, takes over at once if the owner dies`;
 }
 

@@ -1,7 +1,12 @@
 import { inspectRoot } from "../../owner/inspect.js";
 import { ownerLeftovers, reclaimDeadOwner } from "../../owner/lifecycle.js";
-import { killAll, liveness, type ProcessIdentity } from "../../process-info.js";
-import { readOwner, rootPaths } from "../../records.js";
+import {
+  killIdentities,
+  liveness,
+  type ProcessIdentity,
+  signalIfOurs,
+} from "../../process-info.js";
+import { readOwner, readStandby, rootPaths } from "../../records.js";
 import { createCommand, UserError } from "../create-command.js";
 import { table } from "./format.js";
 import { resolveScope, scopeArgs } from "./scope.js";
@@ -12,7 +17,7 @@ export const stopCommand = createCommand({
   command: "stop",
   metadata: {
     description:
-      "Stop a storage owner cleanly (SIGTERM, then SIGKILL of its process group after --timeout)",
+      "Stop a storage owner cleanly (SIGTERM, then SIGKILL of it and its workerd after --timeout)",
     examples: [
       ["wrangler storage-owner stop", "Stop the owner for this project's default persist root"],
       [
@@ -32,7 +37,7 @@ export const stopCommand = createCommand({
     },
     timeout: {
       type: "number",
-      description: "Seconds to wait for a graceful exit before killing the owner's process group",
+      description: "Seconds to wait for a graceful exit before killing the owner and its workerd",
       default: 10,
     },
   },
@@ -46,13 +51,19 @@ export const stopCommand = createCommand({
     }
     let failed = false;
     for (const root of scope.roots) {
-      failed = !(await stopOne(root, args.force, args.timeout * 1000)) || failed;
+      failed =
+        !(await stopOne(root, scope.registryPath, args.force, args.timeout * 1000)) || failed;
     }
     return failed ? 1 : 0;
   },
 });
 
-async function stopOne(root: string, force: boolean, timeoutMs: number): Promise<boolean> {
+async function stopOne(
+  root: string,
+  registryPath: string,
+  force: boolean,
+  timeoutMs: number,
+): Promise<boolean> {
   const report = inspectRoot(root);
   const owner = report.owner;
   if (!owner) {
@@ -87,21 +98,33 @@ async function stopOne(root: string, force: boolean, timeoutMs: number): Promise
   const paths = rootPaths(root);
   const record = readOwner(paths);
   if (!record?.ok) return false;
+  const standbyRead = readStandby(paths);
   const standby =
-    report.standby?.alive && report.standby.backs === owner.pid ? report.standby : undefined;
+    standbyRead?.ok &&
+    standbyRead.value.backs === owner.pid &&
+    liveness(standbyRead.value) === "alive"
+      ? standbyRead.value
+      : undefined;
+  const sent = signalIfOurs(record.value, "SIGTERM");
+  if (sent === "unproven") {
+    console.error(
+      `✘ Not stopping pid ${owner.pid}: the owner record ${paths.ownerRecord} does not prove that this pid is the ` +
+        `storage owner (no start time recorded, or no /proc to check it against). Stop it yourself if it is.`,
+    );
+    return false;
+  }
   console.log(`Stopping storage owner pid ${owner.pid} for ${root}…`);
-  process.kill(owner.pid, "SIGTERM");
   const deadline = Date.now() + timeoutMs;
   const gone = (identity: ProcessIdentity) => liveness(identity) !== "alive";
   while (!gone(record.value) && Date.now() < deadline) await sleep(100);
   if (!gone(record.value)) {
-    const group = [owner.pid, ...ownerLeftovers(record.value)];
-    killAll(group);
+    // Only what the record proves ours: the owner and the workerd it recorded.
+    const killed = killIdentities([record.value, ...ownerLeftovers(record.value)]);
     const killDeadline = Date.now() + 5000;
     while (!gone(record.value) && Date.now() < killDeadline) await sleep(50);
-    reclaimDeadOwner(paths, record.value, { withdrawCandidate: alive.length === 0 });
+    reclaimDeadOwner(paths, registryPath, record.value, { withdrawCandidate: alive.length === 0 });
     console.log(
-      `Storage owner pid ${owner.pid} did not exit within ${timeoutMs / 1000}s; killed its process group (${[...new Set(group)].join(", ")}) and reclaimed its records.`,
+      `Storage owner pid ${owner.pid} did not exit within ${timeoutMs / 1000}s; killed it and its workerd (${killed.join(", ")}) and reclaimed its records.`,
     );
   } else {
     console.log(`Stopped storage owner pid ${owner.pid}.`);
@@ -118,9 +141,8 @@ async function stopOne(root: string, force: boolean, timeoutMs: number): Promise
     );
   } else if (standby) {
     // The owner stops its standby on the way out; make sure nothing of it is left.
-    const identity = { pid: standby.pid };
-    while (!gone(identity) && Date.now() < deadline + 5000) await sleep(50);
-    if (!gone(identity)) killAll([standby.pid, ...ownerLeftovers(identity)]);
+    while (!gone(standby) && Date.now() < deadline + 5000) await sleep(50);
+    if (!gone(standby)) killIdentities([standby, ...ownerLeftovers(standby)]);
     console.log(`Stopped its standby pid ${standby.pid}.`);
   }
   return true;

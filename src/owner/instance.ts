@@ -1,0 +1,108 @@
+// The headless Miniflare that an owner or a standby runs for one persist root. It registers only
+// in a private registry (<state dir>/instances/<pid>-<start time>/registry), so its own storage candidate never appears where
+// sessions look: sessions reach it solely through the root's candidate that storage-candidate.ts
+// manages. miniflare therefore never withdraws or rewrites what sessions route through, not on
+// dispose and not when it restarts a crashed workerd.
+import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import path from "node:path";
+import type * as MiniflareModule from "miniflare";
+import { MINIFLARE_ENTRY, requireFromWrangler } from "../environment.js";
+import { childProcesses, liveness, type ProcessIdentity } from "../process-info.js";
+import type { RootPaths } from "../records.js";
+import { instanceAddress, type ServingAddress } from "../storage-candidate.js";
+
+export interface Instance {
+  mf: MiniflareModule.Miniflare;
+  address: ServingAddress;
+  /** The workerd process(es) this instance runs, recorded so that only they are ever signalled. */
+  workerd: ProcessIdentity[];
+  /** Called after miniflare restarted a crashed workerd (new pid, new debug port). */
+  onRestart?: () => void;
+  dispose(): Promise<void>;
+}
+
+function readAddress(privateRegistry: string, persistRoot: string): ServingAddress {
+  const address = instanceAddress(privateRegistry, persistRoot);
+  if (!address) throw new Error(`our storage candidate did not appear in ${privateRegistry}`);
+  return address;
+}
+
+/** An instance's own files (private registry, the placeholder's Cache): one dir per process. */
+export function instanceDir(paths: RootPaths, identity: ProcessIdentity): string {
+  return path.join(paths.instancesDir, `${identity.pid}-${identity.startTime ?? "0"}`);
+}
+
+/** Instance dirs whose process is gone (a kill -9 leaves them): derived names, never record paths. */
+export function deadInstanceDirs(paths: RootPaths): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(paths.instancesDir);
+  } catch {
+    return [];
+  }
+  return names.flatMap((name) => {
+    const match = /^(\d+)-(\d+)$/.exec(name);
+    if (!match) return [];
+    const identity = { pid: Number(match[1]), startTime: match[2] };
+    return liveness(identity) === "alive" ? [] : [path.join(paths.instancesDir, name)];
+  });
+}
+
+export async function startInstance(
+  paths: RootPaths,
+  identity: ProcessIdentity,
+): Promise<Instance> {
+  const persistRoot = paths.persistRoot;
+  const miniflare = requireFromWrangler(MINIFLARE_ENTRY) as typeof MiniflareModule;
+  // The placeholder worker has nothing worth keeping; its Cache and registry go with the process.
+  const dir = instanceDir(paths, identity);
+  const privateRegistry = path.join(dir, "registry");
+  const isolatedDir = path.join(dir, "isolated");
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(privateRegistry, { recursive: true });
+  const options = miniflare.convertV4MiniflareOptions({
+    name: "x-shared-storage-owner",
+    modules: true,
+    script: "export default { fetch() { return new Response(null, { status: 404 }); } };",
+    host: "127.0.0.1",
+    port: 0,
+    // Not a worker anyone calls: no registry entry, and no network fetch of Request.cf.
+    unsafeRegisterWorker: false,
+    cf: false,
+    resourcePersistencePath: persistRoot,
+    unsafeDevRegistryPath: privateRegistry,
+    log: new miniflare.Log(miniflare.LogLevel.WARN),
+  });
+  let instance: Instance | undefined;
+  const mf = new miniflare.Miniflare({
+    ...options,
+    unsafeEnableSharedStorage: true,
+    isolatedResourcePersistencePath: isolatedDir,
+    unsafeHandleRuntimeRestart: () => {
+      if (!instance) return;
+      instance.address = readAddress(privateRegistry, persistRoot);
+      instance.workerd = childProcesses(process.pid, "workerd");
+      instance.onRestart?.();
+    },
+  });
+  const dispose = async () => {
+    try {
+      await mf.dispose();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+  try {
+    await mf.ready;
+    instance = {
+      mf,
+      address: readAddress(privateRegistry, persistRoot),
+      workerd: childProcesses(process.pid, "workerd"),
+      dispose,
+    };
+    return instance;
+  } catch (error) {
+    await dispose().catch(() => {});
+    throw error;
+  }
+}

@@ -1,0 +1,127 @@
+// The standby role: a successor booted beside the owner (started by it), serving nobody and
+// opening no database file, until the owner it backs dies while clients remain. Then it reclaims
+// what the owner left and rewrites the root's candidate in place to point at itself: every
+// session's storage calls move in one step.
+//
+// It learns of the owner's death from a lifeline: its stdin is a pipe from the owner, which the
+// kernel closes the instant the owner exits. The owner's pid + start time stay the authority (a
+// stopped owner keeps the pipe open and is never replaced); a slow poll is the fallback.
+import { versions } from "../environment.js";
+import { isAlive, type ProcessIdentity, waitUntilGone } from "../process-info.js";
+import {
+  readOwner,
+  readStandby,
+  removeFile,
+  SCHEMA_VERSION,
+  type StandbyRecord,
+  writeRecordAtomic,
+} from "../records.js";
+import { startInstance, type Instance } from "./instance.js";
+import { reclaimDeadOwner } from "./lifecycle.js";
+import { serve } from "./owner.js";
+import type { OwnerProcess } from "./process.js";
+import { tryAcquireSpawnLock } from "./spawn-lock.js";
+
+const FALLBACK_POLL_MS = 1000;
+const PROMOTION_LOCK_WAIT_MS = 2000;
+
+export async function runStandby(proc: OwnerProcess): Promise<void> {
+  const owner = readOwner(proc.paths);
+  if (!owner?.ok || !isAlive(owner.value)) return proc.exit("no owner to back", false);
+  const backed: ProcessIdentity = { pid: owner.value.pid, startTime: owner.value.startTime };
+  let standby: StandbyRecord = {
+    schema: SCHEMA_VERSION,
+    phase: "starting",
+    ...proc.identity,
+    backs: backed.pid,
+    since: new Date().toISOString(),
+    versions: versions(),
+  };
+  const writeRecord = (update: Partial<StandbyRecord>) => {
+    standby = { ...standby, ...update };
+    writeRecordAtomic(proc.paths.standbyRecord, standby);
+  };
+  writeRecord({});
+  proc.onExit(() => {
+    if (proc.role !== "standby") return;
+    const mine = readStandby(proc.paths);
+    if (mine?.ok && mine.value.pid === proc.identity.pid) removeFile(proc.paths.standbyRecord);
+  });
+
+  let instance: Instance | undefined;
+  let promoting = false;
+  const check = () => {
+    if (proc.shuttingDown || promoting || proc.role !== "standby") return;
+    const mine = readStandby(proc.paths);
+    if (!mine?.ok || mine.value.pid !== proc.identity.pid)
+      return void proc.exit("replaced by another standby", false);
+    if (isAlive(backed)) return;
+    if (!instance) return; // still booting: checked again once up
+    promoting = true;
+    clearInterval(poll);
+    if (proc.liveClientCount() === 0)
+      return void proc.exit(`owner pid ${backed.pid} left and no client remains`, false);
+    promote(proc, instance, backed).catch((error: unknown) =>
+      proc.exit(`promotion failed: ${String(error)}`, false, 1),
+    );
+  };
+  // The kernel closes the owner's end of the pipe a moment before /proc shows it dead: on EOF,
+  // look again every few ms for a while instead of waiting for the slow poll.
+  const onLifelineClosed = () => {
+    const until = Date.now() + 1000;
+    const again = () => {
+      proc.step("owner check", check);
+      if (!promoting && !proc.shuttingDown && isAlive(backed) && Date.now() < until)
+        setTimeout(again, 5);
+    };
+    again();
+  };
+  process.stdin.once("end", onLifelineClosed).once("error", onLifelineClosed).resume();
+  const poll = setInterval(() => proc.step("owner check", check), FALLBACK_POLL_MS);
+
+  instance = proc.instance = await startInstance(proc.paths, proc.identity);
+  const ready = instance;
+  const recordReady = () =>
+    writeRecord({
+      phase: "ready",
+      debugAddress: ready.address.debugAddress,
+      instanceId: ready.address.instanceId,
+      workerd: ready.workerd,
+    });
+  recordReady();
+  ready.onRestart = () => proc.step("workerd restart", recordReady);
+  proc.log(`ready to take over from owner pid ${backed.pid} (at ${ready.address.debugAddress})`);
+  check(); // the owner may have died while we booted
+}
+
+/** The owner we back is gone and clients remain: reclaim what it left and serve in its place. */
+async function promote(
+  proc: OwnerProcess,
+  instance: Instance,
+  backed: ProcessIdentity,
+): Promise<void> {
+  const deadline = Date.now() + PROMOTION_LOCK_WAIT_MS;
+  let lock = tryAcquireSpawnLock(proc.paths);
+  while (!lock.release && Date.now() < deadline) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    lock = tryAcquireSpawnLock(proc.paths);
+  }
+  if (!lock.release)
+    return proc.exit(`a session holds the election (${lock.heldBy}); standing down`, false);
+  try {
+    const current = readOwner(proc.paths);
+    if (current?.ok && current.value.pid !== backed.pid && isAlive(current.value))
+      return await proc.exit(`owner pid ${current.value.pid} already took over`, false);
+    proc.log(`owner pid ${backed.pid} is gone; taking over`);
+    if (current?.ok) {
+      // Its workerd must have let go of the files before we serve them.
+      const { killed } = reclaimDeadOwner(proc.paths, proc.registryPath, current.value);
+      if (!(await waitUntilGone(killed)))
+        proc.log(`workerd ${killed.map((k) => k.pid).join(", ")} did not exit within 2 s`);
+    }
+    removeFile(proc.paths.standbyRecord);
+    serve(proc, instance);
+  } finally {
+    lock.release();
+  }
+}
