@@ -1,10 +1,10 @@
 // Owner crash and owner stall under steady load from three sessions.
 import { existsSync, statSync } from "node:fs";
-import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../owner/inspect.js";
 import { ownerGone, ownerLeftovers } from "../owner/lifecycle.js";
 import { liveness } from "../process-info.js";
+import { ownerCandidateFile } from "../storage-candidate.js";
 import {
   failedWindow,
   maxGap,
@@ -114,7 +114,7 @@ describe("owner stopped with SIGSTOP for 15 s", () => {
 
   it("is never treated as dead: no second owner, no second file holder; requests resume on SIGCONT", async () => {
     const owner = sandbox.owner()!;
-    const candidate = path.join(owner.registryPath, owner.candidate!);
+    const candidate = ownerCandidateFile(owner.registryPath, sandbox.persistRoot);
     const sampler = sampleHolders(sandbox.persistRoot, 100);
     killGroup(owner.pid, "SIGSTOP");
     let resumed = false;
@@ -124,7 +124,7 @@ describe("owner stopped with SIGSTOP for 15 s", () => {
       await sleep(15_000);
       expect(sandbox.owner()!.pid).toBe(owner.pid);
       expect(liveness(owner)).toBe("alive");
-      // Its clients kept its miniflare candidate fresh (miniflare drops one untouched for 10 s).
+      // Its clients kept the root's candidate fresh (miniflare drops one untouched for 10 s).
       expect(existsSync(candidate)).toBe(true);
       expect(Date.now() - statSync(candidate).mtimeMs).toBeLessThan(5000);
       const status = JSON.parse(

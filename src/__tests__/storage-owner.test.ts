@@ -6,7 +6,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../owner/inspect.js";
 import { ownerGone } from "../owner/lifecycle.js";
 import { liveness } from "../process-info.js";
-import { clientRecordPath, rootPaths, storageCandidates } from "../records.js";
+import { clientRecordPath, rootPaths } from "../records.js";
+import { storageCandidates } from "../storage-candidate.js";
 import {
   isDatabaseFile,
   killGroup,

@@ -49,6 +49,7 @@ const SIZES = {
     scaling: [1, 2, 4, 8],
     scalingSeconds: 5,
     cliRuns: 7,
+    idleSeconds: 30,
   },
   quick: {
     sessions: 3,
@@ -59,6 +60,7 @@ const SIZES = {
     scaling: [1, 2, 4],
     scalingSeconds: 3,
     cliRuns: 5,
+    idleSeconds: 15,
   },
   smoke: {
     sessions: 2,
@@ -69,6 +71,7 @@ const SIZES = {
     scaling: [1, 2],
     scalingSeconds: 1,
     cliRuns: 1,
+    idleSeconds: 2,
   },
 }[mode];
 const WORKERS = ["api", "jobs", "admin"];
@@ -234,6 +237,77 @@ async function correctness(contender: Contender) {
       );
     }
     return { burst, reload, kill };
+  } finally {
+    await sandbox.cleanup();
+  }
+}
+
+/**
+ * kill -9 of our owner 1 s after the sessions are ready (its standby was started beside it, not
+ * later), and how long until the first process of ours noticed (the standby's log line).
+ */
+async function earlyCrash() {
+  const sandbox = sandboxFor("ours");
+  try {
+    const sessions = await startSessions(sandbox, "ours", SIZES.sessions);
+    const owner = sandbox.owner()!;
+    const load = steadyLoad(sessions, "early");
+    await sleep(1000);
+    const killedAt = Date.now();
+    killGroup(owner.pid, "SIGKILL");
+    await waitForCleanTraffic(load, killedAt);
+    await load.stop();
+    const window = failedWindow(load.results, killedAt);
+    const noticed = readFileSync(owner.logFile, "utf8").match(
+      new RegExp(`\\[([^\\]]+)\\] \\w+ \\d+: owner pid ${owner.pid} is gone`),
+    )?.[1];
+    const detectionMs = noticed ? Date.parse(noticed) - killedAt : undefined;
+    log(
+      `ours: kill -9 1 s after ready: last failure ${window.recoveredAfterMs} ms after the kill, noticed after ${detectionMs} ms`,
+    );
+    return {
+      failed: window.failures,
+      windowMs: window.windowMs,
+      recoveredAfterMs: window.recoveredAfterMs,
+      detectionMs,
+    };
+  } finally {
+    await sandbox.cleanup();
+  }
+}
+
+function cpuTicks(pid: number): number {
+  try {
+    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+    return Number(fields[11]) + Number(fields[12]); // utime + stime
+  } catch {
+    return 0;
+  }
+}
+
+/** CPU-seconds of every process a contender started, over an idle window after start-up. */
+async function idleCost(contender: "plain" | "ours") {
+  const sandbox = sandboxFor(contender);
+  try {
+    const sessions = await startSessions(sandbox, contender, 2, true);
+    if (contender === "ours") {
+      await waitFor(
+        "the standby to be ready",
+        () => inspectRoot(sandbox.persistRoot).owner?.standby?.phase === "ready",
+        30_000,
+      );
+    }
+    await sleep(2000); // let start-up work settle
+    const processes = () => sandbox.leftovers();
+    const before = new Map(processes().map((pid) => [pid, cpuTicks(pid)]));
+    await sleep(SIZES.idleSeconds * 1000);
+    const pids = processes();
+    const ticks = pids.reduce((sum, pid) => sum + cpuTicks(pid) - (before.get(pid) ?? 0), 0);
+    const cpuSeconds = round(ticks / 100, 2); // USER_HZ is 100 on Linux
+    log(`${contender}: idle ${SIZES.idleSeconds} s: ${pids.length} processes, ${cpuSeconds} CPU-s`);
+    await Promise.all(sessions.map((s) => sandbox.stopSession(s)));
+    return { processes: pids.length, cpuSeconds, seconds: SIZES.idleSeconds };
   } finally {
     await sandbox.cleanup();
   }
@@ -474,6 +548,8 @@ async function main(): Promise<void> {
   };
   const ready = await readiness();
   const scalingBy = { plain: await scaling("plain"), ours: await scaling("ours") };
+  const early = await earlyCrash();
+  const idle = { plain: await idleCost("plain"), ours: await idleCost("ours") };
   const cli = await passthrough();
 
   Object.assign(results, {
@@ -493,6 +569,8 @@ async function main(): Promise<void> {
     latency: latencyBy,
     ready,
     scaling: scalingBy,
+    earlyCrash: early,
+    idle,
     passthrough: cli,
   });
   mkdirSync(path.dirname(OUT), { recursive: true });
@@ -532,6 +610,27 @@ async function main(): Promise<void> {
     kill("upstream"),
     kill("ours"),
     "goal ≤ 500 ms",
+  ]);
+  lines.push([
+    "kill -9 of the owner 1 s after the sessions are ready: last failure",
+    "n/a",
+    "-",
+    `${early.recoveredAfterMs} ms (${early.failed} failed)`,
+    "goal ≤ 500 ms",
+  ]);
+  lines.push([
+    "failover detection: owner death → standby notices",
+    "n/a",
+    "-",
+    `${early.detectionMs ?? "?"} ms`,
+    "event (pipe closed), no polling",
+  ]);
+  lines.push([
+    `idle CPU-s over ${idle.plain.seconds} s, 2 sessions (processes)`,
+    `${idle.plain.cpuSeconds} (${idle.plain.processes})`,
+    "-",
+    `${idle.ours.cpuSeconds} (${idle.ours.processes}, with owner + standby)`,
+    `${ratio(idle.ours.cpuSeconds, idle.plain.cpuSeconds)}, goal ≤ 1.2×`,
   ]);
   for (const op of ["KV get", "KV put", "D1 insert", "R2 put"]) {
     const p = latencyBy.plain.latency[op];

@@ -58,8 +58,15 @@ export async function waitForCleanTraffic(
   since: number,
   { windowMs = 2000, minMs = 2500, minRequests = 5, timeoutMs = 60_000 } = {},
 ): Promise<void> {
+  const lastFailure = () => {
+    const failed = load.results.filter((r) => !r.ok);
+    const last = failed[failed.length - 1];
+    return last
+      ? ` (last failure ${Date.now() - last.at} ms ago from ${last.worker}: ${last.body.slice(0, 160)})`
+      : "";
+  };
   await waitFor(
-    `${windowMs} ms of requests without failure`,
+    () => `${windowMs} ms of requests without failure${lastFailure()}`,
     () => {
       const recent = load.results.filter((r) => r.at > Date.now() - windowMs);
       return (
