@@ -155,7 +155,7 @@ export function workersWithSeveralSessions<T extends SessionLike>(
   }
   return [...byWorker]
     .filter(([, list]) => list.length > 1)
-    .map(([worker, list]) => ({ worker, sessions: list }));
+    .map(([worker, list]) => ({ worker, sessions: list.sort((a, b) => a.pid - b.pid) }));
 }
 
 /** The live dev sessions of `worker` on this root (this one included) when there are several. */
