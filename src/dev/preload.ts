@@ -102,7 +102,8 @@ function checkLayout(paths: RootPaths, worker: string): void {
   } catch (error) {
     fail(
       `cannot move ${legacyDir} into ${paths.persistRoot}: ${(error as Error).message}. ` +
-        `Nothing was deleted; fix the permissions and start the session again.`,
+        `Nothing was overwritten or deleted: what moved is under the root, the rest is still in ` +
+        `${legacyDir}. Fix the cause and start the session again.`,
     );
   }
   if (report.moved.length > 0) {
