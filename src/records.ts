@@ -10,7 +10,7 @@
 //   <persist root>/.x-shared-storage/instances/<pid>-<start time>/
 //                                                        an owner's or standby's private registry
 //                                                        and placeholder Cache (removed on exit)
-//   <persist root>/.x-shared-storage/isolated/<name>/    per-worker Cache/Durable Objects/Workflows
+//   <persist root>/.x-shared-storage/isolated/<name>/    earlier versions: a worker's Cache/DO/Workflows
 //   <registry>/.x-shared-storage/<hash>.json             pointer to a persist root (for --all)
 //   <registry>/__miniflare_storage_candidate__-x-shared-storage-<hash>
 //                                                        the owner's storage candidate (see
@@ -64,8 +64,11 @@ export function clientRecordPath(paths: RootPaths, pid: number): string {
   return path.join(paths.clientsDir, `${pid}.json`);
 }
 
-/** Cache, Durable Objects and Workflows cannot be shared; each worker keeps its own copy here. */
-export function isolatedPathFor(paths: RootPaths, workerName: string): string {
+/**
+ * Where earlier versions kept a worker's Cache, Durable Objects and Workflows. Sessions now use
+ * plain wrangler's layout (the persist root itself) and move what they find here into it once.
+ */
+export function legacyIsolatedPathFor(paths: RootPaths, workerName: string): string {
   const safe = workerName.replace(/[^A-Za-z0-9._-]/g, "_") || "worker";
   return path.join(paths.isolatedDir, safe);
 }

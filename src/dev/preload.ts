@@ -4,7 +4,7 @@
 // later calls `setOptions`. We swap the module's exports for a copy whose Miniflare turns on
 // shared storage for instances that persist; before the first one starts, this session
 // registers its presence and makes sure the root's dedicated owner serves.
-import { mkdirSync, realpathSync } from "node:fs";
+import { existsSync, mkdirSync, realpathSync } from "node:fs";
 import type * as MiniflareModule from "miniflare";
 import { onExit } from "signal-exit";
 import { MINIFLARE_ENTRY, requireFromWrangler, resolveRegistryPath } from "../environment.js";
@@ -15,7 +15,14 @@ import {
   writePresence,
 } from "../owner/lifecycle.js";
 import { isAlive } from "../process-info.js";
-import { isolatedPathFor, readOwner, removeFile, rootPaths, type RootPaths } from "../records.js";
+import {
+  legacyIsolatedPathFor,
+  readOwner,
+  removeFile,
+  rootPaths,
+  type RootPaths,
+} from "../records.js";
+import { adoptLegacyLayout, severalSessionsOf, severalSessionsWarning } from "./continuity.js";
 import { watchOwner } from "./failover.js";
 import { SESSION_ENV } from "./shared-storage.js";
 
@@ -84,6 +91,55 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
   return paths;
 }
 
+/** Workers of this session whose layout was checked, per persist root. */
+const checkedLayouts = new Set<string>();
+
+/**
+ * Once per worker and root: warns when other live sessions of the same worker share the root, and
+ * moves what an earlier version kept under `.x-shared-storage/isolated/<worker>/` into plain
+ * wrangler's layout (not while another session of the worker may have those files open).
+ */
+function checkLayout(paths: RootPaths, worker: string): void {
+  const key = `${paths.persistRoot}\0${worker}`;
+  if (checkedLayouts.has(key)) return;
+  checkedLayouts.add(key);
+  const several = severalSessionsOf(paths, worker);
+  const pids = several.map((session) => session.pid);
+  if (several.length > 0) say(`⚠ ${severalSessionsWarning(worker, pids, paths.persistRoot)}`);
+  const legacyDir = legacyIsolatedPathFor(paths, worker);
+  if (!existsSync(legacyDir)) return;
+  if (several.length > 0) {
+    say(
+      `not moving ${legacyDir} into ${paths.persistRoot} while another session of "${worker}" runs; ` +
+        `the next session of "${worker}" that runs alone moves it`,
+    );
+    return;
+  }
+  let report;
+  try {
+    report = adoptLegacyLayout(paths, worker);
+  } catch (error) {
+    fail(
+      `cannot move ${legacyDir} into ${paths.persistRoot}: ${(error as Error).message}. ` +
+        `Nothing was overwritten or deleted: what moved is under the root, the rest is still in ` +
+        `${legacyDir}. Fix the cause and start the session again.`,
+    );
+  }
+  if (report.moved.length > 0) {
+    say(
+      `moved "${worker}"'s ${report.moved.map((m) => m.unit).join(", ")} from ${legacyDir} to ` +
+        `${paths.persistRoot} (once): Durable Objects, Cache and Workflows now live where plain ` +
+        `wrangler keeps them, so turning --x-shared-storage on or off shows the same data`,
+    );
+  }
+  for (const kept of report.kept) {
+    say(
+      `⚠ kept both copies of "${worker}"'s ${kept.unit}: ${kept.from} (from an earlier ` +
+        `--x-shared-storage, not used now) and ${kept.to} (used with the flag on and off)`,
+    );
+  }
+}
+
 /** The session's own worker: the first with a name (miniflare 5 keeps it at `config.name`). */
 function workerName(options: MiniflareOptions): string {
   for (const worker of options.workers as { config?: { name?: string } }[]) {
@@ -103,12 +159,14 @@ function prepare(real: typeof MiniflareModule, options: MiniflareOptions): Minif
     options.unsafeDevRegistryPath ?? resolveRegistryPath(),
   );
   // Bench only (upstreamOnly): miniflare's own election, the oldest session owns storage.
-  const paths = upstreamOnly ? rootPaths(persistRoot) : connect(persistRoot, registryPath, worker);
+  if (!upstreamOnly) checkLayout(connect(persistRoot, registryPath, worker), worker);
   return {
     ...options,
     resourcePersistencePath: persistRoot,
     unsafeEnableSharedStorage: true,
-    isolatedResourcePersistencePath: isolatedPathFor(paths, worker),
+    // What cannot be shared (Durable Objects, Cache, Workflows) stays with the session, in plain
+    // wrangler's own layout under the root, so the flag never hides data. The owner never opens it.
+    isolatedResourcePersistencePath: persistRoot,
     enableDevRegistry: true,
     unsafeDevRegistryPath: registryPath,
   };

@@ -1,3 +1,4 @@
+import { severalSessionsWarning, workersWithSeveralSessions } from "../../dev/continuity.js";
 import { inspectRoot, type RootReport } from "../../owner/inspect.js";
 import { createCommand } from "../create-command.js";
 import { fields, formatAge, formatDuration, table } from "./format.js";
@@ -33,12 +34,26 @@ export const statusCommand = createCommand({
   },
 });
 
+/** Workers with more than one live dev session on the root: their Durable Objects contend. */
+function sameWorkerSessions(report: RootReport): { worker: string; pids: number[] }[] {
+  return workersWithSeveralSessions(report.clients).map(({ worker, sessions }) => ({
+    worker,
+    pids: sessions.map((session) => session.pid),
+  }));
+}
+
 export function toJson(reports: RootReport[], scopeProblems: string[]) {
   return {
-    owners: reports.flatMap((r) => (r.owner ? [r.owner] : [])),
+    owners: reports.flatMap((r) =>
+      r.owner ? [{ ...r.owner, sameWorkerSessions: sameWorkerSessions(r) }] : [],
+    ),
     unowned: reports
       .filter((r) => !r.owner)
-      .map((r) => ({ persistRoot: r.persistRoot, clients: r.clients })),
+      .map((r) => ({
+        persistRoot: r.persistRoot,
+        clients: r.clients,
+        sameWorkerSessions: sameWorkerSessions(r),
+      })),
     problems: [...scopeProblems, ...reports.flatMap((r) => r.problems)],
   };
 }
@@ -112,6 +127,9 @@ function render(reports: RootReport[], scopeProblems: string[], all: boolean): s
       out.push(
         `  spawn lock held by a dead process${report.spawnLock.holderPid ? ` (pid ${report.spawnLock.holderPid})` : ""}: run gc`,
       );
+    }
+    for (const { worker, pids } of sameWorkerSessions(report)) {
+      out.push(`  ⚠ ${severalSessionsWarning(worker, pids, report.persistRoot)}`);
     }
     for (const problem of report.problems) out.push(`  ⚠ ${problem}`);
     out.push("");
