@@ -28,7 +28,7 @@ export const STATE_DIR = ".x-shared-storage";
 export const SCHEMA_VERSION = 1;
 
 /** How often the owner rewrites its heartbeat, and when a live owner counts as "stale". */
-export const HEARTBEAT_INTERVAL_MS = 1000;
+export const HEARTBEAT_INTERVAL_MS = 2000;
 export const HEARTBEAT_STALE_MS = 5000;
 
 export interface RootPaths {

@@ -23,7 +23,7 @@ import { tryAcquireSpawnLock } from "./spawn-lock.js";
 /** A standby that failed to start is retried this often. */
 const STANDBY_RESPAWN_MS = 10_000;
 /** Client presence is checked this often; the idle exit waits `idleMs` beyond the last client. */
-const CLIENT_CHECK_MS = 1000;
+const CLIENT_CHECK_MS = 2000;
 
 let record: OwnerRecord;
 

@@ -22,7 +22,7 @@ import { serve } from "./owner.js";
 import type { OwnerProcess } from "./process.js";
 import { tryAcquireSpawnLock } from "./spawn-lock.js";
 
-const FALLBACK_POLL_MS = 1000;
+const FALLBACK_POLL_MS = 5000;
 const PROMOTION_LOCK_WAIT_MS = 2000;
 
 export async function runStandby(proc: OwnerProcess): Promise<void> {
