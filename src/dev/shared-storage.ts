@@ -4,6 +4,7 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseCommandLine } from "../command-line.js";
+import { WRANGLER_PACKAGE_ENV, WRANGLER_PACKAGE_JSON } from "../environment.js";
 import { runRealWrangler } from "../real-wrangler.js";
 
 export const PRELOAD = path.join(path.dirname(fileURLToPath(import.meta.url)), "preload-entry.cjs");
@@ -37,6 +38,7 @@ export function runWithSharedStorage(command: string, args: string[]): void {
   }
   runRealWrangler(args, {
     nodeArgs: ["--require", PRELOAD],
-    env: { ...process.env, [SESSION_ENV]: command },
+    // The preload, the owner and its standby load this wrangler's miniflare, not one they find.
+    env: { ...process.env, [SESSION_ENV]: command, [WRANGLER_PACKAGE_ENV]: WRANGLER_PACKAGE_JSON },
   });
 }
