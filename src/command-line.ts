@@ -38,6 +38,8 @@ export interface CommandLine {
     remote?: boolean;
     local?: boolean;
     disableDevRegistry?: boolean;
+    /** --help or --version: wrangler prints and exits, opening nothing. */
+    helpOrVersion: boolean;
     persistTo?: string;
     config?: string;
     cwd?: string;
@@ -128,6 +130,7 @@ export function parseCommandLine(argv: string[]): CommandLine {
       remote: optionalBoolean(parsed.remote),
       local: optionalBoolean(parsed.local),
       disableDevRegistry: optionalBoolean(parsed["disable-dev-registry"]),
+      helpOrVersion: parsed.help === true || parsed.version === true,
       persistTo: lastString(parsed["persist-to"]),
       config: lastString(parsed.config),
       cwd: lastString(parsed.cwd),

@@ -77,7 +77,7 @@ function opensLocalStorage(line: CommandLine): boolean {
 function directUse(line: CommandLine, cwd: string): DirectStorageUse | undefined {
   const sharable = line.words[0] === "dev" ? ["dev"] : matching(line.words, LOCAL_STORAGE_COMMANDS);
   const path = sharable ?? matching(line.words, DIRECT_STORAGE_COMMANDS);
-  if (!path || !opensLocalStorage(line)) return undefined;
+  if (!path || line.options.helpOrVersion || !opensLocalStorage(line)) return undefined;
   return {
     command: commandName(line.words, path),
     sharable: sharable !== undefined,

@@ -314,6 +314,7 @@ describe("argv routing", () => {
       sharable: true,
     });
     expect(direct(["deploy"])).toBeUndefined();
+    expect(direct(["d1", "execute", "--help"])).toBeUndefined();
   });
 
   it("covers every command of the pinned wrangler that opens local storage", () => {
