@@ -90,7 +90,9 @@ describe("local CLI commands with --x-shared-storage", () => {
     // Global options first, from the project root, the flag in each form.
     const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
       sandbox.run(["--cwd", apiDir, "-c", "wrangler.jsonc", ...args], { env });
-    await fetch(admin.url("/kv/bulk-key"), { method: "PUT", body: "from dev" });
+    const put = await fetch(admin.url("/kv/bulk-key"), { method: "PUT", body: "from dev" });
+    expect(put.status, await put.text()).toBe(200);
+    expect(await (await fetch(admin.url("/kv/bulk-key"))).text()).toBe("from dev");
     const keys = path.join(sandbox.dir, "keys.json");
     writeFileSync(keys, JSON.stringify(["bulk-key"]));
     const bulkGet = await cli([
