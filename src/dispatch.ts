@@ -1,73 +1,113 @@
 // Entry of our `wrangler` bin. Decides "ours or not" from argv alone, importing nothing heavy:
 // every command we do not add goes to the real wrangler unchanged, at the cost of this file.
-import { envFlagEnabled, SHARED_STORAGE_FLAG } from "./environment.js";
+import { type CommandLine, envFlag, parseCommandLine } from "./command-line.js";
+import { SHARED_STORAGE_FLAG } from "./environment.js";
 import { runRealWrangler } from "./real-wrangler.js";
 
-/** Local-storage commands that open the persist root's files and so can go through the owner. */
+/**
+ * Commands that open the persist root's files and work through the owner with the preload (each
+ * is run beside a live dev session in local-commands.test.ts). A path names the command and,
+ * when shorter, all its subcommands: `kv key` is `kv key put|get|delete|list`.
+ */
 export const LOCAL_STORAGE_COMMANDS = [
   ["d1", "execute"],
+  ["d1", "export"],
   ["d1", "migrations", "apply"],
-  ["kv", "key", "put"],
-  ["kv", "key", "get"],
-  ["kv", "key", "delete"],
-  ["kv", "key", "list"],
-  ["kv", "bulk", "put"],
-  ["kv", "bulk", "delete"],
-  ["r2", "object", "put"],
-  ["r2", "object", "get"],
-  ["r2", "object", "delete"],
+  ["d1", "migrations", "list"],
+  ["kv", "key"],
+  ["kv", "bulk"],
+  ["r2", "object"],
+  ["r2", "bulk", "put"],
+  ["secrets-store", "secret"],
+  ["flagship", "flags"],
 ] as const;
 
+/**
+ * Commands that open local storage files but that --x-shared-storage does not cover: while an
+ * owner serves their root they get a warning (so does a command above run without the flag).
+ * `hello-world` is wrangler's hidden example of a local command.
+ */
+export const DIRECT_STORAGE_COMMANDS = [["pages", "dev"], ["hello-world"]] as const;
+
+/** flagship's local store is opt-in (`--local`); the others are local unless `--remote`. */
+const LOCAL_ONLY_WITH_FLAG = ["flagship"];
+
+/** A passthrough command that will open a persist root's files itself. */
+export interface DirectStorageUse {
+  command: string;
+  /** Whether --x-shared-storage would route it through the owner. */
+  sharable: boolean;
+  persistTo?: string;
+  config?: string;
+  /** The directory wrangler runs in (`--cwd`). */
+  cwd: string;
+}
+
 export type Route =
-  | { kind: "passthrough"; args: string[] }
+  | { kind: "passthrough"; args: string[]; direct?: DirectStorageUse }
   | { kind: "storage-owner"; args: string[] }
   | { kind: "shared"; command: string; args: string[] }
   | { kind: "error"; message: string };
 
 const FLAG = `--${SHARED_STORAGE_FLAG}`;
 
-function flagValue(arg: string): boolean | undefined {
-  if (arg === FLAG) return true;
-  if (arg === `--no-${SHARED_STORAGE_FLAG}`) return false;
-  if (arg.startsWith(`${FLAG}=`)) return !["false", "0", "no"].includes(arg.slice(FLAG.length + 1));
-  return undefined;
+function matching(
+  words: string[],
+  commands: readonly (readonly string[])[],
+): readonly string[] | undefined {
+  return commands.find((path) => path.every((word, i) => words[i] === word));
 }
 
-/** The leading words of argv (`d1 migrations apply`), which is how wrangler names a command. */
-function commandWords(args: string[]): string[] {
-  const words: string[] = [];
-  for (const arg of args) {
-    if (arg.startsWith("-")) break;
-    words.push(arg);
-  }
-  return words;
+/** Paths above that stand for all their subcommands. */
+const GROUPS = ["kv key", "kv bulk", "r2 object", "secrets-store secret", "flagship flags"];
+
+/** How we name the command a listed path matched: `kv key put` for `kv key put k v`. */
+function commandName(words: string[], path: readonly string[]): string {
+  const name = path.join(" ");
+  const sub = words[path.length];
+  return GROUPS.includes(name) && sub !== undefined ? `${name} ${sub}` : name;
 }
 
-export function route(argv: string[], env: NodeJS.ProcessEnv): Route {
-  const words = commandWords(argv);
+function opensLocalStorage(line: CommandLine): boolean {
+  const { remote, local } = line.options;
+  if (LOCAL_ONLY_WITH_FLAG.includes(line.words[0] ?? "")) return local === true || remote === false;
+  return remote !== true;
+}
+
+function directUse(line: CommandLine, cwd: string): DirectStorageUse | undefined {
+  const sharable = line.words[0] === "dev" ? ["dev"] : matching(line.words, LOCAL_STORAGE_COMMANDS);
+  const path = sharable ?? matching(line.words, DIRECT_STORAGE_COMMANDS);
+  if (!path || line.options.helpOrVersion || !opensLocalStorage(line)) return undefined;
+  return {
+    command: commandName(line.words, path),
+    sharable: sharable !== undefined,
+    persistTo: line.options.persistTo,
+    config: line.options.config,
+    cwd: line.options.cwd ?? cwd,
+  };
+}
+
+export function route(argv: string[], env: NodeJS.ProcessEnv, cwd = process.cwd()): Route {
+  const line = parseCommandLine(argv);
+  const { words } = line;
   if (words[0] === "storage-owner") return { kind: "storage-owner", args: argv };
-  let explicit: boolean | undefined;
-  const args = argv.filter((arg) => {
-    const value = flagValue(arg);
-    if (value === undefined) return true;
-    explicit = value;
-    return false;
-  });
-  const enabled = explicit ?? envFlagEnabled(env);
-  if (!enabled) return { kind: "passthrough", args: explicit === undefined ? argv : args };
-  const command =
-    words[0] === "dev"
-      ? "dev"
-      : LOCAL_STORAGE_COMMANDS.find((path) => path.every((word, i) => words[i] === word))?.join(
-          " ",
-        );
-  if (command !== undefined) return { kind: "shared", command, args };
-  if (explicit === undefined) return { kind: "passthrough", args: argv };
+  const path = words[0] === "dev" ? ["dev"] : matching(words, LOCAL_STORAGE_COMMANDS);
+  const fromEnv = line.flag === undefined ? envFlag(env) : line.flag;
+  if (line.problem) return { kind: "error", message: line.problem };
+  if (typeof fromEnv === "object") {
+    // A bad env value matters only to the commands it would turn the flag on for.
+    if (path === undefined) return { kind: "passthrough", args: line.args };
+    return { kind: "error", message: fromEnv.problem };
+  }
+  if (!fromEnv) return { kind: "passthrough", args: line.args, direct: directUse(line, cwd) };
+  if (path !== undefined)
+    return { kind: "shared", command: commandName(words, path), args: line.args };
+  if (line.flag === undefined) return { kind: "passthrough", args: line.args };
   return {
     kind: "error",
     message:
       `${FLAG} applies to \`wrangler dev\` and to the local storage commands ` +
-      `(${LOCAL_STORAGE_COMMANDS.map((c) => c.join(" ")).join(", ")}), not to \`wrangler ${words.join(" ") || "(no command)"}\`.`,
+      `(${LOCAL_STORAGE_COMMANDS.map((c) => c.join(" ")).join(", ")}), not to \`wrangler ${words.slice(0, 3).join(" ") || "(no command)"}\`.`,
   };
 }
 
@@ -75,6 +115,10 @@ export async function main(argv: string[]): Promise<void> {
   const decided = route(argv, process.env);
   switch (decided.kind) {
     case "passthrough":
+      if (decided.direct) {
+        const { warnIfOwnerServes } = await import("./dev/direct-access.js");
+        warnIfOwnerServes(decided.direct);
+      }
       return runRealWrangler(decided.args);
     case "storage-owner": {
       const { runStorageOwnerCli } = await import("./commands/storage-owner/index.js");

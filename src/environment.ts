@@ -1,4 +1,4 @@
-// Where things are: the pinned wrangler and its miniflare, the dev registry, our settings.
+// Where things are: the project's wrangler and its miniflare, the dev registry, our settings.
 // Nothing here loads wrangler's bundle or miniflare; callers that need them do so explicitly.
 import { existsSync, readFileSync, statSync } from "node:fs";
 import { createRequire } from "node:module";
@@ -7,10 +7,38 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Versions } from "./records.js";
 
-const require = createRequire(import.meta.url);
-
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-export const WRANGLER_PACKAGE_JSON = require.resolve("wrangler/package.json");
+
+/**
+ * Set by our `wrangler` for the processes it starts with shared storage (the real wrangler with
+ * the preload, and through it the owner and its standby): the wrangler whose miniflare they all
+ * must load, so that owner and sessions run the same code.
+ */
+export const WRANGLER_PACKAGE_ENV = "WRANGLER_X_WRANGLER_PACKAGE";
+
+/**
+ * The wrangler to run: the one named by WRANGLER_X_WRANGLER_PACKAGE, else the one the project in
+ * `cwd` resolves (its own pin, or our peer dependency), else the one next to our package.
+ */
+export function resolveWranglerPackage(
+  env: NodeJS.ProcessEnv = process.env,
+  cwd = process.cwd(),
+): string {
+  const given = env[WRANGLER_PACKAGE_ENV];
+  if (given) return given;
+  for (const from of [path.join(cwd, "package.json"), path.join(PACKAGE_ROOT, "package.json")]) {
+    try {
+      return createRequire(from).resolve("wrangler/package.json");
+    } catch {
+      // not installed there; try the next
+    }
+  }
+  throw new Error(
+    `shared-storage-wrangler needs wrangler (a peer dependency): none resolves from ${cwd} or ${PACKAGE_ROOT}. Install it: npm install -D wrangler`,
+  );
+}
+
+export const WRANGLER_PACKAGE_JSON = resolveWranglerPackage();
 export const WRANGLER_CLI = path.join(
   path.dirname(WRANGLER_PACKAGE_JSON),
   "wrangler-dist",
@@ -18,7 +46,7 @@ export const WRANGLER_CLI = path.join(
 );
 export const WRANGLER_BIN = path.join(path.dirname(WRANGLER_PACKAGE_JSON), "bin", "wrangler.js");
 
-/** Wrangler's own copy of miniflare: the owner must run exactly the code the sessions run. */
+/** That wrangler's own copy of miniflare: the owner must run exactly the code the sessions run. */
 export const requireFromWrangler = createRequire(WRANGLER_PACKAGE_JSON);
 export const MINIFLARE_ENTRY = requireFromWrangler.resolve("miniflare");
 
@@ -126,8 +154,3 @@ export function standbyEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
 
 export const SHARED_STORAGE_FLAG = "x-shared-storage";
 export const SHARED_STORAGE_ENV = "WRANGLER_X_SHARED_STORAGE";
-
-export function envFlagEnabled(env: NodeJS.ProcessEnv = process.env): boolean {
-  const raw = env[SHARED_STORAGE_ENV]?.toLowerCase();
-  return raw === "true" || raw === "1";
-}

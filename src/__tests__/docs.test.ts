@@ -4,6 +4,7 @@ import { readFileSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { parseCommandLine } from "../command-line.js";
 import { COMMANDS } from "../commands/storage-owner/index.js";
 import { REPO, Sandbox } from "../harness/sandbox.js";
 
@@ -37,7 +38,8 @@ describe("docs/experimental.md", () => {
   it("names only commands and flags that exist", () => {
     const checked: string[] = [];
     for (const tokens of invocations()) {
-      const words = tokens.filter((t) => !t.startsWith("-"));
+      // Read as our bin reads it: global options (`-c file`) may come before the command.
+      const { words } = parseCommandLine(tokens);
       const flags = tokens.filter((t) => t.startsWith("--")).map((t) => t.slice(2).split("=")[0]!);
       let known: Set<string>;
       if (words[0] === "storage-owner") {

@@ -1,10 +1,11 @@
 // `wrangler d1|kv|r2 … --local --x-shared-storage` beside running dev sessions.
-import { writeFileSync } from "node:fs";
+import { readFileSync, realpathSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { ownerGone } from "../owner/lifecycle.js";
 import { steadyLoad } from "../harness/load.js";
-import { getJson, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
+import { getJson, post, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
+import { readOwner, rootPaths } from "../records.js";
 
 const INVOCATIONS = 10;
 const INSERTS_PER_INVOCATION = 20;
@@ -81,6 +82,149 @@ describe("local CLI commands with --x-shared-storage", () => {
     );
   });
 
+  it("runs the other local storage commands through the owner, with global options before the command", async () => {
+    const owner = sandbox.owner()!;
+    const admin = await sandbox.startSession("admin");
+    const apiDir = sandbox.workerDir("api");
+    const local = ["--local", "--persist-to", sandbox.persistTo];
+    // Global options first, from the project root, the flag in each form.
+    const cli = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+      sandbox.run(["--cwd", apiDir, "-c", "wrangler.jsonc", ...args], { env });
+    const put = await fetch(admin.url("/kv/bulk-key"), { method: "PUT", body: "from dev" });
+    expect(put.status, await put.text()).toBe(200);
+    expect(await (await fetch(admin.url("/kv/bulk-key"))).text()).toBe("from dev");
+    const keys = path.join(sandbox.dir, "keys.json");
+    writeFileSync(keys, JSON.stringify(["bulk-key"]));
+    const bulkGet = await cli([
+      "kv",
+      "bulk",
+      "get",
+      keys,
+      "--binding",
+      "KV",
+      ...local,
+      "--x-shared-storage",
+      "true",
+    ]);
+    expect(bulkGet.code, bulkGet.stderr).toBe(0);
+    expect(JSON.parse(bulkGet.stdout)).toEqual({ "bulk-key": { value: "from dev" } });
+    const upload = path.join(sandbox.dir, "bulk-upload.txt");
+    writeFileSync(upload, "bulk upload");
+    const objects = path.join(sandbox.dir, "objects.json");
+    writeFileSync(objects, JSON.stringify([{ key: "bulk.txt", file: upload }]));
+    const bulkPut = await cli(
+      ["r2", "bulk", "put", "shared-bucket", "--filename", objects, ...local],
+      {
+        WRANGLER_X_SHARED_STORAGE: "1",
+      },
+    );
+    expect(bulkPut.code, bulkPut.stderr).toBe(0);
+    expect(await (await fetch(admin.url("/r2/bulk.txt"))).text()).toBe("bulk upload");
+    const migrations = await cli([
+      "d1",
+      "migrations",
+      "list",
+      "shared-db",
+      ...local,
+      "--x-shared-storage=true",
+    ]);
+    expect(migrations.code, migrations.stderr).toBe(0);
+    expect(migrations.stdout).toContain("No migrations to apply");
+    const secret = await cli([
+      "secrets-store",
+      "secret",
+      "create",
+      "store-1",
+      "--name",
+      "TOKEN",
+      "--value",
+      "s3cret",
+      "--scopes",
+      "workers",
+      "--persist-to",
+      sandbox.persistTo,
+      "--x-shared-storage",
+    ]);
+    expect(secret.code, secret.stderr).toBe(0);
+    const secrets = await cli([
+      "secrets-store",
+      "secret",
+      "list",
+      "store-1",
+      "--persist-to",
+      sandbox.persistTo,
+      "--x-shared-storage",
+    ]);
+    expect(secrets.stdout).toContain("TOKEN");
+    // flagship refuses while a session of the same worker runs: run it as a worker of no session.
+    const flags = await sandbox.run(
+      ["flagship", "flags", "list", "app-1", ...local, "--x-shared-storage"],
+      {
+        cwd: sandbox.dir,
+      },
+    );
+    expect(flags.code, flags.stderr).toBe(0);
+    for (const run of [bulkGet, bulkPut, migrations, secret, secrets, flags]) {
+      expect(run.stderr).toContain(`served by owner pid ${owner.pid}`);
+    }
+    await sandbox.stopSession(admin);
+  });
+
+  it("warns, in one line, that a command run without the flag opens the files directly, and runs it", async () => {
+    const owner = sandbox.owner()!;
+    const run = await sandbox.run(
+      [
+        "kv",
+        "key",
+        "put",
+        "direct",
+        "yes",
+        "--binding",
+        "KV",
+        "--local",
+        "--persist-to",
+        sandbox.persistTo,
+        "--x-shared-storage",
+        "false",
+      ],
+      { cwd: sandbox.workerDir("api") },
+    );
+    expect(run.code, run.stderr).toBe(0);
+    const warnings = run.stderr.split("\n").filter((line) => line.includes("[x-shared-storage]"));
+    expect(warnings).toEqual([
+      `▲ [x-shared-storage] \`wrangler kv key put\` opens ${sandbox.persistRoot} directly while storage owner pid ${owner.pid} serves it; concurrent writes may fail with SQLITE_BUSY (add --x-shared-storage to go through the owner).`,
+    ]);
+    expect(run.stdout).toContain('Writing the value "yes" to key "direct"');
+  });
+
+  it("d1 export --local goes through the owner of the config's default root", async () => {
+    const apiDir = sandbox.workerDir("api");
+    const defaultState = path.join(apiDir, ".wrangler", "state");
+    const session = await sandbox.startSession("admin", { persistTo: defaultState });
+    await post(session.url("/d1/insert?who=export-me"));
+    const dump = path.join(sandbox.dir, "dump.sql");
+    const run = await sandbox.run(
+      [
+        "-c",
+        path.join(apiDir, "wrangler.jsonc"),
+        "d1",
+        "export",
+        "shared-db",
+        "--local",
+        "--output",
+        dump,
+        "--x-shared-storage",
+      ],
+      { cwd: sandbox.dir },
+    );
+    expect(run.code, run.stderr).toBe(0);
+    expect(readFileSync(dump, "utf8")).toContain("export-me");
+    const owner = readOwner(rootPaths(realpathSync(path.join(defaultState, "v3"))));
+    expect(owner?.ok).toBe(true);
+    expect(run.stderr).toContain(`served by owner pid ${owner?.ok ? owner.value.pid : "?"}`);
+    await sandbox.stopSession(session);
+  });
+
   it("lets the owner idle out after the last command", async () => {
     const owner = sandbox.owner()!;
     await sandbox.stopAllSessions();
@@ -106,5 +250,8 @@ describe("local CLI commands without the flag, for contrast", () => {
     );
     expect(inserts).toHaveLength(INVOCATIONS);
     expect(sandbox.owner()).toBeUndefined();
+    // No owner serves the root: nothing to warn about.
+    for (const run of [migration, ...inserts])
+      expect(run.stderr).not.toContain("[x-shared-storage]");
   });
 });

@@ -56,6 +56,8 @@ describe("passthrough", () => {
       .filter(([pid, kind]) => pid !== ourPid && kind === "load")
       .map(([, , url]) => url!);
     expect(ours.some((u) => u.endsWith("/dist/dispatch.js"))).toBe(true);
+    // The command line is read by yargs-parser alone (4 modules), not yargs/helpers (~30).
+    expect(ours.filter((u) => u.includes("/node_modules/yargs-parser/")).length).toBeGreaterThan(0);
     expect(
       ours.filter((u) =>
         /\/dist\/(commands|dev|owner)\/|\/yargs\/|wrangler-dist\/cli\.js|\/miniflare\//.test(u),

@@ -7,7 +7,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import { findUserConfig, persistRootFor } from "../commands/storage-owner/scope.js";
 import { formatDuration, table } from "../commands/storage-owner/format.js";
 import { incompatibility } from "../dev/shared-storage.js";
-import { route } from "../dispatch.js";
+import { DIRECT_STORAGE_COMMANDS, LOCAL_STORAGE_COMMANDS, route } from "../dispatch.js";
 import {
   MINIFLARE_ENTRY,
   ownerTimings,
@@ -128,50 +128,235 @@ describe("owner state", () => {
 });
 
 describe("argv routing", () => {
+  const cwd = "/project";
+  const shared = (command: string, args: string[]) => ({ kind: "shared", command, args });
+
   it("passes everything that is not ours through unchanged", () => {
     for (const argv of [
       ["--version"],
       ["d1", "--help"],
       ["deploy"],
-      ["dev"],
-      ["kv", "key", "put", "k", "v", "--local"],
+      ["-c", "api/wrangler.jsonc", "deploy", "--dry-run"],
+      ["--", "--x-shared-storage"],
     ]) {
-      expect(route(argv, {})).toEqual({ kind: "passthrough", args: argv });
+      expect(route(argv, {}, cwd)).toEqual({ kind: "passthrough", args: argv });
     }
   });
 
-  it("takes storage-owner, the flag and the env var", () => {
+  it("takes storage-owner, also after global options", () => {
     expect(route(["storage-owner", "status"], {}).kind).toBe("storage-owner");
-    expect(route(["dev", "--x-shared-storage", "--port", "1"], {})).toEqual({
-      kind: "shared",
-      command: "dev",
-      args: ["dev", "--port", "1"],
+    expect(route(["-c", "a.jsonc", "storage-owner", "status"], {})).toEqual({
+      kind: "storage-owner",
+      args: ["-c", "a.jsonc", "storage-owner", "status"],
     });
-    expect(route(["dev"], { WRANGLER_X_SHARED_STORAGE: "true" })).toEqual({
-      kind: "shared",
-      command: "dev",
+  });
+
+  it("finds the command after wrangler's global options", () => {
+    const cases = [
+      ["-c", "api/wrangler.jsonc", "dev"],
+      ["--config=api/wrangler.jsonc", "dev"],
+      ["--cwd", "workers/api", "-e", "staging", "dev"],
+      ["--experimental-provision", "dev"],
+      ["--x-provision", "false", "dev"],
+      ["--experimental-something-new", "dev"],
+      ["--profile", "work", "--install-skills", "dev"],
+    ];
+    for (const before of cases) {
+      // The flag after the command, and between the global options and the command.
+      expect(route([...before, "--x-shared-storage"], {}, cwd), before.join(" ")).toEqual(
+        shared("dev", before),
+      );
+      expect(route([...before.slice(0, -1), "--x-shared-storage", "dev"], {}, cwd)).toEqual(
+        shared("dev", before),
+      );
+    }
+    // --env-file is a greedy array, in wrangler's yargs too: it takes the words after it.
+    expect(
+      route(["dev", "--env-file", ".env.a", "--env-file", ".env.b", "--x-shared-storage"], {}, cwd),
+    ).toEqual(shared("dev", ["dev", "--env-file", ".env.a", "--env-file", ".env.b"]));
+    expect(route(["--env-file", ".env", "dev", "--x-shared-storage"], {}, cwd)).toMatchObject({
+      kind: "error",
+    });
+    expect(
+      route(
+        ["--cwd", "api", "d1", "-c", "x.jsonc", "migrations", "apply", "db", "--x-shared-storage"],
+        {},
+        cwd,
+      ),
+    ).toEqual(
+      shared("d1 migrations apply", [
+        "--cwd",
+        "api",
+        "d1",
+        "-c",
+        "x.jsonc",
+        "migrations",
+        "apply",
+        "db",
+      ]),
+    );
+  });
+
+  it("reads the flag in every form wrangler's yargs accepts, the last one winning", () => {
+    const on = shared("dev", ["dev", "--port", "1"]);
+    const off = { kind: "passthrough", args: ["dev", "--port", "1"] };
+    for (const flag of [
+      ["--x-shared-storage"],
+      ["--x-shared-storage", "true"],
+      ["--x-shared-storage=true"],
+      ["--x-shared-storage=1"],
+    ]) {
+      expect(route(["dev", ...flag, "--port", "1"], {}, cwd), flag.join(" ")).toEqual(on);
+    }
+    for (const flag of [
+      ["--x-shared-storage", "false"],
+      ["--x-shared-storage=false"],
+      ["--x-shared-storage=0"],
+      ["--no-x-shared-storage"],
+      ["--x-shared-storage", "--no-x-shared-storage"],
+    ]) {
+      const env = { WRANGLER_X_SHARED_STORAGE: "true" };
+      expect(route(["dev", ...flag, "--port", "1"], env, cwd), flag.join(" ")).toMatchObject(off);
+    }
+    expect(
+      route(["dev", "--no-x-shared-storage", "--x-shared-storage", "--port", "1"], {}, cwd),
+    ).toEqual(on);
+    // A positional after the switch stays a positional.
+    expect(route(["dev", "--x-shared-storage", "src/index.ts"], {}, cwd)).toEqual(
+      shared("dev", ["dev", "src/index.ts"]),
+    );
+    expect(route(["dev", "--x-shared-storage=maybe"], {}, cwd)).toEqual({
+      kind: "error",
+      message: '--x-shared-storage takes true or false, not "maybe".',
+    });
+  });
+
+  it("reads WRANGLER_X_SHARED_STORAGE for the commands it applies to", () => {
+    expect(route(["dev"], { WRANGLER_X_SHARED_STORAGE: "true" }, cwd)).toEqual(
+      shared("dev", ["dev"]),
+    );
+    expect(route(["-c", "a.jsonc", "dev"], { WRANGLER_X_SHARED_STORAGE: "1" }, cwd)).toEqual(
+      shared("dev", ["-c", "a.jsonc", "dev"]),
+    );
+    expect(
+      route(
+        ["d1", "migrations", "apply", "db", "--local"],
+        { WRANGLER_X_SHARED_STORAGE: "yes" },
+        cwd,
+      ),
+    ).toMatchObject({ kind: "shared", command: "d1 migrations apply" });
+    expect(route(["dev"], { WRANGLER_X_SHARED_STORAGE: "false" }, cwd)).toMatchObject({
+      kind: "passthrough",
       args: ["dev"],
     });
-    expect(
-      route(["d1", "migrations", "apply", "db", "--local"], { WRANGLER_X_SHARED_STORAGE: "1" }),
-    ).toMatchObject({ kind: "shared", command: "d1 migrations apply" });
-    expect(
-      route(["dev", "--x-shared-storage=false"], { WRANGLER_X_SHARED_STORAGE: "true" }),
-    ).toEqual({ kind: "passthrough", args: ["dev"] });
-    expect(route(["deploy"], { WRANGLER_X_SHARED_STORAGE: "true" })).toEqual({
+    expect(route(["deploy"], { WRANGLER_X_SHARED_STORAGE: "true" }, cwd)).toEqual({
       kind: "passthrough",
       args: ["deploy"],
     });
-    expect(route(["deploy", "--x-shared-storage"], {})).toMatchObject({ kind: "error" });
+    expect(route(["dev"], { WRANGLER_X_SHARED_STORAGE: "sure" }, cwd)).toEqual({
+      kind: "error",
+      message: 'WRANGLER_X_SHARED_STORAGE takes true or false, not "sure".',
+    });
+    expect(route(["deploy"], { WRANGLER_X_SHARED_STORAGE: "sure" }, cwd).kind).toBe("passthrough");
+  });
+
+  it("names the local storage command, subcommands of a group included", () => {
+    const command = (argv: string[]) => {
+      const decided = route([...argv, "--x-shared-storage"], {}, cwd);
+      return decided.kind === "shared" ? decided.command : decided.kind;
+    };
+    expect(command(["kv", "key", "put", "k", "v", "--local"])).toBe("kv key put");
+    expect(command(["kv", "bulk", "get", "keys.json"])).toBe("kv bulk get");
+    expect(command(["d1", "execute", "--local", "db"])).toBe("d1 execute");
+    expect(command(["d1", "export", "db", "--output", "x.sql"])).toBe("d1 export");
+    expect(command(["r2", "bulk", "put", "bucket"])).toBe("r2 bulk put");
+    expect(command(["flagship", "flags", "list", "app", "--local"])).toBe("flagship flags list");
+    expect(command(["secrets-store", "secret", "list", "store"])).toBe("secrets-store secret list");
+    expect(command(["d1", "time-travel", "info", "db"])).toBe("error");
+    expect(command(["pages", "dev"])).toBe("error");
+    expect(route(["deploy", "--x-shared-storage"], {}, cwd)).toEqual({
+      kind: "error",
+      message: expect.stringContaining("not to `wrangler deploy`"),
+    });
+    expect(route(["--x-shared-storage"], {}, cwd)).toEqual({
+      kind: "error",
+      message: expect.stringContaining("not to `wrangler (no command)`"),
+    });
+  });
+
+  it("marks commands that will open local storage files themselves", () => {
+    const direct = (argv: string[]) => {
+      const decided = route(argv, {}, cwd);
+      return decided.kind === "passthrough" ? decided.direct : decided.kind;
+    };
+    expect(direct(["kv", "key", "put", "k", "v", "--persist-to", "s"])).toEqual({
+      command: "kv key put",
+      sharable: true,
+      persistTo: "s",
+      config: undefined,
+      cwd,
+    });
+    expect(direct(["--cwd", "/elsewhere", "-c", "w.jsonc", "dev"])).toEqual({
+      command: "dev",
+      sharable: true,
+      persistTo: undefined,
+      config: "w.jsonc",
+      cwd: "/elsewhere",
+    });
+    expect(direct(["pages", "dev", "public"])).toMatchObject({
+      command: "pages dev",
+      sharable: false,
+    });
+    expect(direct(["kv", "key", "put", "k", "v", "--remote"])).toBeUndefined();
+    expect(direct(["dev", "-r"])).toBeUndefined();
+    expect(direct(["flagship", "flags", "list", "app"])).toBeUndefined();
+    expect(direct(["flagship", "flags", "list", "app", "--local"])).toMatchObject({
+      sharable: true,
+    });
+    expect(direct(["deploy"])).toBeUndefined();
+    expect(direct(["d1", "execute", "--help"])).toBeUndefined();
+  });
+
+  it("covers every command of the pinned wrangler that opens local storage", () => {
+    interface Node {
+      definition?: { args?: Record<string, unknown> };
+      subtree: Map<string, Node>;
+    }
+    const wrangler = createRequire(path.join(process.cwd(), "package.json"))("wrangler") as {
+      experimental_getWranglerCommands: () => { registry: Node };
+    };
+    const local: string[][] = [];
+    const walk = (node: Node, words: string[]) => {
+      for (const [word, child] of node.subtree) {
+        const args = Object.keys(child.definition?.args ?? {});
+        if (args.includes("local") || args.includes("persist-to")) local.push([...words, word]);
+        walk(child, [...words, word]);
+      }
+    };
+    walk(wrangler.experimental_getWranglerCommands().registry, []);
+    // `workflows … --local` talks to a running dev session over HTTP; it opens no file.
+    const opensFiles = local.filter((words) => words[0] !== "workflows");
+    const listed = [["dev"], ...LOCAL_STORAGE_COMMANDS, ...DIRECT_STORAGE_COMMANDS];
+    const covers = (path: readonly string[], words: string[]) =>
+      path.every((word, i) => words[i] === word);
+    const uncovered = opensFiles.filter((words) => !listed.some((path) => covers(path, words)));
+    expect(uncovered.map((w) => w.join(" "))).toEqual([]);
+    const unused = listed.filter((path) => !opensFiles.some((words) => covers(path, words)));
+    expect(unused.map((p) => p.join(" "))).toEqual([]);
+    expect(opensFiles.length).toBeGreaterThan(30);
   });
 
   it("refuses combinations that cannot share", () => {
     expect(incompatibility("dev", ["dev", "--remote"])).toContain("--remote");
     expect(incompatibility("dev", ["dev", "-r"])).toContain("--remote");
+    expect(incompatibility("dev", ["--remote", "true", "dev"])).toContain("--remote");
     expect(incompatibility("dev", ["dev", "--disable-dev-registry"])).toContain("dev registry");
     expect(incompatibility("dev", ["dev", "--port", "8787", "--remote=false"])).toBeUndefined();
     expect(incompatibility("d1 execute", ["d1", "execute", "db", "--remote"])).toContain(
       "--remote",
+    );
+    expect(incompatibility("flagship flags list", ["flagship", "flags", "list", "a"])).toContain(
+      "--local",
     );
   });
 });

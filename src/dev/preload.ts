@@ -7,7 +7,13 @@
 import { existsSync, mkdirSync, realpathSync } from "node:fs";
 import type * as MiniflareModule from "miniflare";
 import { onExit } from "signal-exit";
-import { MINIFLARE_ENTRY, requireFromWrangler, resolveRegistryPath } from "../environment.js";
+import {
+  MINIFLARE_ENTRY,
+  requireFromWrangler,
+  resolveRegistryPath,
+  versions,
+  WRANGLER_PACKAGE_JSON,
+} from "../environment.js";
 import {
   ensureOwnerSync,
   OwnerElectionError,
@@ -155,9 +161,9 @@ function prepare(real: typeof MiniflareModule, options: MiniflareOptions): Minif
   }
   const worker = workerName(options);
   const persistRoot = canonical(options.resourcePersistencePath);
-  const registryPath = real.resolveDevRegistryPath(
-    options.unsafeDevRegistryPath ?? resolveRegistryPath(),
-  );
+  // Older miniflare (wrangler 4.126.0's) has no resolveDevRegistryPath: it takes the path as given.
+  const given = options.unsafeDevRegistryPath ?? resolveRegistryPath();
+  const registryPath = real.resolveDevRegistryPath?.(given) ?? given;
   // Bench only (upstreamOnly): miniflare's own election, the oldest session owns storage.
   if (!upstreamOnly) checkLayout(connect(persistRoot, registryPath, worker), worker);
   return {
@@ -167,13 +173,26 @@ function prepare(real: typeof MiniflareModule, options: MiniflareOptions): Minif
     // What cannot be shared (Durable Objects, Cache, Workflows) stays with the session, in plain
     // wrangler's own layout under the root, so the flag never hides data. The owner never opens it.
     isolatedResourcePersistencePath: persistRoot,
-    enableDevRegistry: true,
+    // Older miniflare (wrangler 4.126.0's) has no such option: its registry is on with a path.
+    ...(knownOptions.has("enableDevRegistry") ? { enableDevRegistry: true } : {}),
     unsafeDevRegistryPath: registryPath,
   };
 }
 
+/** The options this miniflare knows: features are detected, versions not compared. */
+let knownOptions = new Set<string>();
+
 function install(): void {
   const real = requireFromWrangler(MINIFLARE_ENTRY) as typeof MiniflareModule;
+  const schema = (real as { InstanceOptionsSchema?: { shape?: object } }).InstanceOptionsSchema;
+  knownOptions = new Set(Object.keys(schema?.shape ?? {}));
+  if (!knownOptions.has("unsafeEnableSharedStorage")) {
+    const { wrangler, miniflare } = versions();
+    process.stderr.write(
+      `✘ [ERROR] --x-shared-storage needs miniflare's unsafeEnableSharedStorage, which this project's wrangler ${wrangler} (miniflare ${miniflare}, ${WRANGLER_PACKAGE_JSON}) does not have. Use wrangler 4.126.0 or later, or drop --x-shared-storage.\n`,
+    );
+    process.exit(1);
+  }
   class SharedStorageMiniflare extends real.Miniflare {
     constructor(options: MiniflareOptions) {
       super(prepare(real, options));

@@ -3,7 +3,8 @@
 // wrangler's own process, where wrangler has already resolved the persist root and registry.
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { Parser } from "yargs/helpers";
+import { parseCommandLine } from "../command-line.js";
+import { WRANGLER_PACKAGE_ENV, WRANGLER_PACKAGE_JSON } from "../environment.js";
 import { runRealWrangler } from "../real-wrangler.js";
 
 export const PRELOAD = path.join(path.dirname(fileURLToPath(import.meta.url)), "preload-entry.cjs");
@@ -12,19 +13,18 @@ export const SESSION_ENV = "WRANGLER_X_SHARED_STORAGE_SESSION";
 
 /** Why sharing cannot work for these arguments, or undefined when it can. */
 export function incompatibility(command: string, args: string[]): string | undefined {
-  const parsed = Parser(args, {
-    boolean: ["remote", "disable-dev-registry", "local"],
-    alias: { remote: ["r"] },
-    configuration: { "camel-case-expansion": false },
-  });
-  if (parsed.remote === true) {
+  const { options } = parseCommandLine(args);
+  if (options.remote === true) {
     return `--x-shared-storage shares local storage between sessions; it cannot be combined with --remote.`;
   }
-  if (command === "dev" && parsed["disable-dev-registry"] === true) {
+  if (command === "dev" && options.disableDevRegistry === true) {
     return (
       `--x-shared-storage needs the dev registry: sessions find the storage owner through it. ` +
       `Remove --disable-dev-registry, or drop --x-shared-storage.`
     );
+  }
+  if (command.startsWith("flagship ") && options.local !== true) {
+    return `\`wrangler ${command}\` uses the local flag store only with --local; add --local to share it.`;
   }
   return undefined;
 }
@@ -38,6 +38,7 @@ export function runWithSharedStorage(command: string, args: string[]): void {
   }
   runRealWrangler(args, {
     nodeArgs: ["--require", PRELOAD],
-    env: { ...process.env, [SESSION_ENV]: command },
+    // The preload, the owner and its standby load this wrangler's miniflare, not one they find.
+    env: { ...process.env, [SESSION_ENV]: command, [WRANGLER_PACKAGE_ENV]: WRANGLER_PACKAGE_JSON },
   });
 }

@@ -165,11 +165,13 @@ export class Sandbox {
       env?: NodeJS.ProcessEnv;
       wait?: boolean;
       persistTo?: string;
+      /** Our bin as another install has it (a fixture project's node_modules/.bin/wrangler). */
+      bin?: string;
     } = {},
   ): Promise<Session> {
     const port = await freePort();
     const args = [
-      OUR_BIN,
+      options.bin ?? OUR_BIN,
       "dev",
       ...(options.flag === false ? [] : ["--x-shared-storage"]),
       "--persist-to",

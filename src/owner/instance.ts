@@ -18,6 +18,8 @@ export interface Instance {
   workerd: ProcessIdentity[];
   /** Called after miniflare restarted a crashed workerd (new pid, new debug port). */
   onRestart?: () => void;
+  /** Where miniflare has no restart hook: notices a restart on the caller's heartbeat. */
+  checkRestart(): void;
   dispose(): Promise<void>;
 }
 
@@ -74,16 +76,21 @@ export async function startInstance(
     log: new miniflare.Log(miniflare.LogLevel.WARN),
   });
   let instance: Instance | undefined;
+  const restarted = () => {
+    if (!instance) return;
+    instance.address = readAddress(privateRegistry, persistRoot);
+    instance.workerd = childProcesses(process.pid, "workerd");
+    instance.onRestart?.();
+  };
+  // Features are detected, not versions: older miniflare (wrangler 4.126.0's) rejects unknown keys.
+  const known = (miniflare as { InstanceOptionsSchema?: { shape?: object } }).InstanceOptionsSchema
+    ?.shape;
+  const restartHook = known !== undefined && "unsafeHandleRuntimeRestart" in known;
   const mf = new miniflare.Miniflare({
     ...options,
     unsafeEnableSharedStorage: true,
     isolatedResourcePersistencePath: isolatedDir,
-    unsafeHandleRuntimeRestart: () => {
-      if (!instance) return;
-      instance.address = readAddress(privateRegistry, persistRoot);
-      instance.workerd = childProcesses(process.pid, "workerd");
-      instance.onRestart?.();
-    },
+    ...(restartHook ? { unsafeHandleRuntimeRestart: restarted } : {}),
   });
   const dispose = async () => {
     try {
@@ -99,6 +106,12 @@ export async function startInstance(
       address: readAddress(privateRegistry, persistRoot),
       workerd: childProcesses(process.pid, "workerd"),
       dispose,
+      // Without the hook, a restart shows as a new address in the private registry.
+      checkRestart: () => {
+        if (restartHook || !instance) return;
+        const now = instanceAddress(privateRegistry, persistRoot);
+        if (now && now.debugAddress !== instance.address.debugAddress) restarted();
+      },
     };
     return instance;
   } catch (error) {

@@ -117,6 +117,7 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
   const heartbeat = setInterval(() => {
     if (proc.shuttingDown) return clearInterval(heartbeat);
     proc.step("heartbeat", () => {
+      instance.checkRestart();
       publishRecord(proc, "running");
       // Missing only if withdrawn under us (gc, a user): while we serve, it must exist.
       if (!candidate.keepFresh(proc.registryPath, proc.persistRoot))

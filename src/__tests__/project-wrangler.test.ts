@@ -1,0 +1,114 @@
+// Installed into a project that pins its own wrangler, we run that wrangler: for passthrough, in
+// the sessions (the preload) and in the owner. A wrangler whose miniflare cannot share storage
+// gets one clear line for --x-shared-storage and unchanged passthrough for everything else.
+import { execFileSync } from "node:child_process";
+import { readFileSync, realpathSync, symlinkSync } from "node:fs";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { fixtureProject, type FixtureProject } from "../harness/fixture-project.js";
+import { post, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
+import { ownerGone } from "../owner/lifecycle.js";
+
+const INSERTS = 60;
+
+function setUp(wrangler: string, options: { legacyPeerDeps?: boolean } = {}) {
+  const sandbox = new Sandbox();
+  let fixture: FixtureProject;
+  beforeAll(() => {
+    fixture = fixtureProject(wrangler, sandbox.env, options);
+    console.log(`[fixture] wrangler ${wrangler}: install ${fixture.installSeconds} s`);
+    // The example project, with the fixture's node_modules as its own.
+    symlinkSync(path.join(fixture.dir, "node_modules"), path.join(sandbox.project, "node_modules"));
+  }, 600_000);
+  afterAll(() => sandbox.cleanup());
+  const bin = () => path.join(sandbox.project, "node_modules", ".bin", "wrangler");
+  const installed = (pkg: string) =>
+    (
+      JSON.parse(
+        readFileSync(
+          path.join(
+            path.dirname(
+              realpathSync(path.join(sandbox.project, "node_modules", "wrangler", "package.json")),
+            ),
+            ...(pkg === "wrangler" ? [] : ["..", pkg]),
+            "package.json",
+          ),
+          "utf8",
+        ),
+      ) as { version: string }
+    ).version;
+  const npx = (args: string[], cwd = sandbox.project) =>
+    execFileSync("npx", ["--no-install", "wrangler", ...args], {
+      cwd,
+      env: sandbox.env,
+      encoding: "utf8",
+    });
+  return { sandbox, bin, installed, npx };
+}
+
+describe.each(["4.160.0", "4.126.0"])("a project that pins wrangler %s", (wrangler) => {
+  const { sandbox, bin, installed, npx } = setUp(wrangler);
+
+  it("links our bin as `wrangler`, which passes through to the project's wrangler", () => {
+    expect(realpathSync(bin())).toMatch(
+      /node_modules\/shared-storage-wrangler\/bin\/wrangler\.mjs$/,
+    );
+    expect(npx(["--version"]).trim()).toBe(wrangler);
+    expect(installed("wrangler")).toBe(wrangler);
+  });
+
+  it("shares storage through one owner that runs the project's wrangler and miniflare", async () => {
+    const sessions: Session[] = [];
+    for (const worker of ["api", "jobs"]) {
+      sessions.push(await sandbox.startSession(worker, { bin: bin() }));
+    }
+    const owner = sandbox.owner()!;
+    for (const session of sessions) {
+      expect(session.output()).toContain(`served by owner pid ${owner.pid}`);
+    }
+    expect(owner.versions).toMatchObject({
+      wrangler,
+      miniflare: installed("miniflare"),
+    });
+    const results = await Promise.all(
+      Array.from({ length: INSERTS }, (_, i) =>
+        post(sessions[i % 2]!.url(`/d1/insert?who=pinned`)),
+      ),
+    );
+    expect(results.filter((r) => !r.ok).map((r) => r.body)).toEqual([]);
+    const count = await (await fetch(sessions[1]!.url("/d1/count?who=pinned"))).json();
+    expect(count).toMatchObject({ count: INSERTS });
+    const status = JSON.parse(
+      npx(["storage-owner", "status", "--persist-to", sandbox.persistTo, "--json"]),
+    );
+    expect(status.owners[0].versions.wrangler).toBe(wrangler);
+    await sandbox.stopAllSessions();
+    await waitFor("the owner to leave", () => ownerGone(owner), 15_000);
+    expect(await sandbox.settledLeftovers()).toEqual([]);
+  });
+});
+
+describe("a project that pins wrangler 4.125.0 (its miniflare cannot share storage)", () => {
+  const { sandbox, bin, npx } = setUp("4.125.0", { legacyPeerDeps: true });
+
+  it("passes commands through to it unchanged", () => {
+    expect(npx(["--version"]).trim()).toBe("4.125.0");
+  });
+
+  it("refuses --x-shared-storage in one clear line, exit 1", async () => {
+    for (const args of [
+      ["dev", "--x-shared-storage", "--persist-to", sandbox.persistTo],
+      ["d1", "execute", "shared-db", "--local", "--command", "SELECT 1", "--x-shared-storage"],
+    ]) {
+      const run = await sandbox.run(args, { bin: bin(), cwd: sandbox.workerDir("api") });
+      expect(run.code).toBe(1);
+      expect(run.stdout).toBe("");
+      expect(run.stderr.trim().split("\n")).toEqual([
+        expect.stringMatching(
+          /^✘ \[ERROR\] --x-shared-storage needs miniflare's unsafeEnableSharedStorage, which this project's wrangler 4\.125\.0 \(miniflare 5\.20260820\.0-alpha, .*\) does not have\. Use wrangler 4\.126\.0 or later, or drop --x-shared-storage\.$/,
+        ),
+      ]);
+    }
+    expect(sandbox.owner()).toBeUndefined();
+  });
+});

@@ -1,0 +1,30 @@
+// A local storage command (or a plain `wrangler dev`) that opens a persist root's files itself,
+// while a storage owner serves that root: say so in one line on stderr, then run it as asked.
+// Loaded only for those commands; reads one record, loads nothing of wrangler.
+import { persistRootFor } from "../commands/storage-owner/scope.js";
+import type { DirectStorageUse } from "../dispatch.js";
+import { isAlive } from "../process-info.js";
+import { readOwner, rootPaths } from "../records.js";
+
+export function directAccessWarning(use: DirectStorageUse): string | undefined {
+  let root: string;
+  try {
+    root = persistRootFor({ "persist-to": use.persistTo, config: use.config }, use.cwd);
+  } catch {
+    return undefined; // wrangler itself reports a missing config
+  }
+  const record = readOwner(rootPaths(root));
+  if (!record?.ok || !isAlive(record.value)) return undefined;
+  const advice = use.sharable
+    ? "add --x-shared-storage to go through the owner"
+    : "--x-shared-storage does not cover this command";
+  return (
+    `▲ [x-shared-storage] \`wrangler ${use.command}\` opens ${root} directly while storage owner ` +
+    `pid ${record.value.pid} serves it; concurrent writes may fail with SQLITE_BUSY (${advice}).`
+  );
+}
+
+export function warnIfOwnerServes(use: DirectStorageUse): void {
+  const warning = directAccessWarning(use);
+  if (warning) process.stderr.write(`${warning}\n`);
+}
