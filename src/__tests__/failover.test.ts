@@ -78,10 +78,14 @@ describe.each([
         `new owner pid ${next.pid} (was ${dead.pid}); ${sampler.samples.length} fd samples, max gap ${maxGap(sampler.samples)} ms` +
         (window.sample ? `; e.g. ${window.sample}` : ""),
     );
-    expect(window.recoveredAfterMs).toBeLessThan(5000);
+    // A bound, not a speed target (the bench measures those): the standby acts in tens of ms; an
+    // election starts a fresh owner, seconds on a loaded 2-core machine. Both stay far below the
+    // 30 s start timeout, after which sessions would give up.
+    expect(window.recoveredAfterMs).toBeLessThan(standby ? 1500 : 15_000);
     if (successor) expect(next.pid).toBe(successor);
     else expect(inspectRoot(sandbox.persistRoot).standby).toBeUndefined();
-    expect(maxGap(sampler.samples)).toBeLessThan(200);
+    // The holder check is only as good as its sampling: fail the test if the sampler starved.
+    expect(maxGap(sampler.samples)).toBeLessThan(1000);
     const most = Math.max(...sampler.samples.map((s) => s.holders.length));
     expect(most).toBe(1);
     const last = sampler.samples[sampler.samples.length - 1]!;
