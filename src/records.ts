@@ -111,6 +111,8 @@ export interface OwnerRecord extends ProcessIdentity {
 
 export interface ClientRecord extends ProcessIdentity {
   schema: number;
+  /** The dev registry the session found the owner through (absent in earlier versions). */
+  registryPath?: string;
   worker: string;
   command: string;
   port?: number;
@@ -253,7 +255,7 @@ export function validateClient(value: unknown): string | undefined {
       cwd: "string",
       versions: "object",
     },
-    { startTime: "string", port: "number" },
+    { startTime: "string", port: "number", registryPath: "string" },
   );
 }
 

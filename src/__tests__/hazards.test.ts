@@ -378,3 +378,119 @@ describe("an owner idling out", () => {
     await sandbox.stopSession(late);
   });
 });
+
+describe("a stopped owner whose candidate went unrefreshed for over 10 s", () => {
+  const sandbox = new Sandbox();
+  afterAll(() => sandbox.cleanup());
+
+  it("is not joined while its candidate is gone; the new session waits, then joins it: never a second holder", async () => {
+    const first = await sandbox.startSession("api");
+    expect((await post(first.url("/d1/insert?who=stale"))).ok).toBe(true);
+    const owner = sandbox.owner()!;
+    await readyStandby(sandbox, owner.pid);
+    // Stop only the owner's node process: its workerd keeps serving, nobody touches the candidate,
+    // and the next session's wrangler (its first Miniflare) drops it as older than 10 s.
+    process.kill(owner.pid, "SIGSTOP");
+    let resumed = false;
+    try {
+      await sandbox.stopSession(first);
+      await sleep(11_000);
+      const sampler = sampleHolders(sandbox.persistRoot, 25);
+      const late = await sandbox.startSession("jobs", { wait: false });
+      await sleep(4000);
+      // wrangler may already listen and hold the request until its worker is ready: bound it.
+      const waiting = await fetch(late.url("/whoami"), { signal: AbortSignal.timeout(1000) }).then(
+        (r) => r.ok,
+        () => false,
+      );
+      process.kill(owner.pid, "SIGCONT");
+      resumed = true;
+      await sandbox.waitReady(late);
+      const results = await Promise.all(
+        Array.from({ length: 10 }, () => post(late.url("/d1/insert?who=late"))),
+      );
+      await sampler.stop();
+      console.log(`stale owner: the new session answered while the owner was stopped: ${waiting}`);
+      expect(waiting).toBe(false);
+      expect(results.every((r) => r.ok)).toBe(true);
+      expect(oursIsOldest(owner.registryPath, sandbox.persistRoot)).toBe(true);
+      expectOnlyRecordedHolders(sampler.samples, [owner]);
+      expect(late.output()).toContain(`served by owner pid ${owner.pid}`);
+      await sandbox.stopSession(late);
+    } finally {
+      if (!resumed) process.kill(owner.pid, "SIGCONT");
+    }
+  });
+});
+
+describe("an owner killed while it starts", () => {
+  const sandbox = new Sandbox();
+  afterAll(() => sandbox.cleanup());
+
+  it("does not leave miniflare's startup lock to stall the next owner", async () => {
+    const session = await sandbox.startSession("api", { wait: false });
+    const lock = path.join(sandbox.persistRoot, ".miniflare-startup.lock");
+    // The moment the starting owner holds miniflare's startup lock (its workerd is starting).
+    const owner = await waitFor(
+      "the starting owner to take miniflare's startup lock",
+      () => {
+        const record = sandbox.owner();
+        return record?.phase === "starting" && existsSync(lock) ? record : undefined;
+      },
+      60_000,
+      5,
+    );
+    const killedAt = Date.now();
+    killGroup(owner.pid, "SIGKILL");
+    await sandbox.waitReady(session, 60_000);
+    const readyAfterMs = Date.now() - killedAt;
+    expect((await post(session.url("/d1/insert?who=after"))).ok).toBe(true);
+    const next = sandbox.owner()!;
+    console.log(
+      `owner killed while starting: session ready ${readyAfterMs} ms later, owner pid ${next.pid}`,
+    );
+    expect(next.pid).not.toBe(owner.pid);
+    // miniflare would wait out its 30 s staleness; the reclaim released it.
+    expect(readyAfterMs).toBeLessThan(20_000);
+    expect(session.output()).not.toContain("✘");
+    await sandbox.stopSession(session);
+  });
+});
+
+describe("a second owner crash soon after the first", () => {
+  const sandbox = new Sandbox();
+  afterAll(() => sandbox.cleanup());
+
+  it("finds the promoted standby's own standby already booting", async () => {
+    const sessions = await Promise.all(WORKERS.slice(0, 2).map((w) => sandbox.startSession(w)));
+    const first = sandbox.owner()!;
+    await readyStandby(sandbox, first.pid);
+    const load = steadyLoad(sessions, "twice");
+    await sleep(500);
+    killGroup(first.pid, "SIGKILL");
+    const second = await newOwner(sandbox, first.pid);
+    // Its successor is started as it takes over, not a heartbeat later.
+    const successor = await waitFor(
+      "the promoted owner's standby",
+      () => {
+        const standby = inspectRoot(sandbox.persistRoot).standby;
+        return standby?.alive && standby.backs === second.pid ? standby : undefined;
+      },
+      5000,
+      10,
+    );
+    await sleep(400);
+    const killedAt = Date.now();
+    killGroup(second.pid, "SIGKILL");
+    const third = await newOwner(sandbox, second.pid);
+    await waitForCleanTraffic(load, killedAt, { minMs: 1500, minRequests: 20, timeoutMs: 30_000 });
+    await load.stop();
+    const window = failedWindow(load.results, killedAt);
+    console.log(
+      `second kill 400 ms after the first failover: last failure ${window.recoveredAfterMs} ms after it (${window.failures} failed)`,
+    );
+    expect(third.pid).toBe(successor.pid);
+    expect(window.recoveredAfterMs).toBeLessThan(5000); // its standby was still booting
+    await Promise.all(sessions.map((s) => sandbox.stopSession(s)));
+  });
+});

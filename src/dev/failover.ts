@@ -9,6 +9,7 @@ import { type OwnerRecord, readOwner, type RootPaths } from "../records.js";
 import {
   assessOwnerNow,
   reclaimDeadOwner,
+  registryMismatch,
   spawnOwner,
   standbyTakingOver,
 } from "../owner/lifecycle.js";
@@ -34,6 +35,7 @@ export function watchOwner(
   // A stopped or very busy owner cannot touch the candidate, a dead one never will, and every
   // session's miniflare deletes a candidate 10 s after its last touch (which would make a session
   // the oldest, and so the holder). So every session touches it, whatever the owner's state.
+  keepFresh(registryPath, paths.persistRoot);
   const fresh = setInterval(() => keepFresh(registryPath, paths.persistRoot), CANDIDATE_REFRESH_MS);
   fresh.unref();
 
@@ -69,6 +71,13 @@ async function recover(
     if (current?.ok && current.value.pid !== dead.pid) {
       const { state } = assessOwnerNow(current.value);
       if (state === "running" || state === "stale") {
+        const mismatch = registryMismatch(current.value, registryPath);
+        if (mismatch) {
+          // Its candidate is in another registry: this session's storage cannot reach it. Said
+          // once; the session keeps failing storage calls rather than serve them itself.
+          say(`✘ ${mismatch} Restart this session with the same settings.`);
+          return current.value;
+        }
         say(`storage owner is now pid ${current.value.pid} at ${current.value.debugAddress}`);
         return current.value;
       }

@@ -75,7 +75,7 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
   let presence: string;
   try {
     // Presence first: an owner that sees no client may idle out under a session that routes.
-    presence = writePresence(paths, { worker, command, port: presencePort });
+    presence = writePresence(paths, registryPath, { worker, command, port: presencePort });
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? String(error);
     fail(

@@ -9,7 +9,7 @@ import { commandLine, killIdentities, liveness } from "../process-info.js";
 import { listClients, readOwner, readStandby, removeFile, rootPaths } from "../records.js";
 import { ownerCandidateName, storageCandidates } from "../storage-candidate.js";
 import { inspectRoot } from "./inspect.js";
-import { deadInstanceDirs } from "./instance.js";
+import { deadInstanceDirs, releaseStartupLocks } from "./instance.js";
 import { ownerLeftovers, reclaimDeadOwner } from "./lifecycle.js";
 
 export interface GcAction {
@@ -250,7 +250,15 @@ export async function collectGarbage(
   }
   for (const file of leftoverTempFiles(paths.stateDir))
     remove({ what: "temporary file", path: file, why: "an interrupted write" });
-  for (const dir of deadInstanceDirs(paths)) {
+  const deadDirs = deadInstanceDirs(paths);
+  const lockHeld = dryRun ? undefined : releaseStartupLocks(paths, deadDirs);
+  if (lockHeld)
+    report.removed.push({
+      what: "miniflare startup lock",
+      path: lockHeld,
+      why: "held by an owner or standby that died while starting",
+    });
+  for (const dir of deadDirs) {
     if (!dryRun) rmSync(dir, { recursive: true, force: true });
     report.removed.push({ what: "instance files", path: dir, why: "its owner or standby is gone" });
   }

@@ -3,7 +3,8 @@
 // sessions look: sessions reach it solely through the root's candidate that storage-candidate.ts
 // manages. miniflare therefore never withdraws or rewrites what sessions route through, not on
 // dispose and not when it restarts a crashed workerd.
-import { mkdirSync, readdirSync, rmSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createRequire } from "node:module";
 import path from "node:path";
 import type * as MiniflareModule from "miniflare";
 import { MINIFLARE_ENTRY, requireFromWrangler } from "../environment.js";
@@ -34,6 +35,56 @@ export function instanceDir(paths: RootPaths, identity: ProcessIdentity): string
   return path.join(paths.instancesDir, `${identity.pid}-${identity.startTime ?? "0"}`);
 }
 
+/**
+ * miniflare serialises workerd starts on a root with `<root>/.miniflare-startup.lock`, a file
+ * holding a random token, which it only treats as stale after 30 s. An owner killed while it holds
+ * the lock would stall the next owner (and every session's start or reload) that long. So each
+ * instance notes the token it writes, in its instance dir, and reclaiming a dead instance releases
+ * the lock when it still holds that token (`releaseStartupLocks`).
+ */
+const STARTUP_LOCK = ".miniflare-startup.lock";
+const STARTUP_TOKEN = "startup-lock-token";
+
+function noteStartupLockTokens(dir: string): void {
+  // The same module object miniflare's bundle calls `writeFile` on.
+  const fsp = createRequire(import.meta.url)("node:fs/promises") as {
+    writeFile: (...args: unknown[]) => Promise<void>;
+  };
+  const original = fsp.writeFile;
+  fsp.writeFile = function (this: unknown, ...args: unknown[]) {
+    const [file, data] = args;
+    if (
+      typeof file === "string" &&
+      path.basename(file) === STARTUP_LOCK &&
+      typeof data === "string"
+    )
+      writeFileSync(path.join(dir, STARTUP_TOKEN), data);
+    return original.apply(this, args);
+  };
+}
+
+/** Releases miniflare's startup lock on the root if one of these dead instance dirs holds it. */
+export function releaseStartupLocks(paths: RootPaths, deadDirs: string[]): string | undefined {
+  const lock = path.join(paths.persistRoot, STARTUP_LOCK);
+  let held: string;
+  try {
+    held = readFileSync(lock, "utf8");
+  } catch {
+    return undefined;
+  }
+  for (const dir of deadDirs) {
+    try {
+      if (readFileSync(path.join(dir, STARTUP_TOKEN), "utf8") === held) {
+        rmSync(lock, { force: true });
+        return lock;
+      }
+    } catch {
+      // that instance never took the lock
+    }
+  }
+  return undefined;
+}
+
 /** Instance dirs whose process is gone (a kill -9 leaves them): derived names, never record paths. */
 export function deadInstanceDirs(paths: RootPaths): string[] {
   let names: string[];
@@ -62,6 +113,7 @@ export async function startInstance(
   const isolatedDir = path.join(dir, "isolated");
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(privateRegistry, { recursive: true });
+  noteStartupLockTokens(dir);
   const options = miniflare.convertV4MiniflareOptions({
     name: "x-shared-storage-owner",
     modules: true,

@@ -25,19 +25,22 @@ import {
   readStartTime,
   signalIfOurs,
 } from "../process-info.js";
-import { ownerCandidateFile } from "../storage-candidate.js";
-import { deadInstanceDirs } from "./instance.js";
+import { keepFresh, oursIsOldest, ownerCandidateFile } from "../storage-candidate.js";
+import { deadInstanceDirs, releaseStartupLocks } from "./instance.js";
 import {
   clientRecordPath,
   listClients,
   HEARTBEAT_STALE_MS,
   type OwnerRecord,
   pointerPath,
+  type PointerRecord,
   readOwner,
+  readRecord,
   readStandby,
   removeFile,
   type RootPaths,
   SCHEMA_VERSION,
+  validatePointer,
   writeRecordAtomic,
 } from "../records.js";
 import { tryAcquireSpawnLock } from "./spawn-lock.js";
@@ -120,7 +123,13 @@ export function reclaimDeadOwner(
   report.killed = leftovers.filter((w) => killed.has(w.pid));
   const files: string[] = [];
   if (sameDirectory(record.registryPath, registryPath)) {
-    files.push(pointerPath(registryPath, paths.persistRoot));
+    // The pointer only if it still names the dead owner (a successor may have rewritten it).
+    const pointer = readRecord<PointerRecord>(
+      pointerPath(registryPath, paths.persistRoot),
+      validatePointer,
+    );
+    if (pointer?.ok && pointer.value.ownerPid === record.pid)
+      files.push(pointerPath(registryPath, paths.persistRoot));
     if (withdrawCandidate) files.push(ownerCandidateFile(registryPath, paths.persistRoot));
   } else {
     report.ignored.push(
@@ -131,7 +140,10 @@ export function reclaimDeadOwner(
     if (existsSync(file) && (dryRun || removeFile(file))) report.removed.push(file);
   }
   if (!dryRun) {
-    for (const dir of deadInstanceDirs(paths)) rmSync(dir, { recursive: true, force: true });
+    const dead = deadInstanceDirs(paths);
+    const released = releaseStartupLocks(paths, dead);
+    if (released) report.removed.push(released);
+    for (const dir of dead) rmSync(dir, { recursive: true, force: true });
   }
   const current = readOwner(paths);
   if (
@@ -169,12 +181,40 @@ const REGISTRY_SETTINGS = [
  */
 export function registryMismatch(owner: OwnerRecord, registryPath: string): string | undefined {
   if (sameDirectory(owner.registryPath, registryPath)) return undefined;
+  return mismatchMessage(
+    `the storage owner for ${owner.persistRoot} (pid ${owner.pid}) serves sessions through the dev registry ${owner.registryPath}`,
+    registryPath,
+  );
+}
+
+/** Live sessions of the root that found it through another registry (with no owner alive). */
+export function sessionsOfAnotherRegistry(
+  paths: RootPaths,
+  registryPath: string,
+): string | undefined {
+  const others = listClients(paths).flatMap((c) =>
+    c.record.ok &&
+    c.record.value.pid !== process.pid &&
+    c.record.value.registryPath !== undefined &&
+    !sameDirectory(c.record.value.registryPath, registryPath) &&
+    isAlive(c.record.value)
+      ? [c.record.value]
+      : [],
+  );
+  const first = others[0];
+  if (!first?.registryPath) return undefined;
+  return mismatchMessage(
+    `${others.length} live session(s) of ${paths.persistRoot} (${others.map((c) => `${c.worker} pid ${c.pid}`).join(", ")}) use the dev registry ${first.registryPath}`,
+    registryPath,
+  );
+}
+
+function mismatchMessage(theirs: string, registryPath: string): string {
   const settings = REGISTRY_SETTINGS.map(
     (name) => `${name}=${process.env[name] === undefined ? "(unset)" : process.env[name]}`,
   ).join(", ");
   return (
-    `the storage owner for ${owner.persistRoot} (pid ${owner.pid}) serves sessions through the dev registry ` +
-    `${owner.registryPath}, but this session uses the dev registry ${registryPath} (${settings}). ` +
+    `${theirs}, but this session uses the dev registry ${registryPath} (${settings}). ` +
     `Sessions that share a persist directory must share a dev registry, or two processes would open its database files. ` +
     `Give this terminal the same settings as the sessions already running (same WRANGLER_REGISTRY_PATH / ` +
     `CLOUDFLARE_DEV_REGISTRY_PATH / XDG_CONFIG_HOME / HOME), or use another --persist-to.`
@@ -192,6 +232,8 @@ export function standbyTakingOver(
 ): number | undefined {
   const standby = readStandby(paths);
   if (!standby?.ok || standby.value.backs !== dead.pid || !isAlive(standby.value)) return undefined;
+  // A stopped standby (SIGSTOP, a debugger) will not take over: do not wait for it.
+  if (isStopped(standby.value.pid)) return undefined;
   return now - Date.parse(dead.heartbeatAt) < STANDBY_PRIORITY_MS ? standby.value.pid : undefined;
 }
 
@@ -281,11 +323,16 @@ export interface ClientSession {
   port?: number;
 }
 
-export function writePresence(paths: RootPaths, session: ClientSession): string {
+export function writePresence(
+  paths: RootPaths,
+  registryPath: string,
+  session: ClientSession,
+): string {
   const file = clientRecordPath(paths, process.pid);
   writeRecordAtomic(file, {
     schema: SCHEMA_VERSION,
     ...currentIdentity(),
+    registryPath,
     worker: session.worker,
     command: session.command,
     ...(session.port === undefined ? {} : { port: session.port }),
@@ -321,6 +368,17 @@ export function electionStep(
       const mismatch = registryMismatch(owner, registryPath);
       if (mismatch) throw new OwnerElectionError(mismatch);
       if (!sameVersions(owner.versions, versions())) return retireOtherVersion(paths, owner, notes);
+      // Join only through the root's candidate, fresh and the oldest: a stopped owner's candidate
+      // may have expired (miniflare drops one untouched for 10 s), and a session that builds its
+      // Miniflare then would be the oldest candidate, and open the files.
+      if (
+        !keepFresh(registryPath, paths.persistRoot) ||
+        !oursIsOldest(registryPath, paths.persistRoot)
+      )
+        return {
+          kind: "wait",
+          reason: `owner pid ${owner.pid}'s storage candidate is missing or not the oldest (${state === "stale" ? "the owner is stopped or hung" : "it republishes it within 2 s"})`,
+        };
       return { kind: "ready", owner };
     }
     if (state === "starting" || state === "stopping") {
@@ -329,6 +387,8 @@ export function electionStep(
     const standby = standbyTakingOver(paths, owner);
     if (standby) return { kind: "wait", reason: `standby pid ${standby} is taking over` };
   }
+  const elsewhere = sessionsOfAnotherRegistry(paths, registryPath);
+  if (elsewhere) throw new OwnerElectionError(elsewhere);
   const lock = tryAcquireSpawnLock(paths);
   if (lock.reclaimed) notes.push(`reclaimed ${lock.reclaimed}`);
   if (!lock.release) return { kind: "wait", reason: `election lock held by ${lock.heldBy}` };

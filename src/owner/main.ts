@@ -38,11 +38,14 @@ for (const signal of ["SIGTERM", "SIGINT", "SIGHUP"] as const) {
 process.on("unhandledRejection", (error) => {
   proc.log(`unexpected error: ${error instanceof Error ? error.message : String(error)}`);
 });
+process.on("uncaughtException", (error) => {
+  proc.log(`unexpected error: ${error.message}; exiting`);
+  void proc.exit("unexpected error", false, 1);
+});
 
 (proc.role === "standby" ? runStandby(proc) : runOwner(proc)).catch((error: unknown) => {
-  proc.log(
-    `failed to start: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`,
-  );
+  // One line: sessions show the end of this log in their error message.
+  proc.log(`failed to start: ${error instanceof Error ? error.message : String(error)}`);
   // Withdraw our records at once, so that sessions elect again instead of waiting for us.
   const owner = readOwner(proc.paths);
   if (owner?.ok && owner.value.pid === proc.identity.pid) removeFile(proc.paths.ownerRecord);

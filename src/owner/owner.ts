@@ -119,16 +119,29 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
     proc.step("heartbeat", () => {
       instance.checkRestart();
       publishRecord(proc, "running");
-      // Missing only if withdrawn under us (gc, a user): while we serve, it must exist.
-      if (!candidate.keepFresh(proc.registryPath, proc.persistRoot))
+      // Missing only if withdrawn under us (gc, a user) or expired while we and every session
+      // were stopped: while we serve, it must exist.
+      if (!candidate.keepFresh(proc.registryPath, proc.persistRoot)) {
+        const clients = proc.liveClientCount();
+        proc.log(
+          `the root's storage candidate was missing; publishing it again` +
+            (clients
+              ? ` (${clients} session(s) connected: one may have served storage meanwhile; restart them if storage calls fail)`
+              : ""),
+        );
         candidate.publish(proc.registryPath, proc.persistRoot, instance.address, (m) =>
           proc.log(m),
         );
+      }
       candidate.withdrawOlderCandidates(proc.registryPath, proc.persistRoot, (m) => proc.log(m));
+      writePointer(proc);
       ensureStandby(proc);
     });
   }, HEARTBEAT_INTERVAL_MS);
   watchClients(proc);
+  // A promoted standby starts its own successor at once: a second crash soon after the first
+  // must find one booting, not wait for a heartbeat.
+  proc.step("standby", () => ensureStandby(proc));
 }
 
 function writePointer(proc: OwnerProcess): void {
@@ -152,7 +165,7 @@ function watchClients(proc: OwnerProcess): void {
     const now = Date.now();
     if (now - proc.startedAt < timings.graceMs || now - lastClientAt < timings.idleMs) return;
     clearInterval(timer);
-    idleOut(proc);
+    proc.step("idle exit", () => idleOut(proc));
   }, CLIENT_CHECK_MS);
 }
 

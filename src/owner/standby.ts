@@ -16,7 +16,7 @@ import {
   type StandbyRecord,
   writeRecordAtomic,
 } from "../records.js";
-import { startInstance, type Instance } from "./instance.js";
+import { deadInstanceDirs, releaseStartupLocks, startInstance, type Instance } from "./instance.js";
 import { reclaimDeadOwner } from "./lifecycle.js";
 import { serve } from "./owner.js";
 import type { OwnerProcess } from "./process.js";
@@ -56,7 +56,12 @@ export async function runStandby(proc: OwnerProcess): Promise<void> {
     if (!mine?.ok || mine.value.pid !== proc.identity.pid)
       return void proc.exit("replaced by another standby", false);
     if (isAlive(backed)) return;
-    if (!instance) return; // still booting: checked again once up
+    if (!instance) {
+      // Still booting, perhaps blocked on miniflare's startup lock that the owner died holding.
+      const released = releaseStartupLocks(proc.paths, deadInstanceDirs(proc.paths));
+      if (released) proc.log(`released ${released}, held by owner pid ${backed.pid} when it died`);
+      return; // checked again once up
+    }
     promoting = true;
     clearInterval(poll);
     if (proc.liveClientCount() === 0)
@@ -116,8 +121,13 @@ async function promote(
     if (current?.ok) {
       // Its workerd must have let go of the files before we serve them.
       const { killed } = reclaimDeadOwner(proc.paths, proc.registryPath, current.value);
-      if (!(await waitUntilGone(killed)))
-        proc.log(`workerd ${killed.map((k) => k.pid).join(", ")} did not exit within 2 s`);
+      if (!(await waitUntilGone(killed, 5000))) {
+        // Serving now would make two holders; the sessions' election retries the reclaim.
+        return await proc.exit(
+          `workerd ${killed.map((k) => k.pid).join(", ")} of the dead owner did not exit within 5 s; standing down`,
+          false,
+        );
+      }
     }
     removeFile(proc.paths.standbyRecord);
     serve(proc, instance);

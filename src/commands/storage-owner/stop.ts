@@ -1,12 +1,14 @@
 import { inspectRoot } from "../../owner/inspect.js";
 import { ownerLeftovers, reclaimDeadOwner } from "../../owner/lifecycle.js";
+import { tryAcquireSpawnLock } from "../../owner/spawn-lock.js";
 import {
+  isAlive,
   killIdentities,
   liveness,
   type ProcessIdentity,
   signalIfOurs,
 } from "../../process-info.js";
-import { readOwner, readStandby, rootPaths } from "../../records.js";
+import { listClients, type OwnerRecord, readOwner, readStandby, rootPaths } from "../../records.js";
 import { createCommand, UserError } from "../create-command.js";
 import { table } from "./format.js";
 import { resolveScope, scopeArgs } from "./scope.js";
@@ -122,7 +124,7 @@ async function stopOne(
     const killed = killIdentities([record.value, ...ownerLeftovers(record.value)]);
     const killDeadline = Date.now() + 5000;
     while (!gone(record.value) && Date.now() < killDeadline) await sleep(50);
-    reclaimDeadOwner(paths, registryPath, record.value, { withdrawCandidate: alive.length === 0 });
+    await reclaimUnderLock(paths, registryPath, record.value);
     console.log(
       `Storage owner pid ${owner.pid} did not exit within ${timeoutMs / 1000}s; killed it and its workerd (${killed.join(", ")}) and reclaimed its records.`,
     );
@@ -140,12 +142,51 @@ async function stopOne(
           : "they elect and start a new owner and keep working."),
     );
   } else if (standby) {
-    // The owner stops its standby on the way out; make sure nothing of it is left.
-    while (!gone(standby) && Date.now() < deadline + 5000) await sleep(50);
-    if (!gone(standby)) killIdentities([standby, ...ownerLeftovers(standby)]);
-    console.log(`Stopped its standby pid ${standby.pid}.`);
+    // The owner stops its standby on the way out; make sure nothing of it is left, unless a
+    // session arrived meanwhile and the standby now serves it as the owner.
+    while (!gone(standby) && Date.now() < deadline + 5000) {
+      if (ownerPid(paths) === standby.pid) break;
+      await sleep(50);
+    }
+    if (ownerPid(paths) === standby.pid) {
+      console.log(`Its standby pid ${standby.pid} took over for a session that arrived meanwhile.`);
+    } else {
+      if (!gone(standby)) killIdentities([standby, ...ownerLeftovers(standby)]);
+      console.log(`Stopped its standby pid ${standby.pid}.`);
+    }
   }
   return true;
+}
+
+function ownerPid(paths: ReturnType<typeof rootPaths>): number | undefined {
+  const current = readOwner(paths);
+  return current?.ok ? current.value.pid : undefined;
+}
+
+/**
+ * Reclaims the killed owner under the election lock, with counts taken now: a session may have
+ * arrived, or the standby taken over, while we waited. Withdraws the candidate only when no
+ * session is left and the record still names the killed owner.
+ */
+async function reclaimUnderLock(
+  paths: ReturnType<typeof rootPaths>,
+  registryPath: string,
+  killed: OwnerRecord,
+): Promise<void> {
+  const deadline = Date.now() + 5000;
+  let lock = tryAcquireSpawnLock(paths);
+  while (!lock.release && Date.now() < deadline) {
+    await sleep(50);
+    lock = tryAcquireSpawnLock(paths);
+  }
+  if (!lock.release) return; // the election in progress reclaims it
+  try {
+    if (ownerPid(paths) !== killed.pid) return; // a successor already took over
+    const sessions = listClients(paths).filter((c) => c.record.ok && isAlive(c.record.value));
+    reclaimDeadOwner(paths, registryPath, killed, { withdrawCandidate: sessions.length === 0 });
+  } finally {
+    lock.release();
+  }
 }
 
 async function waitForSuccessor(
