@@ -142,6 +142,16 @@ export function childProcesses(pid: number, name: string): ProcessIdentity[] {
   return found;
 }
 
+/** The same, synchronously: for the election, which runs before wrangler builds its Miniflare. */
+export function waitUntilGoneSync(identities: ProcessIdentity[], timeoutMs = 2000): boolean {
+  const deadline = Date.now() + timeoutMs;
+  while (identities.some((identity) => liveness(identity) === "alive")) {
+    if (Date.now() > deadline) return false;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+  }
+  return true;
+}
+
 /** Waits (bounded) until none of `identities` is alive; a SIGKILLed process takes a moment to exit. */
 export async function waitUntilGone(
   identities: ProcessIdentity[],

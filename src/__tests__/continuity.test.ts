@@ -206,6 +206,40 @@ describe("data an earlier version kept under .x-shared-storage/isolated/<worker>
   });
 });
 
+describe("earlier data, a plain start that served nothing, then two shared sessions at once (real sessions)", () => {
+  const sandbox = new Sandbox({ graceMs: 3000, idleMs: 1000 });
+  afterAll(() => sandbox.cleanup());
+
+  it("moves the history anyway: the plain start's empty indexes are set aside, the counters continue", async () => {
+    // The earlier version's data: a real session's, one directory down.
+    const elsewhere = path.join(sandbox.dir, "elsewhere");
+    const writer = await startCounter(sandbox, false, elsewhere);
+    expect(await increments(writer, "/do/visits")).toEqual([1, 2]);
+    expect(await increments(writer, "/cache/visits")).toEqual([1, 2]);
+    await sandbox.stopSession(writer);
+    // A plain session that serves no request creates empty indexes where the history will go.
+    const idle = await startCounter(sandbox, false);
+    await sandbox.stopSession(idle);
+    const legacy = legacyIsolatedPathFor(rootPaths(sandbox.persistRoot), WORKER);
+    mkdirSync(legacy, { recursive: true });
+    for (const resource of ["do", "cache", "workflows"]) {
+      const from = path.join(elsewhere, "v3", resource);
+      if (existsSync(from)) renameSync(from, path.join(legacy, resource));
+    }
+    // Two sessions of the worker start together: one moves the history, the other waits for it.
+    const sessions = await Promise.all([startCounter(sandbox, true), startCounter(sandbox, true)]);
+    const moved = sessions.filter((s) => s.output().includes(`moved "${WORKER}"'s`));
+    expect(moved).toHaveLength(1);
+    expect(moved[0]!.output()).toContain("empty indexes found there were set aside");
+    for (const session of sessions) expect(session.output()).not.toContain("kept both copies");
+    expect(await increments(sessions[0]!, "/do/visits")).toEqual([3, 4]);
+    expect(await increments(sessions[0]!, "/cache/visits")).toEqual([3, 4]);
+    expect(existsSync(legacy)).toBe(false);
+    await Promise.all(sessions.map((s) => sandbox.stopSession(s)));
+    expect(await sandbox.settledLeftovers()).toEqual([]);
+  });
+});
+
 describe("adoptLegacyLayout (files only)", () => {
   const dir = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-layout-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -216,13 +250,16 @@ describe("adoptLegacyLayout (files only)", () => {
     writeFileSync(file, text);
   };
 
-  it("moves namespaces independently, into empty directories in place, and the cache only whole", () => {
+  it("moves namespaces independently, sets aside what holds no data, and moves the cache only whole", () => {
     put(path.join(legacy, "do/w-A/a.sqlite"), "legacy A");
     put(path.join(legacy, "do/w-B/b.sqlite"), "legacy B");
     put(path.join(legacy, "do/w-C/c.sqlite"), "legacy C");
+    put(path.join(legacy, "do/w-D/d.sqlite"), "legacy D");
     put(path.join(dir, "do/w-B/b.sqlite"), "plain B");
     mkdirSync(path.join(dir, "do/w-C/empty"), { recursive: true });
-    const emptyInode = statSync(path.join(dir, "do/w-C")).ino;
+    // What any plain start creates before a request: an index, not data.
+    put(path.join(dir, "do/w-D/metadata.sqlite"), "index");
+    put(path.join(dir, "do/w-D/metadata.sqlite-wal"), "");
     put(path.join(legacy, "cache/default/blobs/blob"), "legacy blob");
     put(path.join(legacy, "cache/miniflare-CacheObject/x.sqlite"), "legacy cache");
     put(path.join(dir, "cache/miniflare-CacheObject/x.sqlite"), "plain cache");
@@ -231,14 +268,23 @@ describe("adoptLegacyLayout (files only)", () => {
 
     const report = adoptLegacyLayout(paths, "w");
 
-    expect(report.moved.map((m) => m.unit)).toEqual(["do/w-A", "do/w-C", "observability"]);
+    expect(report.moved.map((m) => m.unit)).toEqual([
+      "do/w-A",
+      "do/w-C",
+      "do/w-D",
+      "observability",
+    ]);
+    // Set aside (kept, never deleted): the empty do/w-C, do/w-D's index, the empty observability.
+    expect(report.setAside).toHaveLength(3);
+    const asideD = report.setAside.find((p) => path.basename(p).startsWith("do_w-D-"))!;
+    expect(readFileSync(path.join(asideD, "metadata.sqlite"), "utf8")).toBe("index");
+    expect(readFileSync(path.join(dir, "do/w-D/d.sqlite"), "utf8")).toBe("legacy D");
     expect(report.kept).toEqual([
       { unit: "cache", from: path.join(legacy, "cache"), to: path.join(dir, "cache") },
       { unit: "do/w-B", from: path.join(legacy, "do/w-B"), to: path.join(dir, "do/w-B") },
     ]);
     expect(readFileSync(path.join(dir, "do/w-A/a.sqlite"), "utf8")).toBe("legacy A");
     expect(readFileSync(path.join(dir, "do/w-C/c.sqlite"), "utf8")).toBe("legacy C");
-    expect(statSync(path.join(dir, "do/w-C")).ino).toBe(emptyInode);
     expect(readFileSync(path.join(dir, "observability/store/t.sqlite"), "utf8")).toBe(
       "legacy traces",
     );

@@ -3,7 +3,7 @@
 // it, directly under the persist root, and only the sessions open it; the owner never does.
 // Earlier versions kept it under `.x-shared-storage/isolated/<worker>/`: a session of that worker
 // moves it into place once, never over existing data.
-import { readdirSync, renameSync, rmdirSync, statSync, mkdirSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, statSync } from "node:fs";
 import path from "node:path";
 import { liveness } from "../process-info.js";
 import { legacyIsolatedPathFor, listClients, type RootPaths } from "../records.js";
@@ -23,6 +23,8 @@ export interface LayoutReport {
   moved: LayoutMove[];
   /** Units left where they are because the plain layout already has data for them. */
   kept: LayoutMove[];
+  /** Data-less directories of the plain layout that a move set aside (kept, not deleted). */
+  setAside: string[];
 }
 
 function entries(dir: string): string[] {
@@ -41,43 +43,84 @@ function isDirectory(file: string): boolean {
   }
 }
 
-/** True when `target` exists and holds a file anywhere below it (empty directories do not count). */
+/** What every session start creates, before any request: an empty index, not data. */
+const STARTUP_FILES = /^metadata\.sqlite(-shm|-wal|-journal)?$/;
+
+/**
+ * True when `target` exists and holds a file anywhere below it, other than the `metadata.sqlite`
+ * that any session creates on start (empty directories do not count either).
+ */
 export function holdsData(target: string): boolean {
   let stat;
   try {
-    stat = statSync(target);
+    stat = lstatSync(target);
   } catch {
     return false;
   }
-  if (!stat.isDirectory()) return true;
+  if (!stat.isDirectory()) return !STARTUP_FILES.test(path.basename(target));
   return entries(target).some((name) => holdsData(path.join(target, name)));
 }
 
 /**
- * Moves `from` to `to` without ever replacing anything: a missing destination is renamed into
- * place; an existing (empty) directory receives the entries one by one, so a process that holds it
- * open sees them. Returns the paths it could not move because something appeared there meanwhile.
+ * The units of a worker's legacy directory: each namespace of `do/` and `workflows/`, and every
+ * other resource directory as a whole (the Cache keeps its objects and their blobs in sibling
+ * directories, which must move together).
  */
-function moveWithoutReplacing(from: string, to: string): string[] {
-  if (!isDirectory(to)) {
-    try {
-      mkdirSync(path.dirname(to), { recursive: true });
-      renameSync(from, to);
-      return [];
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code !== "EEXIST" && code !== "ENOTEMPTY" && code !== "EISDIR") throw error;
-      if (!isDirectory(to)) return [from];
+function units(legacyDir: string): string[] {
+  return entries(legacyDir)
+    .filter((resource) => isDirectory(path.join(legacyDir, resource)))
+    .flatMap((resource) =>
+      PER_NAMESPACE.has(resource)
+        ? entries(path.join(legacyDir, resource))
+            .filter((name) => isDirectory(path.join(legacyDir, resource, name)))
+            .map((name) => `${resource}/${name}`)
+        : [resource],
+    );
+}
+
+/**
+ * Moves what an earlier version kept for `worker` under `.x-shared-storage/isolated/<worker>/` into
+ * plain wrangler's layout, one unit at a time, each by a single rename: a unit is wholly in one
+ * place or the other, and an interrupted move resumes on the next start. A unit moves only when
+ * the plain layout has no data for it; what is there without data (the empty index a plain start
+ * creates) is set aside under `.x-shared-storage/set-aside/`, never deleted. Otherwise both stay
+ * and the report names both. The caller holds the root's election lock.
+ */
+export function adoptLegacyLayout(paths: RootPaths, worker: string): LayoutReport {
+  const legacyDir = legacyIsolatedPathFor(paths, worker);
+  const report: LayoutReport = { legacyDir, moved: [], kept: [], setAside: [] };
+  for (const unit of units(legacyDir)) {
+    const move = { unit, from: path.join(legacyDir, unit), to: path.join(paths.persistRoot, unit) };
+    if (holdsData(move.to)) {
+      report.kept.push(move);
+      continue;
     }
+    if (exists(move.to)) {
+      const aside = path.join(
+        paths.stateDir,
+        "set-aside",
+        `${unit.replaceAll("/", "_")}-${Date.now()}`,
+      );
+      mkdirSync(path.dirname(aside), { recursive: true });
+      renameSync(move.to, aside);
+      report.setAside.push(aside);
+    }
+    mkdirSync(path.dirname(move.to), { recursive: true });
+    renameSync(move.from, move.to);
+    report.moved.push(move);
   }
-  if (!isDirectory(from)) return [from];
-  const left = entries(from).flatMap((name) => {
-    const target = path.join(to, name);
-    if (holdsData(target) && !isDirectory(target)) return [path.join(from, name)];
-    return moveWithoutReplacing(path.join(from, name), target);
-  });
-  removeEmptyDirs(from);
-  return left;
+  removeEmptyDirs(legacyDir);
+  removeEmptyDirs(paths.isolatedDir);
+  return report;
+}
+
+function exists(file: string): boolean {
+  try {
+    lstatSync(file);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** Removes `dir` and the directories below it that hold no file; keeps everything else. */
@@ -89,52 +132,6 @@ function removeEmptyDirs(dir: string): void {
   } catch {
     // not empty: something is left here on purpose
   }
-}
-
-/**
- * The units of a worker's legacy directory: each namespace of `do/` and `workflows/`, and every
- * other resource directory as a whole (the Cache keeps its objects and their blobs in sibling
- * directories, which must move together).
- */
-function units(legacyDir: string): { unit: string; parts: string[] }[] {
-  return entries(legacyDir)
-    .filter((resource) => isDirectory(path.join(legacyDir, resource)))
-    .flatMap((resource) => {
-      const names = entries(path.join(legacyDir, resource));
-      if (PER_NAMESPACE.has(resource))
-        return names.map((name) => ({
-          unit: `${resource}/${name}`,
-          parts: [`${resource}/${name}`],
-        }));
-      return names.length === 0
-        ? []
-        : [{ unit: resource, parts: names.map((name) => `${resource}/${name}`) }];
-    });
-}
-
-/**
- * Moves what an earlier version kept for `worker` under `.x-shared-storage/isolated/<worker>/` into
- * plain wrangler's layout. A unit moves only when the plain layout has no data for it; otherwise
- * both stay and the report names both. Nothing is ever overwritten or deleted, except directories
- * left empty by the move.
- */
-export function adoptLegacyLayout(paths: RootPaths, worker: string): LayoutReport {
-  const legacyDir = legacyIsolatedPathFor(paths, worker);
-  const report: LayoutReport = { legacyDir, moved: [], kept: [] };
-  for (const { unit, parts } of units(legacyDir)) {
-    const move = { unit, from: path.join(legacyDir, unit), to: path.join(paths.persistRoot, unit) };
-    if (parts.some((part) => holdsData(path.join(paths.persistRoot, part)))) {
-      report.kept.push(move);
-      continue;
-    }
-    const left = parts.flatMap((part) =>
-      moveWithoutReplacing(path.join(legacyDir, part), path.join(paths.persistRoot, part)),
-    );
-    (left.length === 0 ? report.moved : report.kept).push(move);
-  }
-  removeEmptyDirs(legacyDir);
-  removeEmptyDirs(paths.isolatedDir);
-  return report;
 }
 
 export interface SessionLike {

@@ -4,7 +4,7 @@
 // there is no standby (or it does not take over within its priority window), the sessions elect
 // one of them (the spawn lock) to reclaim what the owner left and start a new owner. No session
 // ever serves storage itself: however long a failover takes, the candidate stays the oldest.
-import { liveness } from "../process-info.js";
+import { liveness, waitUntilGone } from "../process-info.js";
 import { type OwnerRecord, readOwner, type RootPaths } from "../records.js";
 import {
   assessOwnerNow,
@@ -99,9 +99,12 @@ async function recover(
           if (!announced)
             say(`storage owner pid ${dead.pid} is gone; this session takes over the election`);
           announced = true;
-          if (record) reclaimDeadOwner(paths, registryPath, record);
-          const pid = spawnOwner(paths, registryPath);
-          say(`started storage owner pid ${pid} (log: ${paths.ownerLog})`);
+          const killed = record ? reclaimDeadOwner(paths, registryPath, record).killed : [];
+          // Its workerd must have let go of the files before a new owner may open them.
+          if (await waitUntilGone(killed)) {
+            const pid = spawnOwner(paths, registryPath);
+            say(`started storage owner pid ${pid} (log: ${paths.ownerLog})`);
+          }
         }
       } finally {
         lock.release();

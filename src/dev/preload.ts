@@ -28,6 +28,7 @@ import {
   rootPaths,
   type RootPaths,
 } from "../records.js";
+import { acquireSpawnLockSync } from "../owner/spawn-lock.js";
 import { adoptLegacyLayout, severalSessionsOf, severalSessionsWarning } from "./continuity.js";
 import { watchOwner } from "./failover.js";
 import { SESSION_ENV } from "./shared-storage.js";
@@ -114,11 +115,12 @@ function checkLayout(paths: RootPaths, worker: string): void {
   if (several.length > 0) say(`⚠ ${severalSessionsWarning(worker, pids, paths.persistRoot)}`);
   const legacyDir = legacyIsolatedPathFor(paths, worker);
   if (!existsSync(legacyDir)) return;
-  if (several.length > 0) {
-    say(
-      `not moving ${legacyDir} into ${paths.persistRoot} while another session of "${worker}" runs; ` +
-        `the next session of "${worker}" that runs alone moves it`,
-    );
+  // Under the election lock: sessions of this version never open the legacy directory, and one
+  // that starts meanwhile builds its Miniflare only after its own check, so nothing of ours holds
+  // what moves.
+  const release = acquireSpawnLockSync(paths, 10_000);
+  if (!release) {
+    say(`not moving ${legacyDir} now: the election lock stays held; the next session moves it`);
     return;
   }
   let report;
@@ -127,15 +129,20 @@ function checkLayout(paths: RootPaths, worker: string): void {
   } catch (error) {
     fail(
       `cannot move ${legacyDir} into ${paths.persistRoot}: ${(error as Error).message}. ` +
-        `Nothing was overwritten or deleted: what moved is under the root, the rest is still in ` +
-        `${legacyDir}. Fix the cause and start the session again.`,
+        `Nothing was overwritten or deleted; each part moves whole or not at all, so starting ` +
+        `the session again after fixing the cause finishes the move.`,
     );
+  } finally {
+    release();
   }
   if (report.moved.length > 0) {
     say(
       `moved "${worker}"'s ${report.moved.map((m) => m.unit).join(", ")} from ${legacyDir} to ` +
         `${paths.persistRoot} (once): Durable Objects, Cache and Workflows now live where plain ` +
-        `wrangler keeps them, so turning --x-shared-storage on or off shows the same data`,
+        `wrangler keeps them, so turning --x-shared-storage on or off shows the same data` +
+        (report.setAside.length
+          ? ` (empty indexes found there were set aside: ${report.setAside.join(", ")})`
+          : ""),
     );
   }
   for (const kept of report.kept) {

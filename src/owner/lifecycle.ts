@@ -24,6 +24,7 @@ import {
   type ProcessIdentity,
   readStartTime,
   signalIfOurs,
+  waitUntilGoneSync,
 } from "../process-info.js";
 import { keepFresh, oursIsOldest, ownerCandidateFile } from "../storage-candidate.js";
 import { deadInstanceDirs, releaseStartupLocks } from "./instance.js";
@@ -399,6 +400,12 @@ export function electionStep(
       if (state !== "dead")
         return { kind: "wait", reason: `owner pid ${again.value.pid} is ${state}` };
       const report = reclaimDeadOwner(paths, registryPath, again.value);
+      // Its workerd must have let go of the files before a new owner may open them.
+      if (!waitUntilGoneSync(report.killed))
+        return {
+          kind: "wait",
+          reason: `workerd ${report.killed.map((w) => w.pid).join(", ")} of dead owner pid ${again.value.pid} has not exited yet`,
+        };
       notes.push(
         `reclaimed dead owner pid ${again.value.pid}` +
           (report.killed.length

@@ -80,3 +80,14 @@ export function tryAcquireSpawnLock(paths: RootPaths): LockAttempt {
   }
   return { heldBy: "another process (contended)", reclaimed };
 }
+
+/** Waits (synchronously, bounded) for the lock; for the preload, which runs before wrangler's Miniflare. */
+export function acquireSpawnLockSync(paths: RootPaths, timeoutMs: number): Release | undefined {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const lock = tryAcquireSpawnLock(paths);
+    if (lock.release) return lock.release;
+    if (Date.now() > deadline) return undefined;
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  }
+}

@@ -148,11 +148,22 @@ async function stopOne(
       if (ownerPid(paths) === standby.pid) break;
       await sleep(50);
     }
-    if (ownerPid(paths) === standby.pid) {
-      console.log(`Its standby pid ${standby.pid} took over for a session that arrived meanwhile.`);
-    } else {
-      if (!gone(standby)) killIdentities([standby, ...ownerLeftovers(standby)]);
-      console.log(`Stopped its standby pid ${standby.pid}.`);
+    // Decide under the election lock: a promotion holds it from its first step to its record.
+    const lock = await lockWithin(paths, 5000);
+    try {
+      const current = readStandby(paths);
+      const promoting =
+        ownerPid(paths) === standby.pid || !(current?.ok && current.value.pid === standby.pid);
+      if (promoting && !gone(standby)) {
+        console.log(
+          `Its standby pid ${standby.pid} took over for a session that arrived meanwhile.`,
+        );
+      } else {
+        if (lock && !gone(standby)) killIdentities([standby, ...ownerLeftovers(standby)]);
+        console.log(`Stopped its standby pid ${standby.pid}.`);
+      }
+    } finally {
+      lock?.();
     }
   }
   return true;
@@ -173,19 +184,27 @@ async function reclaimUnderLock(
   registryPath: string,
   killed: OwnerRecord,
 ): Promise<void> {
-  const deadline = Date.now() + 5000;
-  let lock = tryAcquireSpawnLock(paths);
-  while (!lock.release && Date.now() < deadline) {
-    await sleep(50);
-    lock = tryAcquireSpawnLock(paths);
-  }
-  if (!lock.release) return; // the election in progress reclaims it
+  const release = await lockWithin(paths, 5000);
+  if (!release) return; // the election in progress reclaims it
   try {
     if (ownerPid(paths) !== killed.pid) return; // a successor already took over
     const sessions = listClients(paths).filter((c) => c.record.ok && isAlive(c.record.value));
     reclaimDeadOwner(paths, registryPath, killed, { withdrawCandidate: sessions.length === 0 });
   } finally {
-    lock.release();
+    release();
+  }
+}
+
+async function lockWithin(
+  paths: ReturnType<typeof rootPaths>,
+  timeoutMs: number,
+): Promise<(() => void) | undefined> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const lock = tryAcquireSpawnLock(paths);
+    if (lock.release) return lock.release;
+    if (Date.now() > deadline) return undefined;
+    await sleep(50);
   }
 }
 
