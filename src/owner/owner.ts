@@ -77,8 +77,6 @@ export async function runOwner(proc: OwnerProcess): Promise<void> {
   proc.log(
     `starting for ${proc.persistRoot} (registry ${proc.registryPath}; process up ${Math.round(process.uptime() * 1000)} ms)`,
   );
-  // The standby boots in parallel, so a crash in our first seconds finds it (nearly) ready.
-  ensureStandby(proc);
   proc.instance = await startInstance(proc.paths, proc.identity);
   serve(proc, proc.instance);
 }
@@ -139,8 +137,10 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
     });
   }, HEARTBEAT_INTERVAL_MS);
   watchClients(proc);
-  // A promoted standby starts its own successor at once: a second crash soon after the first
-  // must find one booting, not wait for a heartbeat.
+  // The standby starts as soon as we serve (a promoted standby: its own successor at once), so a
+  // crash in our first seconds, or soon after a failover, finds one booting. It loads its code
+  // now and boots its workerd once the first session's is up (standby.ts), out of the way of
+  // our own start and of that session's.
   proc.step("standby", () => ensureStandby(proc));
 }
 

@@ -6,7 +6,8 @@
 // It learns of the owner's death from a lifeline: its stdin is a pipe from the owner, which the
 // kernel closes the instant the owner exits. The owner's pid + start time stay the authority (a
 // stopped owner keeps the pipe open and is never replaced); a slow poll is the fallback.
-import { versions } from "../environment.js";
+import { MINIFLARE_ENTRY, requireFromWrangler, versions } from "../environment.js";
+import { ownerCandidateName, storageCandidates } from "../storage-candidate.js";
 import { isAlive, type ProcessIdentity, waitUntilGone } from "../process-info.js";
 import {
   readOwner,
@@ -84,6 +85,7 @@ export async function runStandby(proc: OwnerProcess): Promise<void> {
   process.stdin.once("end", onLifelineClosed).once("error", onLifelineClosed).resume();
   const poll = setInterval(() => proc.step("owner check", check), FALLBACK_POLL_MS);
 
+  await untilNeeded(proc, backed);
   instance = proc.instance = await startInstance(proc.paths, proc.identity);
   const ready = instance;
   const recordReady = () =>
@@ -97,6 +99,31 @@ export async function runStandby(proc: OwnerProcess): Promise<void> {
   ready.onRestart = () => proc.step("workerd restart", recordReady);
   proc.log(`ready to take over from owner pid ${backed.pid} (at ${ready.address.debugAddress})`);
   check(); // the owner may have died while we booted
+}
+
+/** A standby booting at the same moment as the owner would compete with it (CPU, miniflare's startup lock) and slow the first session's start. */
+const BOOT_AFTER_SERVING_MS = 5000;
+
+/**
+ * Waits, with node and miniflare's code already loaded, until the standby is needed: the owner
+ * serves and the first session's workerd is up (its storage candidate appears), or 5 s after the
+ * owner serves, or at once when the owner dies.
+ */
+async function untilNeeded(proc: OwnerProcess, backed: ProcessIdentity): Promise<void> {
+  requireFromWrangler(MINIFLARE_ENTRY);
+  const ours = ownerCandidateName(proc.persistRoot);
+  for (;;) {
+    if (!isAlive(backed)) return;
+    const owner = readOwner(proc.paths);
+    if (owner?.ok && owner.value.pid === backed.pid && owner.value.phase === "running") {
+      const sessionUp = storageCandidates(proc.registryPath, proc.persistRoot).some(
+        (c) => c.name !== ours,
+      );
+      if (sessionUp || Date.now() - Date.parse(owner.value.startedAt) > BOOT_AFTER_SERVING_MS)
+        return;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
 }
 
 /** The owner we back is gone and clients remain: reclaim what it left and serve in its place. */
