@@ -185,10 +185,10 @@ describe("an owner killed 1 s after the sessions are ready", () => {
   const sandbox = new Sandbox();
   afterAll(() => sandbox.cleanup());
 
-  it("fails over to the standby it started beside itself, without two holders", async () => {
+  it("fails over to the standby it started when it began to serve, without two holders", async () => {
     const sessions = await Promise.all(WORKERS.map((w) => sandbox.startSession(w)));
     const owner = sandbox.owner()!;
-    // Started with the owner; ready or not, it is the one that must take over.
+    // Started when the owner began to serve; ready or not, it is the one that must take over.
     const standby = inspectRoot(sandbox.persistRoot).standby;
     expect(standby?.backs).toBe(owner.pid);
     const sampler = sampleHolders(sandbox.persistRoot, 25);
