@@ -19,6 +19,7 @@ import {
   REPO,
   Sandbox,
   type Session,
+  cleanUpOnSignal,
   sleep,
   waitFor,
 } from "../harness/sandbox.js";
@@ -537,6 +538,7 @@ function ratio(a: number | undefined, b: number | undefined): string {
 }
 
 async function main(): Promise<void> {
+  cleanUpOnSignal();
   const startedAt = Date.now();
   log(`mode ${mode}: ${JSON.stringify(SIZES)}`);
   const correctnessBy: Partial<Record<Contender, Awaited<ReturnType<typeof correctness>>>> = {};

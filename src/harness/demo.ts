@@ -2,7 +2,7 @@
 // to the same D1 database, KV namespace and R2 bucket at once; then who owns what, then a
 // clean stop. `--short` (used by the test suite) writes less.
 import { ownerGone } from "../owner/lifecycle.js";
-import { getJson, post, Sandbox, type Session, waitFor } from "./sandbox.js";
+import { cleanUpOnSignal, getJson, post, Sandbox, type Session, waitFor } from "./sandbox.js";
 
 const short = process.argv.includes("--short");
 const INSERTS = short ? 20 : 100;
@@ -10,6 +10,7 @@ const step = (message: string) => console.log(`\n▶ ${message}`);
 const info = (message: string) => console.log(`  ${message}`);
 
 async function main(): Promise<void> {
+  cleanUpOnSignal(); // Ctrl-C leaves nothing running
   // Short timings so the owner's exit is visible; the defaults are 5 s grace and 2 s idle.
   const sandbox = new Sandbox({ graceMs: 2000, idleMs: 1000 });
   let sessions: Session[] = [];

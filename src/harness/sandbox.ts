@@ -83,7 +83,11 @@ export class Sandbox {
   private readonly sessions: Session[] = [];
   private readonly owners = new Set<number>();
 
+  /** Sandboxes not yet cleaned up, for `cleanUpOnSignal`. */
+  static readonly live = new Set<Sandbox>();
+
   constructor(options: SandboxOptions = {}) {
+    Sandbox.live.add(this);
     this.dir = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-"));
     this.project = path.join(this.dir, "project");
     cpSync(path.join(REPO, "templates"), this.project, {
@@ -150,9 +154,16 @@ export class Sandbox {
     let stderr = "";
     child.stdout!.on("data", (d) => (stdout += d));
     child.stderr!.on("data", (d) => (stderr += d));
-    const timer = setTimeout(() => killGroup(child.pid!, "SIGKILL"), options.timeoutMs ?? 120_000);
+    // SIGTERM first: a child that started sandboxes of its own (the bench) cleans them up; then
+    // SIGKILL of its group.
+    let hardKill: NodeJS.Timeout | undefined;
+    const timer = setTimeout(() => {
+      killGroup(child.pid!, "SIGTERM");
+      hardKill = setTimeout(() => killGroup(child.pid!, "SIGKILL"), 20_000);
+    }, options.timeoutMs ?? 120_000);
     const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
     clearTimeout(timer);
+    clearTimeout(hardKill);
     this.rememberOwner();
     return { code, stdout, stderr, ms: Date.now() - started };
   }
@@ -294,6 +305,7 @@ export class Sandbox {
   }
 
   async cleanup(): Promise<void> {
+    Sandbox.live.delete(this);
     // Kill in a loop: an owner killed now may have just started a standby.
     await waitFor(
       "no process of this test left",
@@ -381,4 +393,18 @@ export async function getJson<T>(url: string): Promise<T> {
   const response = await fetch(url);
   if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
   return (await response.json()) as T;
+}
+
+/**
+ * For programs that start sandboxes (the bench, the demo): on SIGTERM or SIGINT, clean up every
+ * live sandbox (its sessions are detached process groups that would outlive us) and exit.
+ */
+export function cleanUpOnSignal(): void {
+  for (const signal of ["SIGTERM", "SIGINT"] as const) {
+    process.once(signal, () => {
+      void Promise.allSettled([...Sandbox.live].map((sandbox) => sandbox.cleanup())).finally(() =>
+        process.exit(signal === "SIGTERM" ? 143 : 130),
+      );
+    });
+  }
 }
