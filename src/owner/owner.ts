@@ -7,11 +7,14 @@ import {
   HEARTBEAT_INTERVAL_MS,
   type OwnerRecord,
   pointerPath,
+  type PointerRecord,
   readOwner,
+  readRecord,
   readStandby,
   removeFile,
   SCHEMA_VERSION,
   type StandbyRecord,
+  validatePointer,
   writeRecordAtomic,
 } from "../records.js";
 import * as candidate from "../storage-candidate.js";
@@ -144,8 +147,12 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
   proc.step("standby", () => ensureStandby(proc));
 }
 
+/** Writes the registry pointer unless it already names us (a reclaim may have removed it). */
 function writePointer(proc: OwnerProcess): void {
-  writeRecordAtomic(pointerPath(proc.registryPath, proc.persistRoot), {
+  const file = pointerPath(proc.registryPath, proc.persistRoot);
+  const current = readRecord<PointerRecord>(file, validatePointer);
+  if (current?.ok && current.value.ownerPid === proc.identity.pid) return;
+  writeRecordAtomic(file, {
     schema: SCHEMA_VERSION,
     persistRoot: proc.persistRoot,
     ownerPid: proc.identity.pid,
