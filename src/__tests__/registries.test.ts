@@ -134,3 +134,45 @@ describe.each(settings)("dev registry chosen by $name", (setting) => {
     expect(results.every((r) => r.ok)).toBe(true);
   });
 });
+
+describe("a session of another dev registry while no owner is alive", () => {
+  const sandbox = new Sandbox();
+  afterAll(() => sandbox.cleanup());
+
+  it("is refused because live sessions found the root through another registry", async () => {
+    const sessions = await Promise.all(["api", "jobs"].map((w) => sandbox.startSession(w)));
+    const owner = sandbox.owner()!;
+    const standby = await waitFor(
+      "the standby",
+      () => inspectRoot(sandbox.persistRoot).standby ?? undefined,
+      30_000,
+    );
+    // The sessions cannot elect while stopped; the owner and its standby are gone.
+    for (const s of sessions) killGroup(s.pid, "SIGSTOP");
+    try {
+      killGroup(standby.pid, "SIGKILL");
+      killGroup(owner.pid, "SIGKILL");
+      await waitFor("the owner to be dead", () => liveness(owner) !== "alive", 10_000);
+      const other = path.join(sandbox.dir, "another-registry");
+      const stray = await sandbox.startSession("admin", {
+        env: { WRANGLER_REGISTRY_PATH: other },
+        wait: false,
+      });
+      expect(await stray.exited).not.toBe(0);
+      expect(stray.output()).toContain(`use the dev registry ${sandbox.registry}`);
+      expect(stray.output()).toContain(other);
+      expect(existsSync(path.join(other, ownerCandidateName(sandbox.persistRoot)))).toBe(false);
+    } finally {
+      for (const s of sessions) killGroup(s.pid, "SIGCONT");
+    }
+    // Resumed, the sessions elect a new owner through their own registry and write again.
+    await waitFor(
+      "the sessions to write again",
+      async () =>
+        (await Promise.all(sessions.map((s) => post(s.url("/d1/insert?who=back"))))).every(
+          (r) => r.ok,
+        ),
+      30_000,
+    );
+  });
+});
