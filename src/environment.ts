@@ -46,9 +46,26 @@ export const WRANGLER_CLI = path.join(
 );
 export const WRANGLER_BIN = path.join(path.dirname(WRANGLER_PACKAGE_JSON), "bin", "wrangler.js");
 
-/** That wrangler's own copy of miniflare: the owner must run exactly the code the sessions run. */
+/**
+ * The miniflare file a session actually runs, set by the session (the preload or the register)
+ * when its first persisting Miniflare is built, and inherited by the owner and its standby: a vite
+ * session runs @cloudflare/vite-plugin's miniflare, not wrangler's.
+ */
+export const MINIFLARE_ENTRY_ENV = "WRANGLER_X_MINIFLARE_ENTRY";
+
 export const requireFromWrangler = createRequire(WRANGLER_PACKAGE_JSON);
-export const MINIFLARE_ENTRY = requireFromWrangler.resolve("miniflare");
+/** That wrangler's own copy of miniflare. */
+export const WRANGLER_MINIFLARE_ENTRY = requireFromWrangler.resolve("miniflare");
+/**
+ * The copy of miniflare this process runs: the owner must run exactly the code the sessions run.
+ * Read once, when this module loads (the owner's env names the session's copy).
+ */
+export const MINIFLARE_ENTRY = miniflareEntry();
+
+/** The session's miniflare file: WRANGLER_X_MINIFLARE_ENTRY once set, else wrangler's own. */
+export function miniflareEntry(env: NodeJS.ProcessEnv = process.env): string {
+  return env[MINIFLARE_ENTRY_ENV] || WRANGLER_MINIFLARE_ENTRY;
+}
 
 function packageVersion(packageJson: string): string {
   try {
@@ -68,29 +85,41 @@ function findPackageJson(entry: string, name: string): string | undefined {
   return undefined;
 }
 
-let cachedVersions: Versions | undefined;
+const cachedVersions = new Map<string, Versions>();
+/** The versions of the miniflare copy this process runs (`miniflareEntry()`), and its workerd. */
 export function versions(): Versions {
-  if (cachedVersions) return cachedVersions;
-  const miniflareJson = findPackageJson(MINIFLARE_ENTRY, "miniflare");
+  const entry = miniflareEntry();
+  const cached = cachedVersions.get(entry);
+  if (cached) return cached;
+  const miniflareJson = findPackageJson(entry, "miniflare");
   let workerd = "unknown";
   try {
-    workerd = packageVersion(
-      createRequire(miniflareJson ?? MINIFLARE_ENTRY).resolve("workerd/package.json"),
-    );
+    workerd = packageVersion(createRequire(miniflareJson ?? entry).resolve("workerd/package.json"));
   } catch {
     // workerd resolves from miniflare in every supported layout; "unknown" only labels output.
   }
-  cachedVersions = {
+  const found: Versions = {
     package: packageVersion(path.join(PACKAGE_ROOT, "package.json")),
     wrangler: packageVersion(WRANGLER_PACKAGE_JSON),
     miniflare: miniflareJson ? packageVersion(miniflareJson) : "unknown",
     workerd,
   };
-  return cachedVersions;
+  cachedVersions.set(entry, found);
+  return found;
 }
 
+/**
+ * Whether a session may use an owner. Only this package's version must match: it defines every
+ * record, the election and the candidate handling. miniflare and workerd may differ: sessions reach
+ * the owner through miniflare's storage candidate and workerd's debug port, which
+ * @cloudflare/vite-plugin 1.64.0's miniflare (5.20261012.0-beta) and wrangler 4.164.0's
+ * (5.20261117.0-beta) both speak, in both directions (src/__tests__/register.test.ts: vite sessions,
+ * a wrangler session and a getPlatformProxy() script on one owner, 0 failed inserts, one holder).
+ * The files are opened by the owner alone, whichever version it runs, as plain wrangler opens a
+ * persist directory that an older or newer wrangler wrote.
+ */
 export function sameVersions(a: Versions, b: Versions): boolean {
-  return a.package === b.package && a.miniflare === b.miniflare && a.workerd === b.workerd;
+  return a.package === b.package;
 }
 
 function isDirectory(dir: string): boolean {

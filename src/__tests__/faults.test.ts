@@ -197,7 +197,7 @@ describe("an owner and sessions of another version", () => {
   afterAll(() => sandbox.cleanup());
 
   it("do not keep each other alive: an owner counts only sessions of its own version", async () => {
-    const other = fakeClient(sandbox, { miniflare: "0.0.0-other" });
+    const other = fakeClient(sandbox, { package: "0.0.0-other" });
     try {
       // A session of our version starts the owner, then leaves; the other version's stays.
       const session = await sandbox.startSession("api");

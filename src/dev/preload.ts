@@ -1,20 +1,28 @@
-// Preloaded (`node --require preload-entry.cjs`) into the real wrangler's process when
-// --x-shared-storage is on.
-// wrangler builds every Miniflare as `new miniflare.Miniflare(convertV4MiniflareOptions(o))` and
-// later calls `setOptions`. We swap the module's exports for a copy whose Miniflare turns on
-// shared storage for instances that persist; before the first one starts, this session
-// registers its presence and makes sure the root's dedicated owner serves.
+// Shared storage inside a session's own process: every Miniflare that persists is built with
+// `unsafeEnableSharedStorage` against the root's dedicated owner. `sharedStorageModule` installs
+// our Miniflare subclass into a miniflare module object (any copy, any version that can share);
+// two entries use it:
+// - `preload-entry.cjs` (`node --require`, started by our `wrangler` when --x-shared-storage is
+//   on): wrangler builds every Miniflare as `new miniflare.Miniflare(convertV4MiniflareOptions(o))`
+//   and later calls `setOptions`; `installForWrangler` swaps the exports of wrangler's miniflare in
+//   the CommonJS cache before wrangler's bundle requires it.
+// - `register.cjs` (`NODE_OPTIONS="--require shared-storage-wrangler/register"`): hooks the
+//   CommonJS loader, so that whichever miniflare copy a process loads, ESM or CommonJS, gets ours.
+// Before the first persisting instance starts, this session registers its presence and makes sure
+// the root's dedicated owner serves.
 import { existsSync, mkdirSync, realpathSync } from "node:fs";
 import type * as MiniflareModule from "miniflare";
 import { onExit } from "signal-exit";
 import {
   MINIFLARE_ENTRY,
+  MINIFLARE_ENTRY_ENV,
   requireFromWrangler,
   resolveRegistryPath,
   versions,
   WRANGLER_PACKAGE_JSON,
 } from "../environment.js";
 import {
+  describeVersions,
   ensureOwnerSync,
   OwnerElectionError,
   registryMismatch,
@@ -153,22 +161,37 @@ function checkLayout(paths: RootPaths, worker: string): void {
   }
 }
 
-/** The session's own worker: the first with a name (miniflare 5 keeps it at `config.name`). */
+/**
+ * The session's own worker: the first with a name (miniflare 5 keeps it at `config.name`), past
+ * helpers such as @cloudflare/vite-plugin's `__router-worker__`.
+ */
 function workerName(options: MiniflareOptions): string {
-  for (const worker of options.workers as { config?: { name?: string } }[]) {
-    if (worker.config?.name) return worker.config.name;
-  }
-  return "worker";
+  const names = (options.workers as { config?: { name?: string } }[]).flatMap((worker) =>
+    worker.config?.name ? [worker.config.name] : [],
+  );
+  return names.find((name) => !/^__.*__$/.test(name)) ?? names[0] ?? "worker";
 }
 
-function prepare(real: typeof MiniflareModule, options: MiniflareOptions): MiniflareOptions {
+/** A miniflare module as loaded, with what we detect on it. */
+interface Copy {
+  real: typeof MiniflareModule;
+  /** The module's file: the owner must load this same copy. */
+  entry: string;
+  /** The options this miniflare knows: features are detected, versions not compared. */
+  knownOptions: Set<string>;
+}
+
+function prepare(copy: Copy, options: MiniflareOptions): MiniflareOptions {
   if (options.resourcePersistencePath === undefined) {
     if (typeof options.port === "number" && options.port > 0) presencePort ??= options.port;
     return options;
   }
+  bindCopy(copy);
+  const { real, knownOptions } = copy;
   const worker = workerName(options);
   const persistRoot = canonical(options.resourcePersistencePath);
-  // Older miniflare (wrangler 4.126.0's) has no resolveDevRegistryPath: it takes the path as given.
+  // Older miniflare (wrangler 4.126.0's, @cloudflare/vite-plugin 1.64.0's) has no
+  // resolveDevRegistryPath: it takes the path as given.
   const given = options.unsafeDevRegistryPath ?? resolveRegistryPath();
   const registryPath = real.resolveDevRegistryPath?.(given) ?? given;
   // Bench only (upstreamOnly): miniflare's own election, the oldest session owns storage.
@@ -186,35 +209,95 @@ function prepare(real: typeof MiniflareModule, options: MiniflareOptions): Minif
   };
 }
 
-/** The options this miniflare knows: features are detected, versions not compared. */
-let knownOptions = new Set<string>();
+/**
+ * The first persisting Miniflare decides which copy of miniflare this session shares with: its
+ * owner (which inherits WRANGLER_X_MINIFLARE_ENTRY) loads that file, and `versions()` reports it.
+ * A second copy of another version in the same process cannot share through the same owner.
+ */
+function bindCopy(copy: Copy): void {
+  const bound = process.env[MINIFLARE_ENTRY_ENV];
+  if (!bound) {
+    process.env[MINIFLARE_ENTRY_ENV] = copy.entry;
+    return;
+  }
+  if (bound === copy.entry) return;
+  const first = versions();
+  process.env[MINIFLARE_ENTRY_ENV] = copy.entry;
+  const second = versions();
+  process.env[MINIFLARE_ENTRY_ENV] = bound;
+  if (first.miniflare !== second.miniflare || first.workerd !== second.workerd) {
+    fail(
+      `this process builds persisting Miniflares from two copies of miniflare, ${bound} (${describeVersions(first)}) ` +
+        `and ${copy.entry} (${describeVersions(second)}); one process shares storage through one of them. ` +
+        `Make the process load one miniflare (npm dedupe, or the same version in both places).`,
+    );
+  }
+}
 
-function install(): void {
+/** Unsupported: this miniflare cannot share storage. */
+function lacksSharedStorage(copy: Copy): boolean {
+  return !copy.knownOptions.has("unsafeEnableSharedStorage");
+}
+
+const MARK = Symbol.for("shared-storage-wrangler.miniflare");
+const installed = new WeakMap<object, typeof MiniflareModule>();
+
+/**
+ * `real` with our Miniflare in place of its own: every instance that persists shares storage.
+ * Idempotent (a module that is already ours, or whose copy exists, is returned as it is), so the
+ * preload and the register may both meet the same module.
+ */
+export function sharedStorageModule(
+  real: typeof MiniflareModule,
+  entry: string,
+): typeof MiniflareModule {
+  if ((real as unknown as Record<symbol, unknown>)[MARK]) return real;
+  const done = installed.get(real);
+  if (done) return done;
+  const schema = (real as { InstanceOptionsSchema?: { shape?: object } }).InstanceOptionsSchema;
+  const copy: Copy = { real, entry, knownOptions: new Set(Object.keys(schema?.shape ?? {})) };
+  class SharedStorageMiniflare extends real.Miniflare {
+    constructor(options: MiniflareOptions) {
+      super(prepareOrRefuse(copy, options));
+    }
+    override setOptions(options: MiniflareOptions): Promise<void> {
+      return super.setOptions(prepareOrRefuse(copy, options));
+    }
+  }
+  // miniflare's exports are non-configurable getters: build a copy with ours in place.
+  const descriptors = Object.getOwnPropertyDescriptors(real);
+  descriptors.Miniflare = { value: SharedStorageMiniflare, enumerable: true };
+  const ours = Object.defineProperties({}, descriptors) as typeof MiniflareModule;
+  Object.defineProperty(ours, MARK, { value: copy });
+  installed.set(real, ours);
+  return ours;
+}
+
+function prepareOrRefuse(copy: Copy, options: MiniflareOptions): MiniflareOptions {
+  if (options.resourcePersistencePath !== undefined && lacksSharedStorage(copy)) {
+    const version = (copy.real as { version?: string }).version;
+    fail(
+      `shared storage needs miniflare's unsafeEnableSharedStorage, which the miniflare this process runs ` +
+        `(${version ?? copy.entry}) does not have. Use a miniflare from wrangler 4.126.0 or later, ` +
+        `or remove shared-storage-wrangler/register from NODE_OPTIONS.`,
+    );
+  }
+  return prepare(copy, options);
+}
+
+/** The `--require` preload of our `wrangler`: wrangler's own miniflare, before wrangler loads it. */
+export function installForWrangler(): void {
   const real = requireFromWrangler(MINIFLARE_ENTRY) as typeof MiniflareModule;
   const schema = (real as { InstanceOptionsSchema?: { shape?: object } }).InstanceOptionsSchema;
-  knownOptions = new Set(Object.keys(schema?.shape ?? {}));
-  if (!knownOptions.has("unsafeEnableSharedStorage")) {
+  if (!Object.keys(schema?.shape ?? {}).includes("unsafeEnableSharedStorage")) {
     const { wrangler, miniflare } = versions();
     process.stderr.write(
       `✘ [ERROR] --x-shared-storage needs miniflare's unsafeEnableSharedStorage, which this project's wrangler ${wrangler} (miniflare ${miniflare}, ${WRANGLER_PACKAGE_JSON}) does not have. Use wrangler 4.126.0 or later, or drop --x-shared-storage.\n`,
     );
     process.exit(1);
   }
-  class SharedStorageMiniflare extends real.Miniflare {
-    constructor(options: MiniflareOptions) {
-      super(prepare(real, options));
-    }
-    override setOptions(options: MiniflareOptions): Promise<void> {
-      return super.setOptions(prepare(real, options));
-    }
-  }
-  // miniflare's exports are non-configurable getters: build a copy with ours in place and
-  // make it what every later `require("miniflare")` returns.
-  const descriptors = Object.getOwnPropertyDescriptors(real);
-  descriptors.Miniflare = { value: SharedStorageMiniflare, enumerable: true };
+  // Make ours what every later `require("miniflare")` of wrangler's returns.
   const cached = requireFromWrangler.cache[MINIFLARE_ENTRY];
   if (!cached) throw new Error(`miniflare was not loaded from ${MINIFLARE_ENTRY}`);
-  cached.exports = Object.defineProperties({}, descriptors);
+  cached.exports = sharedStorageModule(real, MINIFLARE_ENTRY);
 }
-
-install();

@@ -69,10 +69,16 @@ function installedVersion(dir: string): string | undefined {
 export function fixtureProject(
   wrangler: string,
   env: NodeJS.ProcessEnv,
-  options: { legacyPeerDeps?: boolean } = {},
+  options: { legacyPeerDeps?: boolean; devDependencies?: Record<string, string> } = {},
 ): FixtureProject {
   const ours = pack(env);
-  const dir = path.join(CACHE, `wrangler-${wrangler}`);
+  const extra = options.devDependencies ?? {};
+  const dir = path.join(
+    CACHE,
+    [`wrangler-${wrangler}`, ...Object.entries(extra).map(([n, v]) => `${n}-${v}`)]
+      .join("+")
+      .replace(/[@/]/g, "_"),
+  );
   const marker = path.join(dir, ".installed");
   const bin = path.join(dir, "node_modules", ".bin", "wrangler");
   if (existsSync(marker) && readFileSync(marker, "utf8") === ours.hash) {
@@ -85,7 +91,11 @@ export function fixtureProject(
     mkdirSync(dir, { recursive: true });
     writeFileSync(
       path.join(dir, "package.json"),
-      JSON.stringify({ name: "fixture", private: true, devDependencies: { wrangler } }),
+      JSON.stringify({
+        name: "fixture",
+        private: true,
+        devDependencies: { wrangler, ...extra },
+      }),
     );
     npm(["install", ...peers], dir, env);
   }

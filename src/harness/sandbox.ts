@@ -195,10 +195,27 @@ export class Sandbox {
       String(await freePort()),
       ...(options.extraArgs ?? []),
     ];
-    const child = spawn(NODE, args, {
+    return this.startProcess(worker, port, args, {
       cwd: this.workerDir(worker),
+      env: options.env,
+      wait: options.wait,
+    });
+  }
+
+  /**
+   * Any long-running node program that serves the example API on `port` (a `vite dev`, a script),
+   * in its own process group, killed with the sandbox.
+   */
+  async startProcess(
+    worker: string,
+    port: number,
+    args: string[],
+    options: { cwd: string; env?: NodeJS.ProcessEnv; wait?: boolean; stdin?: boolean },
+  ): Promise<Session> {
+    const child = spawn(NODE, args, {
+      cwd: options.cwd,
       env: { ...this.env, ...options.env },
-      stdio: ["ignore", "pipe", "pipe"],
+      stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"],
       detached: true,
     });
     this.groups.add(child.pid!);

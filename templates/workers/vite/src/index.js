@@ -1,0 +1,3 @@
+import { createHandler } from "../../shared/handler.js";
+
+export default createHandler("web");
