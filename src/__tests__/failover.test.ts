@@ -45,7 +45,9 @@ describe.each([
           "the standby to be ready",
           () => {
             const report = inspectRoot(sandbox.persistRoot);
-            return report.standby?.alive && report.standby.backs === dead.pid
+            return report.standby?.alive &&
+              report.standby.phase === "ready" &&
+              report.standby.backs === dead.pid
               ? report.standby.pid
               : undefined;
           },

@@ -49,8 +49,11 @@ describe("storage-owner with live sessions", () => {
   it("status --json shows one running owner, its standby and both clients", async () => {
     await waitFor(
       "the standby to be ready",
-      () => inspectRoot(sandbox.persistRoot).owner?.standby?.alive,
-      20_000,
+      () => {
+        const standby = inspectRoot(sandbox.persistRoot).owner?.standby;
+        return standby?.alive && standby.phase === "ready";
+      },
+      30_000,
     );
     const { code, stdout } = await cli("status", "--json");
     expect(code).toBe(0);

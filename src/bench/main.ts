@@ -367,11 +367,14 @@ async function latencyAndMemory(contender: Contender) {
     }
     const sessionRss = groupRssMiB(session!.pid);
     const owner = contender === "ours" ? sandbox.owner() : undefined;
-    // The owner's footprint includes its standby (a second node + workerd, started ~1 s after it).
+    // The owner's footprint includes its standby (a second node + workerd), once it is booted.
     const standby = owner
       ? await waitFor(
           "the standby to be ready",
-          () => inspectRoot(sandbox.persistRoot).owner?.standby ?? undefined,
+          () => {
+            const booted = inspectRoot(sandbox.persistRoot).owner?.standby;
+            return booted?.phase === "ready" ? booted : undefined;
+          },
           30_000,
         )
       : undefined;
