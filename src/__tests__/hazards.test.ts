@@ -301,24 +301,33 @@ describe("a failover slower than miniflare's 10 s candidate expiry", () => {
   });
 });
 
-describe("the owner's workerd killed alone", () => {
+describe.each([
+  ["with a ready standby, which takes over at once", true],
+  ["with WRANGLER_X_OWNER_STANDBY=0, where miniflare restarts it under the same owner", false],
+])("the owner's workerd killed alone, %s", (_, standby) => {
   const sandbox = new Sandbox();
+  if (!standby) sandbox.env.WRANGLER_X_OWNER_STANDBY = "0";
   afterAll(() => sandbox.cleanup());
 
-  it("is restarted by miniflare and served again through the same candidate by the same owner", async () => {
+  it("serves storage again through the same candidate, never with two holders", async () => {
     const sessions = await Promise.all(WORKERS.slice(0, 2).map((w) => sandbox.startSession(w)));
     const owner = sandbox.owner()!;
+    const successor = standby ? await readyStandby(sandbox, owner.pid) : undefined;
     const [workerd] = owner.workerd!;
     const sampler = sampleHolders(sandbox.persistRoot, 25);
     const load = steadyLoad(sessions, "workerd");
     await sleep(500);
     const killedAt = Date.now();
     process.kill(workerd!.pid, "SIGKILL");
-    const updated = await waitFor(
-      "the owner to record its new workerd",
+    const next = await waitFor(
+      "the owner record to name a new workerd",
       () => {
         const current = sandbox.owner();
-        return current && current.workerd?.[0]?.pid !== workerd!.pid ? current : undefined;
+        return current?.phase === "running" &&
+          isAlive(current) &&
+          current.workerd?.[0]?.pid !== workerd!.pid
+          ? current
+          : undefined;
       },
       20_000,
       20,
@@ -328,12 +337,18 @@ describe("the owner's workerd killed alone", () => {
     await sampler.stop();
     const window = failedWindow(load.results, killedAt);
     console.log(
-      `owner's workerd killed: ${window.failures} failed, last failure ${window.recoveredAfterMs} ms after the kill`,
+      `owner's workerd killed (standby ${standby ? "ready" : "off"}): ${window.failures} failed, last failure ${window.recoveredAfterMs} ms after the kill; owner pid ${next.pid} (was ${owner.pid})`,
     );
-    expect(updated.pid).toBe(owner.pid);
-    expect(updated.debugAddress).not.toBe(owner.debugAddress);
-    expect(window.recoveredAfterMs).toBeLessThan(3000); // the bench holds the 1 s goal
-    expectOnlyRecordedHolders(sampler.samples, [owner, updated]);
+    if (successor) {
+      expect(next.pid).toBe(successor.pid);
+      expect(liveness(owner)).not.toBe("alive");
+    } else {
+      expect(next.pid).toBe(owner.pid);
+      expect(next.debugAddress).not.toBe(owner.debugAddress);
+    }
+    // Bounds, not the goal (<= 1 s, in the bench): a handover is tens of ms, a restart ~1 s.
+    expect(window.recoveredAfterMs).toBeLessThan(standby ? 1500 : 5000);
+    expectOnlyRecordedHolders(sampler.samples, [owner, next]);
     await Promise.all(sessions.map((s) => sandbox.stopSession(s)));
   });
 });

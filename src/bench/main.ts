@@ -266,11 +266,36 @@ async function earlyCrash() {
     log(
       `ours: kill -9 1 s after ready: last failure ${window.recoveredAfterMs} ms after the kill, noticed after ${detectionMs} ms`,
     );
+
+    // Then the new owner's workerd alone (its own standby booted): storage back within 1 s?
+    const next = await waitFor(
+      "the new owner and its booted standby",
+      () => {
+        const record = sandbox.owner();
+        const standby = inspectRoot(sandbox.persistRoot).owner?.standby;
+        return record && record.pid !== owner.pid && standby?.phase === "ready"
+          ? record
+          : undefined;
+      },
+      30_000,
+    );
+    const workerdLoad = steadyLoad(sessions, "workerd");
+    await sleep(1000);
+    const workerdKilledAt = Date.now();
+    process.kill(next.workerd![0]!.pid, "SIGKILL");
+    await waitForCleanTraffic(workerdLoad, workerdKilledAt);
+    await workerdLoad.stop();
+    const workerdWindow = failedWindow(workerdLoad.results, workerdKilledAt);
+    log(`ours: owner's workerd killed: last failure ${workerdWindow.recoveredAfterMs} ms after`);
     return {
       failed: window.failures,
       windowMs: window.windowMs,
       recoveredAfterMs: window.recoveredAfterMs,
       detectionMs,
+      workerdKilled: {
+        failed: workerdWindow.failures,
+        recoveredAfterMs: workerdWindow.recoveredAfterMs,
+      },
     };
   } finally {
     await sandbox.cleanup();
@@ -622,6 +647,13 @@ async function main(): Promise<void> {
     "-",
     `${early.recoveredAfterMs} ms (${early.failed} failed)`,
     "goal ≤ 500 ms",
+  ]);
+  lines.push([
+    "owner's workerd killed alone (standby ready): last failure",
+    "n/a",
+    "-",
+    `${early.workerdKilled.recoveredAfterMs} ms (${early.workerdKilled.failed} failed)`,
+    "goal ≤ 1000 ms",
   ]);
   lines.push([
     "failover detection: owner death → standby notices",

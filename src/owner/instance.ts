@@ -19,6 +19,8 @@ export interface Instance {
   workerd: ProcessIdentity[];
   /** Called after miniflare restarted a crashed workerd (new pid, new debug port). */
   onRestart?: () => void;
+  /** Called when miniflare reports that workerd crashed, before it restarts it. */
+  onCrash?: () => void;
   /** Where miniflare has no restart hook: notices a restart on the caller's heartbeat. */
   checkRestart(): void;
   dispose(): Promise<void>;
@@ -114,6 +116,14 @@ export async function startInstance(
   rmSync(dir, { recursive: true, force: true });
   mkdirSync(privateRegistry, { recursive: true });
   noteStartupLockTokens(dir);
+  let instance: Instance | undefined;
+  // miniflare says so in a warning when workerd crashes, before it queues the restart.
+  class CrashAwareLog extends miniflare.Log {
+    override warn(message: string): void {
+      super.warn(message);
+      if (/runtime crashed unexpectedly/i.test(message)) instance?.onCrash?.();
+    }
+  }
   const options = miniflare.convertV4MiniflareOptions({
     name: "x-shared-storage-owner",
     modules: true,
@@ -125,9 +135,8 @@ export async function startInstance(
     cf: false,
     resourcePersistencePath: persistRoot,
     unsafeDevRegistryPath: privateRegistry,
-    log: new miniflare.Log(miniflare.LogLevel.WARN),
+    log: new CrashAwareLog(miniflare.LogLevel.WARN),
   });
-  let instance: Instance | undefined;
   const restarted = () => {
     if (!instance) return;
     instance.address = readAddress(privateRegistry, persistRoot);

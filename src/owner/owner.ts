@@ -2,7 +2,7 @@
 // record (the lease: pid + start time) and the candidate fresh, keeps a standby booted, and exits
 // once no client session remains.
 import { ownerTimings, standbyEnabled, versions } from "../environment.js";
-import { isAlive, signalIfOurs } from "../process-info.js";
+import { childProcesses, isAlive, killIdentities, signalIfOurs } from "../process-info.js";
 import {
   HEARTBEAT_INTERVAL_MS,
   type OwnerRecord,
@@ -111,6 +111,15 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
       recordServing();
       proc.log(`workerd restarted; serving at ${instance.address.debugAddress}`);
     });
+  // A ready standby serves within tens of ms; miniflare's restart of our workerd takes ~1 s. So
+  // with one ready we exit at once (before miniflare restarts anything) and let it take over.
+  instance.onCrash = () => {
+    const standby = liveStandby(proc);
+    if (standby?.phase !== "ready") return; // miniflare restarts it; onRestart re-points the candidate
+    proc.log(`workerd crashed; handing over to ready standby pid ${standby.pid}`);
+    killIdentities(childProcesses(process.pid, "workerd"));
+    process.exit(1);
+  };
   proc.onExit(
     (reason, graceful) => beforeExit(proc, reason, graceful),
     () => afterDispose(proc),
