@@ -317,13 +317,7 @@ async function idleCost(contender: "plain" | "ours") {
   const sandbox = sandboxFor(contender);
   try {
     const sessions = await startSessions(sandbox, contender, 2, true);
-    if (contender === "ours") {
-      await waitFor(
-        "the standby to be ready",
-        () => inspectRoot(sandbox.persistRoot).owner?.standby?.phase === "ready",
-        30_000,
-      );
-    }
+    if (contender === "ours") await bootedStandby(sandbox);
     await sleep(2000); // let start-up work settle
     const processes = () => sandbox.leftovers();
     const before = new Map(processes().map((pid) => [pid, cpuTicks(pid)]));
@@ -361,6 +355,17 @@ async function countOf(session: Session, who: string): Promise<number> {
 }
 
 /** p50/p95 of single requests through one session, and the memory of what serves them. */
+function bootedStandby(sandbox: Sandbox) {
+  return waitFor(
+    "the standby to be ready",
+    () => {
+      const booted = inspectRoot(sandbox.persistRoot).owner?.standby;
+      return booted?.phase === "ready" ? booted : undefined;
+    },
+    30_000,
+  );
+}
+
 async function latencyAndMemory(contender: Contender) {
   const sandbox = sandboxFor(contender);
   try {
@@ -368,6 +373,10 @@ async function latencyAndMemory(contender: Contender) {
     // whose calls cross processes exactly as every session's calls to our owner do.
     const started = await startSessions(sandbox, contender, contender === "upstream" ? 2 : 1, true);
     const session = started[started.length - 1];
+    // Steady state, as a user works: our standby boots after the first session's workerd, so
+    // wait for it (and give every contender the same settling time) before measuring.
+    if (contender === "ours") await bootedStandby(sandbox);
+    await sleep(2000);
     const ops: Record<string, () => Promise<boolean>> = {
       "KV get": () => fetchOk(session!.url("/kv/bench"), "GET"),
       "KV put": () => fetchOk(session!.url("/kv/bench"), "PUT", "value"),
@@ -393,16 +402,7 @@ async function latencyAndMemory(contender: Contender) {
     const sessionRss = groupRssMiB(session!.pid);
     const owner = contender === "ours" ? sandbox.owner() : undefined;
     // The owner's footprint includes its standby (a second node + workerd), once it is booted.
-    const standby = owner
-      ? await waitFor(
-          "the standby to be ready",
-          () => {
-            const booted = inspectRoot(sandbox.persistRoot).owner?.standby;
-            return booted?.phase === "ready" ? booted : undefined;
-          },
-          30_000,
-        )
-      : undefined;
+    const standby = owner ? await bootedStandby(sandbox) : undefined;
     const ownerRss = owner
       ? groupRssMiB(owner.pid) + (standby?.alive ? groupRssMiB(standby.pid) : 0)
       : undefined;
