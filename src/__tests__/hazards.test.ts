@@ -10,7 +10,13 @@ import { versions } from "../environment.js";
 import { inspectRoot } from "../owner/inspect.js";
 import { ownerGone } from "../owner/lifecycle.js";
 import { commandLine, isAlive, liveness, readStartTime } from "../process-info.js";
-import { type OwnerRecord, readOwner, rootPaths, writeRecordAtomic } from "../records.js";
+import {
+  listClients,
+  type OwnerRecord,
+  readOwner,
+  rootPaths,
+  writeRecordAtomic,
+} from "../records.js";
 import { oursIsOldest, ownerCandidateFile } from "../storage-candidate.js";
 import {
   failedWindow,
@@ -412,7 +418,17 @@ describe("a stopped owner whose candidate went unrefreshed for over 10 s", () =>
       await sleep(11_000);
       const sampler = sampleHolders(sandbox.persistRoot, 25);
       const late = await sandbox.startSession("jobs", { wait: false });
-      await sleep(4000);
+      // Until its presence is written the stopped owner has no client, and would rightly idle
+      // out the moment it resumes: wait for the new session to be waiting on it.
+      await waitFor(
+        "the new session's presence",
+        () =>
+          listClients(rootPaths(sandbox.persistRoot)).some(
+            (c) => c.record.ok && c.record.value.worker === "jobs" && isAlive(c.record.value),
+          ),
+        60_000,
+      );
+      await sleep(2000);
       // wrangler may already listen and hold the request until its worker is ready: bound it.
       const waiting = await fetch(late.url("/whoami"), { signal: AbortSignal.timeout(1000) }).then(
         (r) => r.ok,
