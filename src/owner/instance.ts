@@ -3,7 +3,7 @@
 // sessions look: sessions reach it solely through the root's candidate that storage-candidate.ts
 // manages. miniflare therefore never withdraws or rewrites what sessions route through, not on
 // dispose and not when it restarts a crashed workerd.
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import type * as MiniflareModule from "miniflare";
@@ -76,7 +76,12 @@ export function releaseStartupLocks(paths: RootPaths, deadDirs: string[]): strin
   }
   for (const dir of deadDirs) {
     try {
-      if (readFileSync(path.join(dir, STARTUP_TOKEN), "utf8") === held) {
+      const token = path.join(dir, STARTUP_TOKEN);
+      // Killed between creating the lock and writing its token, it left the lock empty: ours if
+      // it noted a token just before, and it stays empty (a live writer fills it at once).
+      const emptyAfterUs =
+        held === "" && statSync(lock).mtimeMs >= statSync(token).mtimeMs && stillEmpty(lock);
+      if (readFileSync(token, "utf8") === held || emptyAfterUs) {
         rmSync(lock, { force: true });
         return lock;
       }
@@ -85,6 +90,15 @@ export function releaseStartupLocks(paths: RootPaths, deadDirs: string[]): strin
     }
   }
   return undefined;
+}
+
+function stillEmpty(file: string): boolean {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  try {
+    return readFileSync(file, "utf8") === "";
+  } catch {
+    return false;
+  }
 }
 
 /** Instance dirs whose process is gone (a kill -9 leaves them): derived names, never record paths. */
