@@ -142,12 +142,17 @@ export function childProcesses(pid: number, name: string): ProcessIdentity[] {
   return found;
 }
 
+/** Blocks the thread: for the preload's election, which runs before wrangler builds its Miniflare. */
+export function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
 /** The same, synchronously: for the election, which runs before wrangler builds its Miniflare. */
 export function waitUntilGoneSync(identities: ProcessIdentity[], timeoutMs = 2000): boolean {
   const deadline = Date.now() + timeoutMs;
   while (identities.some((identity) => liveness(identity) === "alive")) {
     if (Date.now() > deadline) return false;
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10);
+    sleepSync(10);
   }
   return true;
 }

@@ -293,6 +293,8 @@ export const readOwner = (paths: RootPaths) =>
   });
 export const readStandby = (paths: RootPaths) =>
   readRecord<StandbyRecord>(paths.standbyRecord, validateStandby);
+export const readPointer = (registryPath: string, persistRoot: string) =>
+  readRecord<PointerRecord>(pointerPath(registryPath, persistRoot), validatePointer);
 export const readLockHolder = (paths: RootPaths) =>
   readRecord<LockHolderRecord>(paths.spawnLockHolder, validateLockHolder);
 

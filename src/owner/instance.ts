@@ -8,7 +8,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import type * as MiniflareModule from "miniflare";
 import { MINIFLARE_ENTRY, requireFromWrangler } from "../environment.js";
-import { childProcesses, liveness, type ProcessIdentity } from "../process-info.js";
+import { childProcesses, liveness, type ProcessIdentity, sleepSync } from "../process-info.js";
 import type { RootPaths } from "../records.js";
 import { instanceAddress, type ServingAddress } from "../storage-candidate.js";
 
@@ -93,7 +93,7 @@ export function releaseStartupLocks(paths: RootPaths, deadDirs: string[]): strin
 }
 
 function stillEmpty(file: string): boolean {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+  sleepSync(50);
   try {
     return readFileSync(file, "utf8") === "";
   } catch {

@@ -24,6 +24,7 @@ import {
   type ProcessIdentity,
   readStartTime,
   signalIfOurs,
+  sleepSync,
   waitUntilGoneSync,
 } from "../process-info.js";
 import { keepFresh, oursIsOldest, ownerCandidateFile } from "../storage-candidate.js";
@@ -34,14 +35,12 @@ import {
   HEARTBEAT_STALE_MS,
   type OwnerRecord,
   pointerPath,
-  type PointerRecord,
   readOwner,
-  readRecord,
+  readPointer,
   readStandby,
   removeFile,
   type RootPaths,
   SCHEMA_VERSION,
-  validatePointer,
   writeRecordAtomic,
 } from "../records.js";
 import { tryAcquireSpawnLock } from "./spawn-lock.js";
@@ -125,10 +124,7 @@ export function reclaimDeadOwner(
   const files: string[] = [];
   if (sameDirectory(record.registryPath, registryPath)) {
     // The pointer only if it still names the dead owner (a successor may have rewritten it).
-    const pointer = readRecord<PointerRecord>(
-      pointerPath(registryPath, paths.persistRoot),
-      validatePointer,
-    );
+    const pointer = readPointer(registryPath, paths.persistRoot);
     if (pointer?.ok && pointer.value.ownerPid === record.pid)
       files.push(pointerPath(registryPath, paths.persistRoot));
     if (withdrawCandidate) files.push(ownerCandidateFile(registryPath, paths.persistRoot));
@@ -467,10 +463,6 @@ function retireOtherVersion(paths: RootPaths, owner: OwnerRecord, notes: string[
 
 export function describeVersions(v: OwnerRecord["versions"]): string {
   return `package ${v.package}, miniflare ${v.miniflare}, workerd ${v.workerd}`;
-}
-
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 /** Runs the election until an owner serves, bounded by WRANGLER_X_OWNER_START_TIMEOUT_MS. */

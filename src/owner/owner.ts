@@ -7,14 +7,12 @@ import {
   HEARTBEAT_INTERVAL_MS,
   type OwnerRecord,
   pointerPath,
-  type PointerRecord,
   readOwner,
-  readRecord,
+  readPointer,
   readStandby,
   removeFile,
   SCHEMA_VERSION,
   type StandbyRecord,
-  validatePointer,
   writeRecordAtomic,
 } from "../records.js";
 import * as candidate from "../storage-candidate.js";
@@ -87,10 +85,9 @@ export async function runOwner(proc: OwnerProcess): Promise<void> {
 /** Serve storage through the root's candidate until no client remains (also a promoted standby). */
 export function serve(proc: OwnerProcess, instance: Instance): void {
   proc.role = "owner";
+  const log = (message: string) => proc.log(message);
   record = { ...(record ?? startingRecord(proc)), ...proc.identity };
-  const how = candidate.publish(proc.registryPath, proc.persistRoot, instance.address, (m) =>
-    proc.log(m),
-  );
+  const how = candidate.publish(proc.registryPath, proc.persistRoot, instance.address, log);
   const recordServing = () => {
     record = {
       ...record,
@@ -107,7 +104,7 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
   );
   instance.onRestart = () =>
     proc.step("workerd restart", () => {
-      candidate.publish(proc.registryPath, proc.persistRoot, instance.address, (m) => proc.log(m));
+      candidate.publish(proc.registryPath, proc.persistRoot, instance.address, log);
       recordServing();
       proc.log(`workerd restarted; serving at ${instance.address.debugAddress}`);
     });
@@ -139,11 +136,9 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
               ? ` (${clients} session(s) connected: one may have served storage meanwhile; restart them if storage calls fail)`
               : ""),
         );
-        candidate.publish(proc.registryPath, proc.persistRoot, instance.address, (m) =>
-          proc.log(m),
-        );
+        candidate.publish(proc.registryPath, proc.persistRoot, instance.address, log);
       }
-      candidate.withdrawOlderCandidates(proc.registryPath, proc.persistRoot, (m) => proc.log(m));
+      candidate.withdrawOlderCandidates(proc.registryPath, proc.persistRoot, log);
       writePointer(proc);
       ensureStandby(proc);
     });
@@ -158,10 +153,9 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
 
 /** Writes the registry pointer unless it already names us (a reclaim may have removed it). */
 function writePointer(proc: OwnerProcess): void {
-  const file = pointerPath(proc.registryPath, proc.persistRoot);
-  const current = readRecord<PointerRecord>(file, validatePointer);
+  const current = readPointer(proc.registryPath, proc.persistRoot);
   if (current?.ok && current.value.ownerPid === proc.identity.pid) return;
-  writeRecordAtomic(file, {
+  writeRecordAtomic(pointerPath(proc.registryPath, proc.persistRoot), {
     schema: SCHEMA_VERSION,
     persistRoot: proc.persistRoot,
     ownerPid: proc.identity.pid,

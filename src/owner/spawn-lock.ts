@@ -3,7 +3,7 @@
 // reclaimed at once instead of waiting out proper-lockfile's mtime staleness.
 import { rmSync, statSync } from "node:fs";
 import lockfile from "proper-lockfile";
-import { currentIdentity, liveness } from "../process-info.js";
+import { currentIdentity, liveness, sleepSync } from "../process-info.js";
 import {
   readLockHolder,
   removeFile,
@@ -88,6 +88,20 @@ export function acquireSpawnLockSync(paths: RootPaths, timeoutMs: number): Relea
     const lock = tryAcquireSpawnLock(paths);
     if (lock.release) return lock.release;
     if (Date.now() > deadline) return undefined;
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 50);
+    sleepSync(50);
+  }
+}
+
+/** Waits (bounded) for the lock; the attempt returned last says who held it, if it failed. */
+export async function acquireSpawnLock(
+  paths: RootPaths,
+  timeoutMs: number,
+  intervalMs = 50,
+): Promise<LockAttempt> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const lock = tryAcquireSpawnLock(paths);
+    if (lock.release || Date.now() > deadline) return lock;
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
   }
 }

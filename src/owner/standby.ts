@@ -21,7 +21,7 @@ import { deadInstanceDirs, releaseStartupLocks, startInstance, type Instance } f
 import { reclaimDeadOwner } from "./lifecycle.js";
 import { serve } from "./owner.js";
 import type { OwnerProcess } from "./process.js";
-import { tryAcquireSpawnLock } from "./spawn-lock.js";
+import { acquireSpawnLock } from "./spawn-lock.js";
 
 const FALLBACK_POLL_MS = 5000;
 const PROMOTION_LOCK_WAIT_MS = 2000;
@@ -132,12 +132,7 @@ async function promote(
   instance: Instance,
   backed: ProcessIdentity,
 ): Promise<void> {
-  const deadline = Date.now() + PROMOTION_LOCK_WAIT_MS;
-  let lock = tryAcquireSpawnLock(proc.paths);
-  while (!lock.release && Date.now() < deadline) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    lock = tryAcquireSpawnLock(proc.paths);
-  }
+  const lock = await acquireSpawnLock(proc.paths, PROMOTION_LOCK_WAIT_MS, 20);
   if (!lock.release)
     return proc.exit(`a session holds the election (${lock.heldBy}); standing down`, false);
   try {

@@ -1,6 +1,6 @@
 import { inspectRoot } from "../../owner/inspect.js";
 import { ownerLeftovers, reclaimDeadOwner } from "../../owner/lifecycle.js";
-import { tryAcquireSpawnLock } from "../../owner/spawn-lock.js";
+import { acquireSpawnLock } from "../../owner/spawn-lock.js";
 import {
   isAlive,
   killIdentities,
@@ -149,7 +149,7 @@ async function stopOne(
       await sleep(50);
     }
     // Decide under the election lock: a promotion holds it from its first step to its record.
-    const lock = await lockWithin(paths, 5000);
+    const lock = (await acquireSpawnLock(paths, 5000)).release;
     try {
       const current = readStandby(paths);
       const promoting =
@@ -184,7 +184,7 @@ async function reclaimUnderLock(
   registryPath: string,
   killed: OwnerRecord,
 ): Promise<void> {
-  const release = await lockWithin(paths, 5000);
+  const { release } = await acquireSpawnLock(paths, 5000);
   if (!release) return; // the election in progress reclaims it
   try {
     if (ownerPid(paths) !== killed.pid) return; // a successor already took over
@@ -192,19 +192,6 @@ async function reclaimUnderLock(
     reclaimDeadOwner(paths, registryPath, killed, { withdrawCandidate: sessions.length === 0 });
   } finally {
     release();
-  }
-}
-
-async function lockWithin(
-  paths: ReturnType<typeof rootPaths>,
-  timeoutMs: number,
-): Promise<(() => void) | undefined> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const lock = tryAcquireSpawnLock(paths);
-    if (lock.release) return lock.release;
-    if (Date.now() > deadline) return undefined;
-    await sleep(50);
   }
 }
 
