@@ -1,8 +1,8 @@
 // Entry of our `wrangler` bin. Decides "ours or not" from argv alone, importing nothing heavy:
 // every command we do not add goes to the real wrangler unchanged, at the cost of this file.
 import { type CommandLine, envFlag, parseCommandLine } from "./command-line.js";
-import { SHARED_STORAGE_FLAG } from "./environment.js";
-import { runRealWrangler } from "./real-wrangler.js";
+import { SHARED_STORAGE_ENV, SHARED_STORAGE_FLAG } from "./environment.js";
+import { DISPATCHED_ENV, runRealWrangler } from "./real-wrangler.js";
 
 /**
  * Commands that open the persist root's files and work through the owner with the preload (each
@@ -111,6 +111,32 @@ export function route(argv: string[], env: NodeJS.ProcessEnv, cwd = process.cwd(
   };
 }
 
+/**
+ * The register inside a real wrangler's own process, whose bin pnpm and yarn link as `wrangler`
+ * instead of ours: a command line that needs us (our flag, `storage-owner`, a local storage
+ * command beside a serving owner) is run by `main`, as our bin would; returns whether it was.
+ * Everything else is left to that wrangler, untouched.
+ */
+export function takeOverRealWrangler(argv: string[], env = process.env): boolean {
+  if (env[DISPATCHED_ENV]) return false;
+  const decided = route(argv, env);
+  const untouched =
+    decided.kind === "passthrough" &&
+    decided.direct === undefined &&
+    decided.args.length === argv.length;
+  if (untouched) return false;
+  main(argv).catch((error: unknown) => {
+    console.error(`✘ [ERROR] ${(error as Error).message}`);
+    process.exitCode = 1;
+  });
+  return true;
+}
+
+/** `--x-shared-storage=false` (or `--no-…`) on the command line. */
+function explicitlyOff(argv: string[]): boolean {
+  return parseCommandLine(argv).flag === false;
+}
+
 export async function main(argv: string[]): Promise<void> {
   const decided = route(argv, process.env);
   switch (decided.kind) {
@@ -119,7 +145,10 @@ export async function main(argv: string[]): Promise<void> {
         const { warnIfOwnerServes } = await import("./dev/direct-access.js");
         warnIfOwnerServes(decided.direct);
       }
-      return runRealWrangler(decided.args);
+      return runRealWrangler(decided.args, {
+        // Asked for no sharing: a register inherited through NODE_OPTIONS leaves it off too.
+        env: explicitlyOff(argv) ? { ...process.env, [SHARED_STORAGE_ENV]: "false" } : undefined,
+      });
     case "storage-owner": {
       const { runStorageOwnerCli } = await import("./commands/storage-owner/index.js");
       return runStorageOwnerCli(decided.args);

@@ -6,6 +6,12 @@ import { spawn } from "node:child_process";
 import { constants } from "node:os";
 import { WRANGLER_BIN, WRANGLER_CLI } from "./environment.js";
 
+/**
+ * Set for every real wrangler we start: the register in its process (NODE_OPTIONS) must not
+ * route the command a second time (see takeOverRealWrangler in dispatch.ts).
+ */
+export const DISPATCHED_ENV = "WRANGLER_X_DISPATCHED";
+
 const MIN_NODE_VERSION = [22, 12, 0];
 
 function nodeIsSupported(version = process.versions.node): boolean {
@@ -36,7 +42,10 @@ export function runRealWrangler(args: string[], options: RealWranglerOptions = {
   const child = spawn(
     process.execPath,
     ["--no-warnings", ...process.execArgv, ...(options.nodeArgs ?? []), entry, ...args],
-    { stdio: ["inherit", "inherit", "inherit", "ipc"], env: options.env ?? process.env },
+    {
+      stdio: ["inherit", "inherit", "inherit", "ipc"],
+      env: { ...(options.env ?? process.env), [DISPATCHED_ENV]: "1" },
+    },
   );
   child
     .on("exit", (code, signal) => process.exit(exitCodeOf(code, signal)))

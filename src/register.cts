@@ -6,6 +6,11 @@
 // anyone sees it. ES-module importers get the `module.exports` captured right after the load, so
 // a later swap (as the wrangler preload does through `require.cache`) would not reach them.
 // Costs nothing until a miniflare loads: only then is the session code required.
+// In the real wrangler's own process (pnpm and yarn link its bin as `wrangler`, not ours), it
+// also teaches that wrangler our command lines: `--x-shared-storage`, `storage-owner`.
+// `WRANGLER_X_SHARED_STORAGE=false` (which `--x-shared-storage=false` sets for the wrangler it
+// runs) turns the register off in that process and its children.
+import fs = require("node:fs");
 import nodeModule = require("node:module");
 import path = require("node:path");
 
@@ -15,14 +20,52 @@ type Loader = (this: unknown, module: NodeJS.Module, filename: string) => void;
 const MINIFLARE_MAIN = /[\\/]node_modules[\\/]miniflare[\\/]dist[\\/]src[\\/]index\.js$/;
 /** The owner and its standby inherit NODE_OPTIONS: they must not join themselves as a session. */
 const OWNER_MAIN = path.join(__dirname, "owner", "main.js");
+/** The real wrangler's entries: its bin, and the bundle that bin starts. */
+const WRANGLER_MAIN = /[\\/]bin[\\/]wrangler\.js$|[\\/]wrangler-dist[\\/]cli\.js$/;
 
-function hook(): void {
+function switchedOff(): boolean {
+  const raw = process.env.WRANGLER_X_SHARED_STORAGE;
+  if (raw === undefined) return false;
+  const { yesNo } = require("./command-line.js") as typeof import("./command-line.js");
+  return yesNo(raw.trim()) === false;
+}
+
+/** The wrangler package whose entry `main` is, if it is one. */
+function wranglerPackageOf(main: string): string | undefined {
+  const packageJson = path.join(path.dirname(path.dirname(main)), "package.json");
+  try {
+    const { name } = JSON.parse(fs.readFileSync(packageJson, "utf8")) as { name?: string };
+    return name === "wrangler" ? packageJson : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether our dispatch took the real wrangler's command line over (then wrangler must not run). */
+function tookOver(main: string): boolean {
+  const packageJson = wranglerPackageOf(main);
+  if (!packageJson) return false;
+  // The wrangler the user ran is the project's: ours, the sessions and the owner run that one.
+  process.env.WRANGLER_X_WRANGLER_PACKAGE ??= packageJson;
+  try {
+    const dispatch = require("./dispatch.js") as typeof import("./dispatch.js");
+    return dispatch.takeOverRealWrangler(process.argv.slice(2));
+  } catch (error) {
+    process.stderr.write(
+      `✘ [x-shared-storage] shared-storage-wrangler/register cannot read this wrangler command line: ${(error as Error).message}\n`,
+    );
+    return false;
+  }
+}
+
+function hook(sharing: boolean): void {
   const extensions = (nodeModule as unknown as { _extensions: Record<string, Loader> })._extensions;
   const load = extensions[".js"];
   if (!load) throw new Error("node's CommonJS loader has no .js handler");
   extensions[".js"] = function (this: unknown, module: NodeJS.Module, filename: string) {
+    if (module.id === "." && WRANGLER_MAIN.test(filename) && tookOver(filename)) return;
     load.call(this, module, filename);
-    if (!MINIFLARE_MAIN.test(filename)) return;
+    if (!sharing || !MINIFLARE_MAIN.test(filename)) return;
     const exports = module.exports as { Miniflare?: unknown };
     if (typeof exports?.Miniflare !== "function") return;
     let preload: typeof import("./dev/preload.js");
@@ -41,4 +84,4 @@ function hook(): void {
   };
 }
 
-if (path.resolve(process.argv[1] ?? "") !== OWNER_MAIN) hook();
+if (path.resolve(process.argv[1] ?? "") !== OWNER_MAIN) hook(!switchedOff());

@@ -4,7 +4,7 @@
 // a full install (~15 s with a warm npm cache).
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { REPO } from "./sandbox.js";
@@ -25,22 +25,33 @@ export interface FixtureProject {
 
 let packed: { file: string; hash: string } | undefined;
 
-/** Our package as `npm publish` would ship it (dist must be built). */
+/**
+ * Our package as `npm publish` would ship it (dist must be built), named by its content: test
+ * files in parallel forks pack at once and must not replace a tarball another one installs, and
+ * pnpm, yarn and bun cache a local tarball by its path.
+ */
 function pack(env: NodeJS.ProcessEnv): { file: string; hash: string } {
   if (packed) return packed;
-  const dir = path.join(CACHE, "pack");
-  rmSync(dir, { recursive: true, force: true });
-  mkdirSync(dir, { recursive: true });
+  const scratch = path.join(CACHE, `pack-${process.pid}`);
+  rmSync(scratch, { recursive: true, force: true });
+  mkdirSync(scratch, { recursive: true });
   const name = execFileSync(
     "npm",
-    ["pack", "--ignore-scripts", "--silent", "--pack-destination", dir],
+    ["pack", "--ignore-scripts", "--silent", "--pack-destination", scratch],
     { cwd: REPO, encoding: "utf8", env },
   )
     .trim()
     .split("\n")
     .pop()!;
-  const file = path.join(dir, name);
-  packed = { file, hash: createHash("sha256").update(readFileSync(file)).digest("hex") };
+  const made = path.join(scratch, name);
+  const hash = createHash("sha256").update(readFileSync(made)).digest("hex");
+  const dir = path.join(CACHE, "pack");
+  mkdirSync(dir, { recursive: true });
+  const file = path.join(dir, `shared-storage-wrangler-${hash.slice(0, 12)}.tgz`);
+  // Same name, same bytes: a rename over another fork's copy changes nothing it reads.
+  renameSync(made, file);
+  rmSync(scratch, { recursive: true, force: true });
+  packed = { file, hash };
   return packed;
 }
 
@@ -101,6 +112,88 @@ export function fixtureProject(
   }
   rmSync(marker, { force: true });
   npm(["install", "-D", ...peers, ours.file], dir, env);
+  writeFileSync(marker, ours.hash);
+  return { dir, bin, installSeconds: (Date.now() - started) / 1000 };
+}
+
+/** The package managers besides npm that the suite installs us with (our devDependencies). */
+export const MANAGERS = ["pnpm", "yarn", "bun"] as const;
+export type Manager = (typeof MANAGERS)[number];
+
+/** How each manager runs one of the project's bins: `pnpm exec wrangler …`. */
+export const RUN_BIN: Record<Manager, string[]> = {
+  pnpm: ["exec"],
+  yarn: ["--silent", "run"],
+  bun: ["run", "--silent"],
+};
+
+export function managerBin(manager: Manager): string {
+  return path.join(REPO, "node_modules", ".bin", manager);
+}
+
+/** Each manager's own cache, kept beside the fixtures rather than in the user's home. */
+function managerEnv(manager: Manager, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
+  const cache = path.join(CACHE, `${manager}-cache`);
+  return { ...env, YARN_CACHE_FOLDER: cache, BUN_INSTALL_CACHE_DIR: cache };
+}
+
+/** The first command a user of each manager types to add us: `pnpm add -D <tarball>`. */
+const ADD_DEV: Record<Manager, (tarball: string) => string[]> = {
+  pnpm: (tarball) => ["add", "-D", tarball, "--reporter=silent"],
+  yarn: (tarball) => ["add", "-D", `file:${tarball}`, "--silent", "--non-interactive"],
+  bun: (tarball) => ["add", "-d", tarball, "--silent"],
+};
+
+/** A project that pins `wrangler` and then ran `<manager> add -D <our tarball>`. */
+export function managerProject(
+  manager: Manager,
+  wrangler: string,
+  env: NodeJS.ProcessEnv,
+): FixtureProject {
+  const ours = pack(env);
+  const dir = path.join(CACHE, `${manager}+wrangler-${wrangler}`);
+  const marker = path.join(dir, ".installed");
+  const bin = path.join(dir, "node_modules", ".bin", "wrangler");
+  if (existsSync(marker) && readFileSync(marker, "utf8") === ours.hash) {
+    return { dir, bin, installSeconds: 0 };
+  }
+  const started = Date.now();
+  const store = manager === "pnpm" ? [`--store-dir=${path.join(CACHE, "pnpm-cache")}`] : [];
+  const run = (args: string[]) =>
+    execFileSync(managerBin(manager), [...args, ...store], {
+      cwd: dir,
+      env: managerEnv(manager, env),
+      stdio: "pipe",
+      timeout: 300_000,
+    });
+  const installWrangler = () => {
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      path.join(dir, "package.json"),
+      JSON.stringify({ name: "fixture", private: true, devDependencies: { wrangler } }),
+    );
+    // pnpm runs no dependency's install script unless the project allows it (as a user does
+    // when `pnpm approve-builds` asks), and passes `nodeOptions` to every bin it runs: the
+    // README's one line that teaches the real `wrangler` our command lines.
+    if (manager === "pnpm") {
+      writeFileSync(
+        path.join(dir, "pnpm-workspace.yaml"),
+        "allowBuilds:\n  esbuild: true\n  workerd: true\n" +
+          'nodeOptions: "--require=shared-storage-wrangler/register"\n',
+      );
+    }
+    run(["install", ...(manager === "pnpm" ? ["--reporter=silent"] : ["--silent"])]);
+  };
+  if (installedVersion(dir) !== wrangler) installWrangler();
+  rmSync(marker, { force: true });
+  try {
+    run(ADD_DEV[manager](ours.file));
+  } catch {
+    // The cached project names a tarball that is gone (yarn then cannot resolve it): start over.
+    installWrangler();
+    run(ADD_DEV[manager](ours.file));
+  }
   writeFileSync(marker, ours.hash);
   return { dir, bin, installSeconds: (Date.now() - started) / 1000 };
 }

@@ -178,11 +178,16 @@ export class Sandbox {
       persistTo?: string;
       /** Our bin as another install has it (a fixture project's node_modules/.bin/wrangler). */
       bin?: string;
+      /** A launcher instead of node and a bin, e.g. `["/…/pnpm", "exec", "wrangler"]`. */
+      via?: string[];
+      /** Where to start it (the worker's directory by default). */
+      cwd?: string;
     } = {},
   ): Promise<Session> {
     const port = await freePort();
+    const [command, ...launcher] = options.via ?? [NODE, options.bin ?? OUR_BIN];
     const args = [
-      options.bin ?? OUR_BIN,
+      ...launcher,
       "dev",
       ...(options.flag === false ? [] : ["--x-shared-storage"]),
       "--persist-to",
@@ -196,9 +201,10 @@ export class Sandbox {
       ...(options.extraArgs ?? []),
     ];
     return this.startProcess(worker, port, args, {
-      cwd: this.workerDir(worker),
+      cwd: options.cwd ?? this.workerDir(worker),
       env: options.env,
       wait: options.wait,
+      command,
     });
   }
 
@@ -210,9 +216,16 @@ export class Sandbox {
     worker: string,
     port: number,
     args: string[],
-    options: { cwd: string; env?: NodeJS.ProcessEnv; wait?: boolean; stdin?: boolean },
+    options: {
+      cwd: string;
+      env?: NodeJS.ProcessEnv;
+      wait?: boolean;
+      stdin?: boolean;
+      /** The program to start (node by default). */
+      command?: string;
+    },
   ): Promise<Session> {
-    const child = spawn(NODE, args, {
+    const child = spawn(options.command ?? NODE, args, {
       cwd: options.cwd,
       env: { ...this.env, ...options.env },
       stdio: [options.stdin ? "pipe" : "ignore", "pipe", "pipe"],
