@@ -98,6 +98,8 @@ export interface OwnerRecord extends ProcessIdentity {
   registryPath: string;
   /** The owner's workerd debug port, where clients' storage calls land. */
   debugAddress?: string;
+  /** Loopback port of the owner's lifeline (src/lifeline.ts): a hint, the pid is the authority. */
+  lifelinePort?: number;
   /** The owner's miniflare instance id. */
   instanceId?: string;
   /** The owner's workerd process(es): the only other processes anyone may signal for it. */
@@ -236,9 +238,13 @@ export function validateOwner(value: unknown): string | undefined {
       debugAddress: "string",
       instanceId: "string",
       spawnedBy: "number",
+      lifelinePort: "number",
     },
   );
   if (problem) return problem;
+  const port = (value as OwnerRecord).lifelinePort;
+  if (port !== undefined && !(Number.isInteger(port) && port > 0 && port < 65536))
+    return `lifelinePort ${port} is not a port`;
   const phase = (value as OwnerRecord).phase;
   if (!["starting", "running", "stopping"].includes(phase)) return `unknown phase "${phase}"`;
   return undefined;

@@ -13,6 +13,7 @@ import {
   waitForCleanTraffic,
 } from "../harness/load.js";
 import {
+  establishedRemotePorts,
   getJson,
   killGroup,
   parentPid,
@@ -38,6 +39,20 @@ describe.each([
   });
   afterAll(() => sandbox.cleanup());
 
+  /** Every session holds an open connection to the lifeline that owner `pid` recorded. */
+  const holdLifelines = (pid: number) =>
+    waitFor(
+      `every session to hold owner ${pid}'s lifeline`,
+      () => {
+        const owner = sandbox.owner();
+        const port = owner?.pid === pid ? owner.lifelinePort : undefined;
+        return (
+          port !== undefined && sessions.every((s) => establishedRemotePorts(s.pid).includes(port))
+        );
+      },
+      10_000,
+    );
+
   it("recovers well inside miniflare's 10 s window, never with two file holders, losing no write", async () => {
     const dead = sandbox.owner()!;
     const successor = standby
@@ -54,6 +69,7 @@ describe.each([
           20_000,
         )
       : undefined;
+    await holdLifelines(dead.pid);
     const sampler = sampleHolders(sandbox.persistRoot, 50);
     const load = steadyLoad(sessions, "crash");
     await sleep(1000);
@@ -93,6 +109,8 @@ describe.each([
     const last = sampler.samples[sampler.samples.length - 1]!;
     expect(last.holders.map((pid) => parentPid(pid))).toEqual([next.pid]);
     expect(ownerLeftovers(dead)).toEqual([]);
+    // Each session is woken by the new owner's death too: it holds the new owner's lifeline.
+    await holdLifelines(next.pid);
 
     const ok = load.results.filter((r) => r.ok).length;
     const failed = load.results.length - ok;

@@ -16,13 +16,17 @@ import {
 import { tryAcquireSpawnLock } from "../owner/spawn-lock.js";
 import { ownerTimings } from "../environment.js";
 import { keepFresh } from "../storage-candidate.js";
+import { holdLifeline } from "../lifeline.js";
 
-/** How often a session checks its owner's lease; the standby does not wait for this. */
-const WATCH_INTERVAL_MS = 500;
+/**
+ * How often a session checks its owner's lease and touches the candidate. The owner's lifeline
+ * (src/lifeline.ts) wakes it at once when the owner dies; the standby does not wait for either.
+ */
+const CHECK_INTERVAL_MS = 2000;
+/** After a lifeline closed, the lease is checked again this soon (then every CHECK_INTERVAL_MS). */
+const LOST_LIFELINE_RECHECK_MS = [20, 100, 400];
 /** While recovering, how often to look again. */
 const RECOVER_INTERVAL_MS = 50;
-/** Below miniflare's 10 s staleness for storage candidates, with room for a busy machine. */
-const CANDIDATE_REFRESH_MS = 2000;
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -32,29 +36,63 @@ export function watchOwner(
   initial: OwnerRecord,
   say: (message: string) => void,
 ): void {
+  let owner = initial;
+  let recovering = false;
+  /** The lifeline we hold, to whom: at most one, to the current owner. */
+  let lifeline: { pid: number; drop: () => void } | undefined;
+
+  /** After a lifeline closed under a live owner, no new one before this (no reconnect loop). */
+  let lifelineRetryAt = 0;
+
+  const holdLifelineTo = (record: OwnerRecord) => {
+    if (lifeline?.pid === record.pid || Date.now() < lifelineRetryAt) return;
+    lifeline?.drop();
+    lifeline = undefined;
+    // Read fresh: the owner records its lifeline a moment after it starts serving.
+    const current = readOwner(paths);
+    const port =
+      current?.ok && current.value.pid === record.pid ? current.value.lifelinePort : undefined;
+    if (port === undefined) return; // polling alone, until a later check finds one
+    lifeline = {
+      pid: record.pid,
+      drop: holdLifeline(port, () => {
+        lifeline = undefined;
+        lifelineRetryAt = Date.now() + CHECK_INTERVAL_MS;
+        check();
+        // A dying process closes its sockets a moment before /proc shows it gone: look again.
+        for (const ms of LOST_LIFELINE_RECHECK_MS) setTimeout(check, ms).unref();
+      }),
+    };
+  };
+
+  const check = () => {
+    if (recovering) return;
+    if (liveness(owner) === "alive") return holdLifelineTo(owner);
+    recovering = true;
+    lifelineRetryAt = 0;
+    void recover(paths, registryPath, owner, say)
+      .then((next) => {
+        recovering = false;
+        if (next) {
+          owner = next;
+          check(); // a lifeline to the new owner
+        }
+      })
+      .catch((error: unknown) => {
+        recovering = false;
+        say(`✘ failover for ${paths.persistRoot} failed: ${String(error)}`);
+      });
+  };
+
   // A stopped or very busy owner cannot touch the candidate, a dead one never will, and every
   // session's miniflare deletes a candidate 10 s after its last touch (which would make a session
   // the oldest, and so the holder). So every session touches it, whatever the owner's state.
   keepFresh(registryPath, paths.persistRoot);
-  const fresh = setInterval(() => keepFresh(registryPath, paths.persistRoot), CANDIDATE_REFRESH_MS);
-  fresh.unref();
-
-  let owner = initial;
-  let recovering = false;
+  check();
   const timer = setInterval(() => {
-    if (recovering || liveness(owner) === "alive") return;
-    recovering = true;
-    void recover(paths, registryPath, owner, say)
-      .then((next) => {
-        if (next) owner = next;
-      })
-      .catch((error: unknown) =>
-        say(`✘ failover for ${paths.persistRoot} failed: ${String(error)}`),
-      )
-      .finally(() => {
-        recovering = false;
-      });
-  }, WATCH_INTERVAL_MS);
+    keepFresh(registryPath, paths.persistRoot);
+    check();
+  }, CHECK_INTERVAL_MS);
   timer.unref();
 }
 

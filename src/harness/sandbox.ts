@@ -438,3 +438,36 @@ export function cleanUpOnSignal(): void {
     });
   }
 }
+
+/**
+ * Remote loopback ports of the established TCP connections that the processes of a group hold
+ * (from /proc/net/tcp and each process's fds): which session holds a lifeline to which owner.
+ */
+export function establishedRemotePorts(pgid: number): number[] {
+  const inodes = new Set<string>();
+  for (const pid of processGroupMembers(pgid)) {
+    let fds: string[] = [];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch {
+      continue; // exited meanwhile
+    }
+    for (const fd of fds) {
+      try {
+        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
+        const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+        if (inode) inodes.add(inode);
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  const ports: number[] = [];
+  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    // sl local_address rem_address st … inode (field 9); state 01 is ESTABLISHED.
+    if (fields.length < 10 || fields[3] !== "01" || !inodes.has(fields[9]!)) continue;
+    ports.push(parseInt(fields[2]!.split(":")[1]!, 16));
+  }
+  return ports;
+}

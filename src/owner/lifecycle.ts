@@ -220,6 +220,12 @@ function mismatchMessage(theirs: string, registryPath: string): string {
 
 /** Sessions leave a dead owner's failover to its standby for this long after its last heartbeat. */
 export const STANDBY_PRIORITY_MS = 5000;
+/**
+ * …and for this long when the standby is still booting: it takes over the moment it is up, which
+ * is sooner than an owner the sessions would start from nothing beside it (seen: 5–8 s of boot on
+ * a loaded 2-core machine). A standby that never gets up is passed over after this.
+ */
+export const BOOTING_STANDBY_PRIORITY_MS = 15_000;
 
 /** A live standby backs the dead owner and may still take over: sessions wait instead of electing. */
 export function standbyTakingOver(
@@ -231,7 +237,9 @@ export function standbyTakingOver(
   if (!standby?.ok || standby.value.backs !== dead.pid || !isAlive(standby.value)) return undefined;
   // A stopped standby (SIGSTOP, a debugger) will not take over: do not wait for it.
   if (isStopped(standby.value.pid)) return undefined;
-  return now - Date.parse(dead.heartbeatAt) < STANDBY_PRIORITY_MS ? standby.value.pid : undefined;
+  const priority =
+    standby.value.phase === "starting" ? BOOTING_STANDBY_PRIORITY_MS : STANDBY_PRIORITY_MS;
+  return now - Date.parse(dead.heartbeatAt) < priority ? standby.value.pid : undefined;
 }
 
 /** A corrupt owner record is ours but unreadable: keep it for diagnosis, out of the way. */
