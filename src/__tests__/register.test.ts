@@ -12,6 +12,8 @@ import { freePort, getJson, post, Sandbox, type Session, waitFor } from "../harn
 import { ownerGone } from "../owner/lifecycle.js";
 import { listClients, rootPaths, type OwnerRecord } from "../records.js";
 import {
+  CHILD_COPY_SCRIPT,
+  PARENT_SCRIPT,
   PLATFORM_PROXY_SCRIPT,
   registeredEnv,
   START_WORKER_SCRIPT,
@@ -235,6 +237,25 @@ describe("register: vite, getPlatformProxy() and unstable_startWorker() beside w
     const holders = [...new Set(sampler.samples.flatMap((s) => s.holders))];
     expect(holders.filter((pid) => !ownerWorkerd.includes(pid))).toEqual([]);
     await waitFor("the owner to leave", () => ownerGone(owner), 15_000);
+    expect(await sandbox.settledLeftovers()).toEqual([]);
+  });
+
+  it("a Node child of a registered process shares through its own miniflare copy (the parent's is not a second copy)", async () => {
+    const parent = writeScript(sandbox, "parent.mjs", PARENT_SCRIPT);
+    writeScript(sandbox, "child-copy.mjs", CHILD_COPY_SCRIPT);
+    const sampler = sampleHolders(sandbox.persistRoot);
+    const run = await sandbox.run([], { bin: parent, env: registered, timeoutMs: 120_000 });
+    await sampler.stop();
+    console.log(`[register] parent and child: exit ${run.code}\n${run.stdout}${run.stderr}`);
+    expect(run.code).toBe(0);
+    expect(run.stderr).not.toContain("✘");
+    expect(run.stdout).toMatch(/^parent ready\nchild inserted, count \d+\nchild exited 0\n$/);
+    // Parent (wrangler's copy) and child (the plugin's) were served by the same owner.
+    const owners = [...run.stderr.matchAll(/served by owner pid (\d+)/g)].map((m) => m[1]);
+    expect(owners).toHaveLength(2);
+    expect(new Set(owners).size).toBe(1);
+    const holders = new Set(sampler.samples.flatMap((s) => s.holders));
+    expect(holders.size).toBeLessThanOrEqual(1);
     expect(await sandbox.settledLeftovers()).toEqual([]);
   });
 });

@@ -209,14 +209,18 @@ function prepare(copy: Copy, options: MiniflareOptions): MiniflareOptions {
   };
 }
 
+let boundEntry: string | undefined;
 /**
  * The first persisting Miniflare decides which copy of miniflare this session shares with: its
  * owner (which inherits WRANGLER_X_MINIFLARE_ENTRY) loads that file, and `versions()` reports it.
  * A second copy of another version in the same process cannot share through the same owner.
  */
 function bindCopy(copy: Copy): void {
-  const bound = process.env[MINIFLARE_ENTRY_ENV];
+  // Bound per process, not read back from the environment: a WRANGLER_X_MINIFLARE_ENTRY inherited
+  // from a parent process names the parent's copy, and is no second copy in this one.
+  const bound = boundEntry;
   if (!bound) {
+    boundEntry = copy.entry;
     process.env[MINIFLARE_ENTRY_ENV] = copy.entry;
     return;
   }
