@@ -6,8 +6,11 @@ import { readFileSync, realpathSync, symlinkSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fixtureProject, type FixtureProject } from "../harness/fixture-project.js";
-import { post, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
+import { sampleHolders } from "../harness/load.js";
+import { getJson, post, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
 import { ownerGone } from "../owner/lifecycle.js";
+import { listClients, rootPaths } from "../records.js";
+import { PLATFORM_PROXY_SCRIPT, registeredEnv, writeScript } from "./fixtures/register-scripts.js";
 
 const INSERTS = 60;
 
@@ -110,5 +113,74 @@ describe("a project that pins wrangler 4.125.0 (its miniflare cannot share stora
       ]);
     }
     expect(sandbox.owner()).toBeUndefined();
+  });
+
+  it("refuses the register in a getPlatformProxy() script in one line naming its miniflare, exit 1", async () => {
+    // Not a silent no-op: the process asked to share, and this miniflare cannot.
+    const script = writeScript(sandbox, "platform-proxy.mjs", PLATFORM_PROXY_SCRIPT);
+    const run = await sandbox.run(["1"], {
+      bin: script,
+      env: registeredEnv(sandbox),
+      timeoutMs: 90_000,
+    });
+    console.log(`[4.125.0] register: exit ${run.code}\n${run.stderr}`);
+    expect(run.code).toBe(1);
+    expect(run.stdout).toBe("");
+    expect(run.stderr.trim().split("\n")).toEqual([
+      expect.stringMatching(
+        /^⎔ \[x-shared-storage\] ✘ shared storage needs miniflare's unsafeEnableSharedStorage, which the miniflare this process runs \(5\.20260820\.0-alpha, \S+\/node_modules\/miniflare\/dist\/src\/index\.js\) does not have\. Use wrangler 4\.126\.0 or later \(miniflare 5\.20260825\.0-alpha or later\), or remove shared-storage-wrangler\/register from NODE_OPTIONS\.$/,
+      ),
+    ]);
+    expect(sandbox.owner()).toBeUndefined();
+    expect(await sandbox.settledLeftovers()).toEqual([]);
+  });
+});
+
+describe("an owner of wrangler 4.160.0's miniflare, a session of 4.126.0's (older) joining", () => {
+  const { sandbox, bin } = setUp("4.160.0");
+  let olderBin = "";
+  beforeAll(() => {
+    // A monorepo whose `jobs` workspace pins the older wrangler: our bin there resolves its own.
+    const older = fixtureProject("4.126.0", sandbox.env);
+    console.log(`[fixture] wrangler 4.126.0: install ${older.installSeconds} s`);
+    const jobs = sandbox.workerDir("jobs");
+    symlinkSync(path.join(older.dir, "node_modules"), path.join(jobs, "node_modules"));
+    olderBin = path.join(jobs, "node_modules", ".bin", "wrangler");
+  }, 600_000);
+
+  it("serves both through one owner: 0 failed, exact counts, one holder", async () => {
+    const newer = await sandbox.startSession("api", { bin: bin() });
+    const owner = sandbox.owner()!;
+    expect(owner.versions).toMatchObject({ wrangler: "4.160.0", miniflare: "5.20261110.0-beta" });
+    const older = await sandbox.startSession("jobs", { bin: olderBin });
+    expect(older.output()).toContain(`served by owner pid ${owner.pid}`);
+    const jobs = listClients(rootPaths(sandbox.persistRoot)).flatMap((c) =>
+      c.record.ok && c.record.value.worker === "jobs" ? [c.record.value.versions] : [],
+    );
+    expect(jobs).toEqual([
+      expect.objectContaining({ wrangler: "4.126.0", miniflare: "5.20260825.0-alpha" }),
+    ]);
+
+    const sampler = sampleHolders(sandbox.persistRoot);
+    const results = await Promise.all(
+      [newer, older].flatMap((session) =>
+        Array.from({ length: INSERTS }, () => post(session.url("/d1/insert?who=reverse"))),
+      ),
+    );
+    await sampler.stop();
+    const holders = [...new Set(sampler.samples.flatMap((s) => s.holders))];
+    console.log(
+      `[reverse] ${results.length} inserts, ${sampler.samples.length} samples, holders ${holders.join(",")}`,
+    );
+    expect(results.filter((r) => !r.ok).map((r) => r.body)).toEqual([]);
+    for (const session of [newer, older]) {
+      expect(await getJson(session.url("/d1/count?who=reverse"))).toMatchObject({
+        count: 2 * INSERTS,
+      });
+    }
+    expect(holders).toEqual(owner.workerd!.map((w) => w.pid));
+    await sandbox.stopAllSessions();
+    await waitFor("the owner to leave", () => ownerGone(owner), 15_000);
+    expect(await sandbox.settledLeftovers()).toEqual([]);
   });
 });

@@ -1,44 +1,34 @@
 // `NODE_OPTIONS="--require shared-storage-wrangler/register"`: vite dev with
-// @cloudflare/vite-plugin (its own miniflare, imported as ESM) and a getPlatformProxy() script
-// share one owner with a `wrangler dev --x-shared-storage` session, across miniflare versions.
-import { symlinkSync, writeFileSync } from "node:fs";
+// @cloudflare/vite-plugin (its own miniflare, imported as ESM), a getPlatformProxy() script and an
+// unstable_startWorker() script share one owner with `wrangler dev --x-shared-storage` sessions,
+// across miniflare versions and whichever of them starts the owner; a process that loads two
+// miniflare copies is refused in one line.
+import { symlinkSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fixtureProject } from "../harness/fixture-project.js";
 import { sampleHolders } from "../harness/load.js";
 import { freePort, getJson, post, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
 import { ownerGone } from "../owner/lifecycle.js";
-import { listClients, rootPaths } from "../records.js";
+import { listClients, rootPaths, type OwnerRecord } from "../records.js";
+import {
+  CHILD_COPY_SCRIPT,
+  PARENT_SCRIPT,
+  PLATFORM_PROXY_SCRIPT,
+  registeredEnv,
+  START_WORKER_SCRIPT,
+  TWO_COPIES_SCRIPT,
+  writeScript,
+} from "./fixtures/register-scripts.js";
 
 const WRANGLER = "4.164.0";
 const VITE_PLUGIN = "1.64.0";
+/** wrangler 4.164.0's own miniflare, and the older one @cloudflare/vite-plugin 1.64.0 brings. */
+const WRANGLER_MINIFLARE = "5.20261117.0-beta";
+const PLUGIN_MINIFLARE = "5.20261012.0-beta";
 const PER_SOURCE = 40;
-const REGISTER = "--require shared-storage-wrangler/register";
 
-/** What a framework's dev server does: getPlatformProxy(), then D1 writes through its bindings. */
-const PLATFORM_PROXY_SCRIPT = `
-import { getPlatformProxy } from "wrangler";
-const proxy = await getPlatformProxy({
-  configPath: "workers/jobs/wrangler.jsonc",
-  // getPlatformProxy takes the root itself: wrangler dev's --persist-to plus "v3".
-  persist: { path: process.env.X_PERSIST_TO + "/v3" },
-});
-const db = proxy.env.DB;
-await db.prepare("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY AUTOINCREMENT, who TEXT NOT NULL, at TEXT NOT NULL)").run();
-process.stdout.write("ready\\n");
-await new Promise((resolve) => process.stdin.once("data", resolve));
-const results = await Promise.allSettled(
-  Array.from({ length: Number(process.argv[2]) }, () =>
-    db.prepare("INSERT INTO items (who, at) VALUES (?, ?)").bind("mixed", new Date().toISOString()).run(),
-  ),
-);
-const failed = results.flatMap((r) => (r.status === "rejected" ? [String(r.reason)] : []));
-const count = await db.prepare("SELECT COUNT(*) AS n FROM items WHERE who = 'mixed'").first();
-process.stdout.write(JSON.stringify({ failed, count: count.n }) + "\\n");
-await proxy.dispose();
-`;
-
-describe("register: vite sessions, a wrangler session and getPlatformProxy() on one root", () => {
+describe("register: vite, getPlatformProxy() and unstable_startWorker() beside wrangler dev on one root", () => {
   const sandbox = new Sandbox();
   let bin = "";
   beforeAll(() => {
@@ -53,14 +43,7 @@ describe("register: vite sessions, a wrangler session and getPlatformProxy() on 
   }, 600_000);
   afterAll(() => sandbox.cleanup());
 
-  /** Env of a process that only has the one-line switch (plus the test's own registry). */
-  const registered: NodeJS.ProcessEnv = {
-    NODE_OPTIONS: REGISTER,
-    // The plugin's miniflare finds the registry through MINIFLARE_REGISTRY_PATH, wrangler through
-    // WRANGLER_REGISTRY_PATH (the sandbox sets that one): both name the sandbox's registry.
-    MINIFLARE_REGISTRY_PATH: sandbox.registry,
-    X_PERSIST_TO: sandbox.persistTo,
-  };
+  const registered = registeredEnv(sandbox);
 
   async function startVite(): Promise<Session> {
     const port = await freePort();
@@ -72,27 +55,72 @@ describe("register: vite sessions, a wrangler session and getPlatformProxy() on 
     });
   }
 
+  /** A wrangler session of the fixture's wrangler (our bin, as the project installed it). */
+  const startWrangler = (worker: string) => sandbox.startSession(worker, { bin });
+
+  /** The miniflare version each live session of `worker` recorded in its presence. */
+  function clientMiniflares(worker: string): string[] {
+    return listClients(rootPaths(sandbox.persistRoot)).flatMap((c) =>
+      c.record.ok && c.record.value.worker === worker ? [c.record.value.versions.miniflare] : [],
+    );
+  }
+
+  /**
+   * PER_SOURCE concurrent D1 inserts over HTTP through every session, at the same time as `also`
+   * (a script's own inserts, returning its failures), while sampling which processes hold the
+   * database files: 0 failed, exactly `total` rows seen by every session, one holder (the
+   * owner's workerd).
+   */
+  async function insertFromAll(
+    sessions: Session[],
+    who: string,
+    total: number,
+    also: () => Promise<string[]> = async () => [],
+  ): Promise<void> {
+    const sampler = sampleHolders(sandbox.persistRoot);
+    const [results, alsoFailed] = await Promise.all([
+      Promise.all(
+        sessions.flatMap((session) =>
+          Array.from({ length: PER_SOURCE }, () => post(session.url(`/d1/insert?who=${who}`))),
+        ),
+      ),
+      also(),
+    ]);
+    await sampler.stop();
+    const holders = [...new Set(sampler.samples.flatMap((s) => s.holders))];
+    console.log(
+      `[register] ${who}: ${results.length} HTTP inserts through ${sessions.map((s) => s.worker).join(", ")}, ` +
+        `${sampler.samples.length} samples, holders ${holders.join(",")}`,
+    );
+    expect(results.filter((r) => !r.ok).map((r) => r.body)).toEqual([]);
+    expect(alsoFailed).toEqual([]);
+    for (const session of sessions) {
+      expect(await getJson(session.url(`/d1/count?who=${who}`))).toMatchObject({ count: total });
+    }
+    expect(holders).toEqual(sandbox.owner()!.workerd!.map((w) => w.pid));
+  }
+
+  /** Every session stopped (Ctrl-C), the owner gone, nothing of the test left running. */
+  async function stopEverything(owner: OwnerRecord): Promise<void> {
+    await sandbox.stopAllSessions();
+    await waitFor("the owner to leave", () => ownerGone(owner), 15_000);
+    expect(await sandbox.settledLeftovers()).toEqual([]);
+  }
+
   it("serves every process through one owner: 0 failed, exact counts, one holder", async () => {
     const vites = [await startVite(), await startVite()];
     const owner = sandbox.owner()!;
-    const wrangler = await sandbox.startSession("api", { bin: bin });
+    const wrangler = await startWrangler("api");
     for (const session of [...vites, wrangler]) {
       expect(session.output()).toContain(`served by owner pid ${owner.pid}`);
     }
     // The owner runs the miniflare of the session that started it: the plugin's, not wrangler's.
-    expect(owner.versions.miniflare).toBe("5.20261012.0-beta");
-    const clients = listClients(rootPaths(sandbox.persistRoot)).flatMap((c) =>
-      c.record.ok ? [c.record.value] : [],
-    );
-    expect(clients.find((c) => c.worker === "api")?.versions.miniflare).toBe("5.20261117.0-beta");
-    expect(clients.filter((c) => c.worker === "web").map((c) => c.versions.miniflare)).toEqual([
-      "5.20261012.0-beta",
-      "5.20261012.0-beta",
-    ]);
+    expect(owner.versions.miniflare).toBe(PLUGIN_MINIFLARE);
+    expect(clientMiniflares("api")).toEqual([WRANGLER_MINIFLARE]);
+    expect(clientMiniflares("web")).toEqual([PLUGIN_MINIFLARE, PLUGIN_MINIFLARE]);
 
     // A framework's getPlatformProxy(), started with the same switch.
-    const script = path.join(sandbox.project, "platform-proxy.mjs");
-    writeFileSync(script, PLATFORM_PROXY_SCRIPT);
+    const script = writeScript(sandbox, "platform-proxy.mjs", PLATFORM_PROXY_SCRIPT);
     const proxyPort = await freePort();
     const proxy = await sandbox.startProcess("proxy", proxyPort, [script, String(PER_SOURCE)], {
       cwd: sandbox.project,
@@ -110,43 +138,124 @@ describe("register: vite sessions, a wrangler session and getPlatformProxy() on 
     );
     expect(proxy.output()).toContain(`served by owner pid ${owner.pid}`);
 
-    const sampler = sampleHolders(sandbox.persistRoot);
-    const http = Promise.all(
-      [...vites, wrangler].flatMap((session) =>
-        Array.from({ length: PER_SOURCE }, () => post(session.url("/d1/insert?who=mixed"))),
-      ),
-    );
-    proxy.child.stdin!.end("go\n");
-    const results = await http;
-    const line = await waitFor(
-      "the script's result",
-      () =>
-        proxy
-          .output()
-          .split("\n")
-          .find((l) => l.startsWith("{")),
-      60_000,
-    );
-    await sampler.stop();
-    const scripted = JSON.parse(line) as { failed: string[]; count: number };
-    expect(results.filter((r) => !r.ok).map((r) => r.body)).toEqual([]);
-    expect(scripted.failed).toEqual([]);
-    const total = 4 * PER_SOURCE;
-    for (const session of [...vites, wrangler]) {
-      expect(await getJson(session.url("/d1/count?who=mixed"))).toMatchObject({ count: total });
-    }
-    const holders = new Set(sampler.samples.flatMap((s) => s.holders));
-    console.log(
-      `[register] ${results.length} HTTP + ${PER_SOURCE} getPlatformProxy inserts, ` +
-        `${sampler.samples.length} samples, holders ${[...holders].join(",")}, script count ${scripted.count}`,
-    );
-    expect([...holders]).toEqual(sandbox.owner()!.workerd!.map((w) => w.pid));
+    await insertFromAll([...vites, wrangler], "mixed", 4 * PER_SOURCE, async () => {
+      proxy.child.stdin!.end("go\n");
+      const line = await waitFor(
+        "the script's result",
+        () =>
+          proxy
+            .output()
+            .split("\n")
+            .find((l) => l.startsWith("{")),
+        60_000,
+      );
+      const scripted = JSON.parse(line) as { failed: string[]; count: number };
+      console.log(`[register] getPlatformProxy: ${PER_SOURCE} inserts, count ${scripted.count}`);
+      return scripted.failed;
+    });
 
     expect(await waitFor("the script to exit", () => proxy.child.exitCode ?? false, 30_000)).toBe(
       0,
     );
-    await sandbox.stopAllSessions();
+    await stopEverything(owner);
+  });
+
+  it("unstable_startWorker() beside wrangler dev: one owner, 0 failed, exact counts, one holder", async () => {
+    const wrangler = await startWrangler("api");
+    const owner = sandbox.owner()!;
+    const script = writeScript(sandbox, "start-worker.mjs", START_WORKER_SCRIPT);
+    const port = await freePort();
+    const started = await sandbox.startProcess("jobs", port, [script, String(port)], {
+      cwd: sandbox.project,
+      env: registered,
+    });
+    expect(started.output()).toContain(`started at http://127.0.0.1:${port}/`);
+    for (const session of [wrangler, started]) {
+      expect(session.output()).toContain(`served by owner pid ${owner.pid}`);
+    }
+    // Both run wrangler 4.164.0's miniflare: unstable_startWorker builds it as wrangler dev does.
+    expect(owner.versions.miniflare).toBe(WRANGLER_MINIFLARE);
+    expect(clientMiniflares("jobs")).toEqual([WRANGLER_MINIFLARE]);
+
+    await insertFromAll([wrangler, started], "started", 2 * PER_SOURCE);
+    await stopEverything(owner);
+  });
+
+  it("an owner of wrangler's newer miniflare serves a vite session of the plugin's older one", async () => {
+    // The reverse of the first test: wrangler's session starts the owner, vite joins it.
+    const wrangler = await startWrangler("api");
+    const owner = sandbox.owner()!;
+    expect(owner.versions.miniflare).toBe(WRANGLER_MINIFLARE);
+    const vite = await startVite();
+    expect(vite.output()).toContain(`served by owner pid ${owner.pid}`);
+    expect(clientMiniflares("web")).toEqual([PLUGIN_MINIFLARE]);
+
+    await insertFromAll([wrangler, vite], "reverse", 2 * PER_SOURCE);
+    await stopEverything(owner);
+  });
+
+  it("refuses, in one line naming both versions, a process that persists through two miniflare copies", async () => {
+    const script = writeScript(sandbox, "two-copies.mjs", TWO_COPIES_SCRIPT);
+    const sampler = sampleHolders(sandbox.persistRoot);
+    const both = await sandbox.startProcess("two-copies", await freePort(), [script], {
+      cwd: sandbox.project,
+      env: registered,
+      wait: false,
+      stdin: true,
+    });
+    await waitFor(
+      "the first copy to be ready",
+      () => {
+        if (both.child.exitCode !== null) throw new Error(`script exited:\n${both.output()}`);
+        return both.output().includes("first copy ready");
+      },
+      60_000,
+    );
+    // The first copy shares storage through the owner.
+    const owner = sandbox.owner()!;
+    expect(both.output()).toContain(`served by owner pid ${owner.pid}`);
+    both.child.stdin!.end("go\n");
+    const code = await both.exited;
+    await sampler.stop();
+    console.log(`[register] two copies: exit ${code}\n${both.output()}`);
+    expect(code).toBe(1);
+    expect(both.output()).not.toContain("second copy ready");
+    const refusals = both
+      .output()
+      .split("\n")
+      .filter((line) => line.includes("✘"));
+    expect(refusals).toEqual([
+      expect.stringContaining(
+        "this process builds persisting Miniflares from two copies of miniflare",
+      ),
+    ]);
+    expect(refusals[0]).toContain(`miniflare ${WRANGLER_MINIFLARE}`);
+    expect(refusals[0]).toContain(`miniflare ${PLUGIN_MINIFLARE}`);
+    expect(refusals[0]).toContain("Make the process load one miniflare");
+    // Never a second holder: only the owner's workerd opened the database files.
+    const ownerWorkerd = owner.workerd!.map((w) => w.pid);
+    const holders = [...new Set(sampler.samples.flatMap((s) => s.holders))];
+    expect(holders.filter((pid) => !ownerWorkerd.includes(pid))).toEqual([]);
     await waitFor("the owner to leave", () => ownerGone(owner), 15_000);
+    expect(await sandbox.settledLeftovers()).toEqual([]);
+  });
+
+  it("a Node child of a registered process shares through its own miniflare copy (the parent's is not a second copy)", async () => {
+    const parent = writeScript(sandbox, "parent.mjs", PARENT_SCRIPT);
+    writeScript(sandbox, "child-copy.mjs", CHILD_COPY_SCRIPT);
+    const sampler = sampleHolders(sandbox.persistRoot);
+    const run = await sandbox.run([], { bin: parent, env: registered, timeoutMs: 120_000 });
+    await sampler.stop();
+    console.log(`[register] parent and child: exit ${run.code}\n${run.stdout}${run.stderr}`);
+    expect(run.code).toBe(0);
+    expect(run.stderr).not.toContain("✘");
+    expect(run.stdout).toMatch(/^parent ready\nchild inserted, count \d+\nchild exited 0\n$/);
+    // Parent (wrangler's copy) and child (the plugin's) were served by the same owner.
+    const owners = [...run.stderr.matchAll(/served by owner pid (\d+)/g)].map((m) => m[1]);
+    expect(owners).toHaveLength(2);
+    expect(new Set(owners).size).toBe(1);
+    const holders = new Set(sampler.samples.flatMap((s) => s.holders));
+    expect(holders.size).toBeLessThanOrEqual(1);
     expect(await sandbox.settledLeftovers()).toEqual([]);
   });
 });

@@ -209,28 +209,42 @@ function prepare(copy: Copy, options: MiniflareOptions): MiniflareOptions {
   };
 }
 
+let boundEntry: string | undefined;
 /**
  * The first persisting Miniflare decides which copy of miniflare this session shares with: its
  * owner (which inherits WRANGLER_X_MINIFLARE_ENTRY) loads that file, and `versions()` reports it.
  * A second copy of another version in the same process cannot share through the same owner.
  */
 function bindCopy(copy: Copy): void {
-  const bound = process.env[MINIFLARE_ENTRY_ENV];
+  // Bound per process, not read back from the environment: a WRANGLER_X_MINIFLARE_ENTRY inherited
+  // from a parent process names the parent's copy, and is no second copy in this one.
+  const bound = boundEntry;
   if (!bound) {
+    boundEntry = copy.entry;
     process.env[MINIFLARE_ENTRY_ENV] = copy.entry;
     return;
   }
   if (bound === copy.entry) return;
-  const first = versions();
-  process.env[MINIFLARE_ENTRY_ENV] = copy.entry;
-  const second = versions();
-  process.env[MINIFLARE_ENTRY_ENV] = bound;
+  const first = versionsOf(bound);
+  const second = versionsOf(copy.entry);
   if (first.miniflare !== second.miniflare || first.workerd !== second.workerd) {
     fail(
       `this process builds persisting Miniflares from two copies of miniflare, ${bound} (${describeVersions(first)}) ` +
         `and ${copy.entry} (${describeVersions(second)}); one process shares storage through one of them. ` +
         `Make the process load one miniflare (npm dedupe, or the same version in both places).`,
     );
+  }
+}
+
+/** `versions()` of the miniflare copy at `entry` (it reports the copy WRANGLER_X_MINIFLARE_ENTRY names). */
+function versionsOf(entry: string): ReturnType<typeof versions> {
+  const bound = process.env[MINIFLARE_ENTRY_ENV];
+  process.env[MINIFLARE_ENTRY_ENV] = entry;
+  try {
+    return versions();
+  } finally {
+    if (bound === undefined) delete process.env[MINIFLARE_ENTRY_ENV];
+    else process.env[MINIFLARE_ENTRY_ENV] = bound;
   }
 }
 
@@ -275,11 +289,12 @@ export function sharedStorageModule(
 
 function prepareOrRefuse(copy: Copy, options: MiniflareOptions): MiniflareOptions {
   if (options.resourcePersistencePath !== undefined && lacksSharedStorage(copy)) {
-    const version = (copy.real as { version?: string }).version;
+    // miniflare exports no version: it is read from the copy's package.json.
+    const { miniflare } = versionsOf(copy.entry);
     fail(
       `shared storage needs miniflare's unsafeEnableSharedStorage, which the miniflare this process runs ` +
-        `(${version ?? copy.entry}) does not have. Use a miniflare from wrangler 4.126.0 or later, ` +
-        `or remove shared-storage-wrangler/register from NODE_OPTIONS.`,
+        `(${miniflare}, ${copy.entry}) does not have. Use wrangler 4.126.0 or later ` +
+        `(miniflare 5.20260825.0-alpha or later), or remove shared-storage-wrangler/register from NODE_OPTIONS.`,
     );
   }
   return prepare(copy, options);
