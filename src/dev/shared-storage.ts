@@ -4,7 +4,11 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseCommandLine } from "../command-line.js";
-import { WRANGLER_PACKAGE_ENV, WRANGLER_PACKAGE_JSON } from "../environment.js";
+import {
+  MINIFLARE_ENTRY_ENV,
+  WRANGLER_PACKAGE_ENV,
+  WRANGLER_PACKAGE_JSON,
+} from "../environment.js";
 import { runRealWrangler } from "../real-wrangler.js";
 
 export const PRELOAD = path.join(path.dirname(fileURLToPath(import.meta.url)), "preload-entry.cjs");
@@ -36,9 +40,13 @@ export function runWithSharedStorage(command: string, args: string[]): void {
     process.exitCode = 1;
     return;
   }
-  runRealWrangler(args, {
-    nodeArgs: ["--require", PRELOAD],
-    // The preload, the owner and its standby load this wrangler's miniflare, not one they find.
-    env: { ...process.env, [SESSION_ENV]: command, [WRANGLER_PACKAGE_ENV]: WRANGLER_PACKAGE_JSON },
-  });
+  // The preload, the owner and its standby load this wrangler's miniflare, not one they find,
+  // nor the copy a registered parent process (a vite dev server) handed down.
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    [SESSION_ENV]: command,
+    [WRANGLER_PACKAGE_ENV]: WRANGLER_PACKAGE_JSON,
+  };
+  delete env[MINIFLARE_ENTRY_ENV];
+  runRealWrangler(args, { nodeArgs: ["--require", PRELOAD], env });
 }

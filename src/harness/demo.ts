@@ -22,9 +22,8 @@ import {
 const short = process.argv.includes("--short");
 const INSERTS = short ? 20 : 100;
 const WRANGLER = "4.164.0";
-// Listed plugin first: the demo gets its own cached install, not register.test.ts's, which a
-// parallel test run may be installing at the same moment (fixtureProject takes no lock).
-const VITE_PACKAGES = { "@cloudflare/vite-plugin": "1.64.0", vite: "8.3.8" };
+// The same install as register.test.ts's (cached; fixtureProject locks it while installing).
+const VITE_PACKAGES = { vite: "8.3.8", "@cloudflare/vite-plugin": "1.64.0" };
 const REGISTER = "--require shared-storage-wrangler/register";
 const step = (message: string) => console.log(`\n▶ ${message}`);
 const info = (message: string) => console.log(`  ${message}`);

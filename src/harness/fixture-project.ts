@@ -7,7 +7,12 @@ import { createHash } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
+import lockfile from "proper-lockfile";
+import { sleepSync } from "../process-info.js";
 import { REPO } from "./sandbox.js";
+
+/** Longer than any install takes; also when a crashed install's lock counts as stale. */
+const INSTALL_TIMEOUT_MS = 600_000;
 
 const CACHE = path.join(
   os.tmpdir(),
@@ -55,11 +60,34 @@ function pack(env: NodeJS.ProcessEnv): { file: string; hash: string } {
   return packed;
 }
 
+/**
+ * `install` with the fixture's lock held: test files in parallel forks (and `npm run demo`) may
+ * want the same fixture at once, and the second must find it installed, not half written.
+ */
+function whileInstalling<T>(dir: string, install: () => T): T {
+  mkdirSync(CACHE, { recursive: true });
+  const options = { realpath: false, lockfilePath: `${dir}.lock`, stale: INSTALL_TIMEOUT_MS };
+  const deadline = Date.now() + INSTALL_TIMEOUT_MS;
+  for (;;) {
+    try {
+      const release = lockfile.lockSync(dir, options);
+      try {
+        return install();
+      } finally {
+        release();
+      }
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "ELOCKED" || Date.now() > deadline) throw error;
+      sleepSync(500);
+    }
+  }
+}
+
 function npm(args: string[], cwd: string, env: NodeJS.ProcessEnv): void {
   execFileSync(
     "npm",
     [...args, "--prefer-offline", "--no-audit", "--no-fund", "--loglevel=error"],
-    { cwd, env, stdio: "pipe", timeout: 300_000 },
+    { cwd, env, stdio: "pipe", timeout: INSTALL_TIMEOUT_MS / 2 },
   );
 }
 
@@ -90,30 +118,32 @@ export function fixtureProject(
       .join("+")
       .replace(/[@/]/g, "_"),
   );
-  const marker = path.join(dir, ".installed");
-  const bin = path.join(dir, "node_modules", ".bin", "wrangler");
-  if (existsSync(marker) && readFileSync(marker, "utf8") === ours.hash) {
-    return { dir, bin, installSeconds: 0 };
-  }
-  const started = Date.now();
-  const peers = options.legacyPeerDeps ? ["--legacy-peer-deps"] : [];
-  if (installedVersion(dir) !== wrangler) {
-    rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(
-      path.join(dir, "package.json"),
-      JSON.stringify({
-        name: "fixture",
-        private: true,
-        devDependencies: { wrangler, ...extra },
-      }),
-    );
-    npm(["install", ...peers], dir, env);
-  }
-  rmSync(marker, { force: true });
-  npm(["install", "-D", ...peers, ours.file], dir, env);
-  writeFileSync(marker, ours.hash);
-  return { dir, bin, installSeconds: (Date.now() - started) / 1000 };
+  return whileInstalling(dir, () => {
+    const marker = path.join(dir, ".installed");
+    const bin = path.join(dir, "node_modules", ".bin", "wrangler");
+    if (existsSync(marker) && readFileSync(marker, "utf8") === ours.hash) {
+      return { dir, bin, installSeconds: 0 };
+    }
+    const started = Date.now();
+    const peers = options.legacyPeerDeps ? ["--legacy-peer-deps"] : [];
+    if (installedVersion(dir) !== wrangler) {
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(
+        path.join(dir, "package.json"),
+        JSON.stringify({
+          name: "fixture",
+          private: true,
+          devDependencies: { wrangler, ...extra },
+        }),
+      );
+      npm(["install", ...peers], dir, env);
+    }
+    rmSync(marker, { force: true });
+    npm(["install", "-D", ...peers, ours.file], dir, env);
+    writeFileSync(marker, ours.hash);
+    return { dir, bin, installSeconds: (Date.now() - started) / 1000 };
+  });
 }
 
 /** The package managers besides npm that the suite installs us with (our devDependencies). */
@@ -152,48 +182,50 @@ export function managerProject(
 ): FixtureProject {
   const ours = pack(env);
   const dir = path.join(CACHE, `${manager}+wrangler-${wrangler}`);
-  const marker = path.join(dir, ".installed");
-  const bin = path.join(dir, "node_modules", ".bin", "wrangler");
-  if (existsSync(marker) && readFileSync(marker, "utf8") === ours.hash) {
-    return { dir, bin, installSeconds: 0 };
-  }
-  const started = Date.now();
-  const store = manager === "pnpm" ? [`--store-dir=${path.join(CACHE, "pnpm-cache")}`] : [];
-  const run = (args: string[]) =>
-    execFileSync(managerBin(manager), [...args, ...store], {
-      cwd: dir,
-      env: managerEnv(manager, env),
-      stdio: "pipe",
-      timeout: 300_000,
-    });
-  const installWrangler = () => {
-    rmSync(dir, { recursive: true, force: true });
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(
-      path.join(dir, "package.json"),
-      JSON.stringify({ name: "fixture", private: true, devDependencies: { wrangler } }),
-    );
-    // pnpm runs no dependency's install script unless the project allows it (as a user does
-    // when `pnpm approve-builds` asks), and passes `nodeOptions` to every bin it runs: the
-    // README's one line that teaches the real `wrangler` our command lines.
-    if (manager === "pnpm") {
-      writeFileSync(
-        path.join(dir, "pnpm-workspace.yaml"),
-        "allowBuilds:\n  esbuild: true\n  workerd: true\n" +
-          'nodeOptions: "--require=shared-storage-wrangler/register"\n',
-      );
+  return whileInstalling(dir, () => {
+    const marker = path.join(dir, ".installed");
+    const bin = path.join(dir, "node_modules", ".bin", "wrangler");
+    if (existsSync(marker) && readFileSync(marker, "utf8") === ours.hash) {
+      return { dir, bin, installSeconds: 0 };
     }
-    run(["install", ...(manager === "pnpm" ? ["--reporter=silent"] : ["--silent"])]);
-  };
-  if (installedVersion(dir) !== wrangler) installWrangler();
-  rmSync(marker, { force: true });
-  try {
-    run(ADD_DEV[manager](ours.file));
-  } catch {
-    // The cached project names a tarball that is gone (yarn then cannot resolve it): start over.
-    installWrangler();
-    run(ADD_DEV[manager](ours.file));
-  }
-  writeFileSync(marker, ours.hash);
-  return { dir, bin, installSeconds: (Date.now() - started) / 1000 };
+    const started = Date.now();
+    const store = manager === "pnpm" ? [`--store-dir=${path.join(CACHE, "pnpm-cache")}`] : [];
+    const run = (args: string[]) =>
+      execFileSync(managerBin(manager), [...args, ...store], {
+        cwd: dir,
+        env: managerEnv(manager, env),
+        stdio: "pipe",
+        timeout: INSTALL_TIMEOUT_MS / 2,
+      });
+    const installWrangler = () => {
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir, { recursive: true });
+      writeFileSync(
+        path.join(dir, "package.json"),
+        JSON.stringify({ name: "fixture", private: true, devDependencies: { wrangler } }),
+      );
+      // pnpm runs no dependency's install script unless the project allows it (as a user does
+      // when `pnpm approve-builds` asks), and passes `nodeOptions` to every bin it runs: the
+      // README's one line that teaches the real `wrangler` our command lines.
+      if (manager === "pnpm") {
+        writeFileSync(
+          path.join(dir, "pnpm-workspace.yaml"),
+          "allowBuilds:\n  esbuild: true\n  workerd: true\n" +
+            'nodeOptions: "--require=shared-storage-wrangler/register"\n',
+        );
+      }
+      run(["install", ...(manager === "pnpm" ? ["--reporter=silent"] : ["--silent"])]);
+    };
+    if (installedVersion(dir) !== wrangler) installWrangler();
+    rmSync(marker, { force: true });
+    try {
+      run(ADD_DEV[manager](ours.file));
+    } catch {
+      // The cached project names a tarball that is gone (yarn then cannot resolve it): start over.
+      installWrangler();
+      run(ADD_DEV[manager](ours.file));
+    }
+    writeFileSync(marker, ours.hash);
+    return { dir, bin, installSeconds: (Date.now() - started) / 1000 };
+  });
 }
