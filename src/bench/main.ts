@@ -244,6 +244,20 @@ async function correctness(contender: Contender) {
 }
 
 /**
+ * Milliseconds from `since` until the first session prints that it follows a new owner (or
+ * elects one): output is polled every 2 ms, so this includes the pipe, not only the detection.
+ */
+async function firstSessionNotice(sessions: Session[], since: number): Promise<number | undefined> {
+  const marks = sessions.map((s) => s.output().length);
+  const notice = /storage owner is now pid|is gone; this session takes over/;
+  while (Date.now() - since < 30_000) {
+    if (sessions.some((s, i) => notice.test(s.output().slice(marks[i])))) return Date.now() - since;
+    await sleep(2);
+  }
+  return undefined;
+}
+
+/**
  * kill -9 of our owner 1 s after the sessions are ready (its standby was started beside it, not
  * later), and how long until the first process of ours noticed (the standby's log line).
  */
@@ -255,6 +269,7 @@ async function earlyCrash() {
     const load = steadyLoad(sessions, "early");
     await sleep(1000);
     const killedAt = Date.now();
+    const sessionNotice = firstSessionNotice(sessions, killedAt);
     killGroup(owner.pid, "SIGKILL");
     await waitForCleanTraffic(load, killedAt);
     await load.stop();
@@ -263,8 +278,9 @@ async function earlyCrash() {
       new RegExp(`\\[([^\\]]+)\\] \\w+ \\d+: owner pid ${owner.pid} is gone`),
     )?.[1];
     const detectionMs = noticed ? Date.parse(noticed) - killedAt : undefined;
+    const sessionNoticeMs = await sessionNotice;
     log(
-      `ours: kill -9 1 s after ready: last failure ${window.recoveredAfterMs} ms after the kill, noticed after ${detectionMs} ms`,
+      `ours: kill -9 1 s after ready: last failure ${window.recoveredAfterMs} ms after the kill, noticed after ${detectionMs} ms (standby), ${sessionNoticeMs} ms (first session names the new owner)`,
     );
 
     // Then the new owner's workerd alone (its own standby booted): storage back within 1 s?
@@ -292,6 +308,7 @@ async function earlyCrash() {
       windowMs: window.windowMs,
       recoveredAfterMs: window.recoveredAfterMs,
       detectionMs,
+      sessionNoticeMs,
       workerdKilled: {
         failed: workerdWindow.failures,
         recoveredAfterMs: workerdWindow.recoveredAfterMs,
@@ -661,6 +678,13 @@ async function main(): Promise<void> {
     "-",
     `${early.detectionMs ?? "?"} ms`,
     "event (pipe closed), no polling",
+  ]);
+  lines.push([
+    "failover: owner death → first session routes to the new owner",
+    "n/a",
+    "-",
+    `${early.sessionNoticeMs ?? "?"} ms`,
+    "event (lifeline closed), then the standby's takeover",
   ]);
   lines.push([
     `idle CPU-s over ${idle.plain.seconds} s, 2 sessions (processes)`,
