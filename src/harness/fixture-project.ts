@@ -61,25 +61,41 @@ function pack(env: NodeJS.ProcessEnv): { file: string; hash: string } {
 }
 
 /**
- * `install` with the fixture's lock held: test files in parallel forks (and `npm run demo`) may
- * want the same fixture at once, and the second must find it installed, not half written.
+ * The fixture in `dir`, installed by `install` unless it already holds this tarball. Under the
+ * fixture's lock: test files in parallel forks (and `npm run demo`) may want the same fixture at
+ * once, and the second must find it installed, not half written.
  */
-function whileInstalling<T>(dir: string, install: () => T): T {
-  mkdirSync(CACHE, { recursive: true });
+function cachedFixture(
+  dir: string,
+  env: NodeJS.ProcessEnv,
+  install: (tarball: string) => void,
+): FixtureProject {
+  const ours = pack(env);
+  const marker = path.join(dir, ".installed");
+  const bin = path.join(dir, "node_modules", ".bin", "wrangler");
   const options = { realpath: false, lockfilePath: `${dir}.lock`, stale: INSTALL_TIMEOUT_MS };
   const deadline = Date.now() + INSTALL_TIMEOUT_MS;
+  let release: () => void;
   for (;;) {
     try {
-      const release = lockfile.lockSync(dir, options);
-      try {
-        return install();
-      } finally {
-        release();
-      }
+      release = lockfile.lockSync(dir, options);
+      break;
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code !== "ELOCKED" || Date.now() > deadline) throw error;
       sleepSync(500);
     }
+  }
+  try {
+    if (existsSync(marker) && readFileSync(marker, "utf8") === ours.hash) {
+      return { dir, bin, installSeconds: 0 };
+    }
+    const started = Date.now();
+    rmSync(marker, { force: true });
+    install(ours.file);
+    writeFileSync(marker, ours.hash);
+    return { dir, bin, installSeconds: (Date.now() - started) / 1000 };
+  } finally {
+    release();
   }
 }
 
@@ -110,7 +126,6 @@ export function fixtureProject(
   env: NodeJS.ProcessEnv,
   options: { legacyPeerDeps?: boolean; devDependencies?: Record<string, string> } = {},
 ): FixtureProject {
-  const ours = pack(env);
   const extra = options.devDependencies ?? {};
   const dir = path.join(
     CACHE,
@@ -118,14 +133,8 @@ export function fixtureProject(
       .join("+")
       .replace(/[@/]/g, "_"),
   );
-  return whileInstalling(dir, () => {
-    const marker = path.join(dir, ".installed");
-    const bin = path.join(dir, "node_modules", ".bin", "wrangler");
-    if (existsSync(marker) && readFileSync(marker, "utf8") === ours.hash) {
-      return { dir, bin, installSeconds: 0 };
-    }
-    const started = Date.now();
-    const peers = options.legacyPeerDeps ? ["--legacy-peer-deps"] : [];
+  const peers = options.legacyPeerDeps ? ["--legacy-peer-deps"] : [];
+  return cachedFixture(dir, env, (tarball) => {
     if (installedVersion(dir) !== wrangler) {
       rmSync(dir, { recursive: true, force: true });
       mkdirSync(dir, { recursive: true });
@@ -139,10 +148,7 @@ export function fixtureProject(
       );
       npm(["install", ...peers], dir, env);
     }
-    rmSync(marker, { force: true });
-    npm(["install", "-D", ...peers, ours.file], dir, env);
-    writeFileSync(marker, ours.hash);
-    return { dir, bin, installSeconds: (Date.now() - started) / 1000 };
+    npm(["install", "-D", ...peers, tarball], dir, env);
   });
 }
 
@@ -180,52 +186,42 @@ export function managerProject(
   wrangler: string,
   env: NodeJS.ProcessEnv,
 ): FixtureProject {
-  const ours = pack(env);
   const dir = path.join(CACHE, `${manager}+wrangler-${wrangler}`);
-  return whileInstalling(dir, () => {
-    const marker = path.join(dir, ".installed");
-    const bin = path.join(dir, "node_modules", ".bin", "wrangler");
-    if (existsSync(marker) && readFileSync(marker, "utf8") === ours.hash) {
-      return { dir, bin, installSeconds: 0 };
-    }
-    const started = Date.now();
-    const store = manager === "pnpm" ? [`--store-dir=${path.join(CACHE, "pnpm-cache")}`] : [];
-    const run = (args: string[]) =>
-      execFileSync(managerBin(manager), [...args, ...store], {
-        cwd: dir,
-        env: managerEnv(manager, env),
-        stdio: "pipe",
-        timeout: INSTALL_TIMEOUT_MS / 2,
-      });
-    const installWrangler = () => {
-      rmSync(dir, { recursive: true, force: true });
-      mkdirSync(dir, { recursive: true });
+  const store = manager === "pnpm" ? [`--store-dir=${path.join(CACHE, "pnpm-cache")}`] : [];
+  const run = (args: string[]) =>
+    execFileSync(managerBin(manager), [...args, ...store], {
+      cwd: dir,
+      env: managerEnv(manager, env),
+      stdio: "pipe",
+      timeout: INSTALL_TIMEOUT_MS / 2,
+    });
+  const installWrangler = () => {
+    rmSync(dir, { recursive: true, force: true });
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(
+      path.join(dir, "package.json"),
+      JSON.stringify({ name: "fixture", private: true, devDependencies: { wrangler } }),
+    );
+    // pnpm runs no dependency's install script unless the project allows it (as a user does
+    // when `pnpm approve-builds` asks), and passes `nodeOptions` to every bin it runs: the
+    // README's one line that teaches the real `wrangler` our command lines.
+    if (manager === "pnpm") {
       writeFileSync(
-        path.join(dir, "package.json"),
-        JSON.stringify({ name: "fixture", private: true, devDependencies: { wrangler } }),
+        path.join(dir, "pnpm-workspace.yaml"),
+        "allowBuilds:\n  esbuild: true\n  workerd: true\n" +
+          'nodeOptions: "--require=shared-storage-wrangler/register"\n',
       );
-      // pnpm runs no dependency's install script unless the project allows it (as a user does
-      // when `pnpm approve-builds` asks), and passes `nodeOptions` to every bin it runs: the
-      // README's one line that teaches the real `wrangler` our command lines.
-      if (manager === "pnpm") {
-        writeFileSync(
-          path.join(dir, "pnpm-workspace.yaml"),
-          "allowBuilds:\n  esbuild: true\n  workerd: true\n" +
-            'nodeOptions: "--require=shared-storage-wrangler/register"\n',
-        );
-      }
-      run(["install", ...(manager === "pnpm" ? ["--reporter=silent"] : ["--silent"])]);
-    };
+    }
+    run(["install", ...(manager === "pnpm" ? ["--reporter=silent"] : ["--silent"])]);
+  };
+  return cachedFixture(dir, env, (tarball) => {
     if (installedVersion(dir) !== wrangler) installWrangler();
-    rmSync(marker, { force: true });
     try {
-      run(ADD_DEV[manager](ours.file));
+      run(ADD_DEV[manager](tarball));
     } catch {
       // The cached project names a tarball that is gone (yarn then cannot resolve it): start over.
       installWrangler();
-      run(ADD_DEV[manager](ours.file));
+      run(ADD_DEV[manager](tarball));
     }
-    writeFileSync(marker, ours.hash);
-    return { dir, bin, installSeconds: (Date.now() - started) / 1000 };
   });
 }
