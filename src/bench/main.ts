@@ -3,6 +3,8 @@
 //   npm run bench              full run (several minutes)
 //   npm run bench -- --quick   under three minutes
 //   npm run bench -- --smoke   one tiny iteration of everything (the test suite runs this)
+//   npm run bench -- --profile where the time of a call through the owner goes (profile.ts);
+//                              with --quick or --smoke, shorter; writes bench/profile.json
 //   --out FILE                 write the JSON there instead of bench/results.json
 // Prints a table and writes bench/results.json. Figures are never asserted anywhere.
 import { spawn } from "node:child_process";
@@ -26,6 +28,7 @@ import {
 import { inspectRoot } from "../owner/inspect.js";
 import { ownerGone } from "../owner/lifecycle.js";
 import { processGroupMembers } from "../process-info.js";
+import { profile } from "./profile.js";
 
 type Contender = "plain" | "upstream" | "ours";
 const CONTENDERS: Contender[] = ["plain", "upstream", "ours"];
@@ -568,6 +571,21 @@ function ratio(a: number | undefined, b: number | undefined): string {
 async function main(): Promise<void> {
   cleanUpOnSignal();
   const startedAt = Date.now();
+  if (process.argv.includes("--profile")) {
+    const figures = await profile();
+    const out = outArg > 0 ? OUT : path.join(REPO, "bench", "profile.json");
+    mkdirSync(path.dirname(out), { recursive: true });
+    writeFileSync(
+      out,
+      JSON.stringify(
+        { mode, date: new Date().toISOString(), versions: versions(), ...figures },
+        null,
+        2,
+      ) + "\n",
+    );
+    console.log(`Written to ${out}`);
+    return;
+  }
   log(`mode ${mode}: ${JSON.stringify(SIZES)}`);
   const correctnessBy: Partial<Record<Contender, Awaited<ReturnType<typeof correctness>>>> = {};
   for (const contender of CONTENDERS) correctnessBy[contender] = await correctness(contender);
