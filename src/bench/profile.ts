@@ -426,6 +426,26 @@ export async function profile(): Promise<Record<string, unknown>> {
           ),
         ]),
       ),
+      // Per call, from the loops of B: what plain costs, what miniflare's proxy adds in-process,
+      // what crossing to another process adds; from C, what a new connection per call costs.
+      breakdownMs: Object.fromEntries(
+        Object.entries(loop).map(([op, by]) => {
+          const [plain, proxy, ours] = [by.plain, by.mfOwning, by.ours].map((xs) => median(xs));
+          return [
+            op,
+            {
+              plain: round(plain!, 3),
+              proxyInProcess: round(proxy! - plain!, 3),
+              crossProcess: round(ours! - proxy!, 3),
+              extra: round(ours! - plain!, 3),
+            },
+          ];
+        }),
+      ),
+      newConnectionMs: {
+        kvGet: round(median(probeLoop["kv-raw-new"]!) - median(probeLoop["kv-raw-reuse"]!), 3),
+        entry: round(median(probeLoop["entry-new"]!) - median(probeLoop["entry-reuse"]!), 3),
+      },
       probe: {
         moduleScope,
         loopPerCallMs: Object.fromEntries(
@@ -447,6 +467,11 @@ type ProfileResult = {
   whoami: Record<string, { p50: number; p95: number; n: number }>;
   loopPerCallMs: Record<string, Record<string, number>>;
   cpuPerCallMs: Record<string, Record<string, Record<string, number>>>;
+  breakdownMs: Record<
+    string,
+    { plain: number; proxyInProcess: number; crossProcess: number; extra: number }
+  >;
+  newConnectionMs: { kvGet: number; entry: number };
   probe: {
     moduleScope: string[];
     loopPerCallMs: Record<string, number>;
@@ -498,5 +523,13 @@ function printProfile(result: ProfileResult, targets: Target[]): void {
       `  ${op.padEnd(24)} in a loop: ${ms} | one call per HTTP request: p50 ${http.p50} p95 ${http.p95}`,
     );
   }
-  console.log(`\nProfile\n${lines.join("\n")}\n`);
+  lines.push("Where the time goes, ms per call (B and C):");
+  for (const [op, b] of Object.entries(result.breakdownMs))
+    lines.push(
+      `  ${op.padEnd(10)} plain ${b.plain} + miniflare's proxy in-process ${b.proxyInProcess} + another process over TCP ${b.crossProcess} = +${b.extra}`,
+    );
+  lines.push(
+    `  of which a new debug-port connection per call (probe): ${result.newConnectionMs.kvGet} (KV get), ${result.newConnectionMs.entry} (owner's entry)`,
+  );
+  console.log(`\nProfile: where the time goes\n${lines.join("\n")}\n`);
 }
