@@ -322,6 +322,27 @@ export async function profile(): Promise<Record<string, unknown>> {
             into[label] = (into[label] ?? 0) + ms / (LOOP + 1) / LOOP_REPEATS;
         }
 
+    // CPU-ms of a whole HTTP request (one D1 insert, or none: /whoami), all processes of the
+    // target summed: what one session's throughput under concurrent load is made of.
+    const HTTP_CPU_REQUESTS = smoke ? 5 : 60;
+    const httpCpu: Record<string, Record<Target, number>> = {
+      whoami: { plain: 0, mfOwning: 0, mfNonOwning: 0, ours: 0 },
+      "D1 insert": { plain: 0, mfOwning: 0, mfNonOwning: 0, ours: 0 },
+    };
+    for (let r = 0; r < 3; r++)
+      for (const target of ["plain", "ours"] as const)
+        for (const [op, requestPath, method] of [
+          ["whoami", "/whoami", "GET"],
+          ["D1 insert", "/d1/insert?who=cpu", "POST"],
+        ] as const) {
+          const spent = await cpuDuring(processesByTarget[target], async () => {
+            for (let i = 0; i < HTTP_CPU_REQUESTS; i++)
+              await timed(sessions[target].url(requestPath), method);
+          });
+          const total = Object.values(spent).reduce((sum, ms) => sum + ms, 0);
+          httpCpu[op]![target] += total / HTTP_CPU_REQUESTS / 3;
+        }
+
     // C. A probe workerd against our owner's debug port.
     const owner = oursBox.owner();
     if (!owner?.debugAddress) throw new Error("our owner has no debug address");
@@ -426,6 +447,12 @@ export async function profile(): Promise<Record<string, unknown>> {
           ),
         ]),
       ),
+      httpCpuPerRequestMs: Object.fromEntries(
+        Object.entries(httpCpu).map(([op, by]) => [
+          op,
+          { plain: round(by.plain, 2), ours: round(by.ours, 2) },
+        ]),
+      ),
       // Per call, from the loops of B: what plain costs, what miniflare's proxy adds in-process,
       // what crossing to another process adds; from C, what a new connection per call costs.
       breakdownMs: Object.fromEntries(
@@ -472,6 +499,7 @@ type ProfileResult = {
     { plain: number; proxyInProcess: number; crossProcess: number; extra: number }
   >;
   newConnectionMs: { kvGet: number; entry: number };
+  httpCpuPerRequestMs: Record<string, { plain: number; ours: number }>;
   probe: {
     moduleScope: string[];
     loopPerCallMs: Record<string, number>;
@@ -513,6 +541,13 @@ function printProfile(result: ProfileResult, targets: Target[]): void {
       );
     }
   }
+  lines.push(
+    "   CPU-ms of one whole HTTP request, every process of the target (the bench client excluded)",
+  );
+  for (const [op, by] of Object.entries(result.httpCpuPerRequestMs))
+    lines.push(
+      `  ${op.padEnd(10)} plain ${by.plain} | ours ${by.ours} (${ratio(by.ours, by.plain)})`,
+    );
   lines.push("C. probe workerd → our owner's debug port, ms per call");
   lines.push(
     `  a client kept at module scope, 1st / 2nd request: ${result.probe.moduleScope.join(" / ")}`,
