@@ -563,7 +563,8 @@ async function singleSessionThroughput() {
     await sleep(2000);
     const ok = { plain: 0, ours: 0 };
     const failed = { plain: 0, ours: 0 };
-    const windows = Math.max(1, SIZES.scalingSeconds * 2);
+    // Full: 10 windows each (10 s of load per contender); quick: 6; smoke: 1.
+    const windows = mode === "smoke" ? 1 : SIZES.scalingSeconds * 2;
     for (let w = 0; w < windows; w++) {
       for (const contender of w % 2 ? (["ours", "plain"] as const) : (["plain", "ours"] as const)) {
         const load = steadyLoad([session[contender]], "scale", 4, 0);
