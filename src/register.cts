@@ -23,11 +23,15 @@ const OWNER_MAIN = path.join(__dirname, "owner", "main.js");
 /** The real wrangler's entries: its bin, and the bundle that bin starts. */
 const WRANGLER_MAIN = /[\\/]bin[\\/]wrangler\.js$|[\\/]wrangler-dist[\\/]cli\.js$/;
 
+/**
+ * `WRANGLER_X_SHARED_STORAGE` says no (as command-line.ts's `yesNo` reads it). Not imported from
+ * there: command-line.js loads environment.js, which resolves wrangler the moment it loads, so it
+ * would cost every Node process, fail in one where no wrangler resolves, and fix the wrangler
+ * before `tookOver` names the one the user started.
+ */
 function switchedOff(): boolean {
   const raw = process.env.WRANGLER_X_SHARED_STORAGE;
-  if (raw === undefined) return false;
-  const { yesNo } = require("./command-line.js") as typeof import("./command-line.js");
-  return yesNo(raw.trim()) === false;
+  return raw !== undefined && ["false", "0", "no", "off", ""].includes(raw.trim().toLowerCase());
 }
 
 /** The wrangler package whose entry `main` is, if it is one. */
