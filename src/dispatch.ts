@@ -137,11 +137,23 @@ function explicitlyOff(argv: string[]): boolean {
   return parseCommandLine(argv).flag === false;
 }
 
+/**
+ * The register shares storage in this process (NODE_OPTIONS, pnpm's nodeOptions), and so in the
+ * real wrangler we start, which inherits it: a command we pass through unflagged goes through the
+ * owner all the same (src/register.cts sets the mark).
+ */
+function registerShares(argv: string[]): boolean {
+  const mark = (globalThis as Record<symbol, unknown>)[
+    Symbol.for("shared-storage-wrangler.register-shares")
+  ];
+  return mark === true && !explicitlyOff(argv);
+}
+
 export async function main(argv: string[]): Promise<void> {
   const decided = route(argv, process.env);
   switch (decided.kind) {
     case "passthrough":
-      if (decided.direct) {
+      if (decided.direct && !registerShares(argv)) {
         const { warnIfOwnerServes } = await import("./dev/direct-access.js");
         warnIfOwnerServes(decided.direct);
       }

@@ -1,13 +1,15 @@
 // The register in a real wrangler's own process (pnpm and yarn link its bin as `wrangler`): the
 // command line it takes over runs the wrangler the user started, whatever else resolves, and a
-// process that never loads wrangler or miniflare loads nothing of ours. A stand-in wrangler
-// package (its bin is the real one's, its bundle prints what it was given) keeps this cheap.
+// process that never loads wrangler or miniflare loads nothing of ours; the warning that a command
+// opens the files directly is printed only when it does. A stand-in wrangler package (its bin is
+// the real one's, its bundle prints what it was given) keeps most of this cheap.
 import { execFileSync } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { NODE, REAL_BIN, REPO } from "../harness/sandbox.js";
+import { NODE, post, REAL_BIN, REPO, Sandbox, waitFor } from "../harness/sandbox.js";
+import { ownerGone } from "../owner/lifecycle.js";
 
 const REGISTER = `--require ${path.join(REPO, "dist", "register.cjs")}`;
 
@@ -70,4 +72,35 @@ describe("the register in a process that loads neither wrangler nor miniflare", 
       expect(JSON.parse(loaded)).toEqual([path.join(REPO, "dist", "register.cjs")]);
     },
   );
+});
+
+describe("the real `wrangler dev` under the register, beside a serving owner", () => {
+  const sandbox = new Sandbox();
+  afterAll(() => sandbox.cleanup());
+  const direct = "directly while storage owner";
+
+  it("unflagged, shares through the owner and does not warn that it opens the files directly", async () => {
+    await sandbox.startSession("api");
+    const owner = sandbox.owner()!;
+    const jobs = await sandbox.startSession("jobs", {
+      via: [NODE, REAL_BIN],
+      env: { NODE_OPTIONS: REGISTER },
+      flag: false,
+    });
+    expect((await post(jobs.url("/d1/insert?who=register"))).ok).toBe(true);
+    expect(jobs.output()).toContain(`served by owner pid ${owner.pid}`);
+    expect(jobs.output()).not.toContain(direct);
+    // Asked for no sharing, it opens the files itself: then the warning is true.
+    const plain = await sandbox.startSession("admin", {
+      via: [NODE, REAL_BIN],
+      env: { NODE_OPTIONS: REGISTER },
+      flag: false,
+      extraArgs: ["--no-x-shared-storage"],
+    });
+    expect(plain.output()).toContain(direct);
+    expect(plain.output()).not.toContain("served by owner");
+    await sandbox.stopAllSessions();
+    await waitFor("the owner to leave", () => ownerGone(owner), 15_000);
+    expect(await sandbox.settledLeftovers()).toEqual([]);
+  }, 180_000);
 });
