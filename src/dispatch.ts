@@ -153,7 +153,8 @@ export async function main(argv: string[]): Promise<void> {
   const decided = route(argv, process.env);
   switch (decided.kind) {
     case "passthrough":
-      if (decided.direct && !registerShares(argv)) {
+      // Commands --x-shared-storage does not cover keep their warning: not shown to share.
+      if (decided.direct && !(decided.direct.sharable && registerShares(argv))) {
         const { warnIfOwnerServes } = await import("./dev/direct-access.js");
         warnIfOwnerServes(decided.direct);
       }
