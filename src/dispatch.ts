@@ -118,7 +118,7 @@ export function route(argv: string[], env: NodeJS.ProcessEnv, cwd = process.cwd(
  * Everything else is left to that wrangler, untouched.
  */
 export function takeOverRealWrangler(argv: string[], env = process.env): boolean {
-  if (env[DISPATCHED_ENV]) return false;
+  if (env[DISPATCHED_ENV] === String(process.ppid)) return false; // we started it: routed
   const decided = route(argv, env);
   const untouched =
     decided.kind === "passthrough" &&
@@ -137,11 +137,24 @@ function explicitlyOff(argv: string[]): boolean {
   return parseCommandLine(argv).flag === false;
 }
 
+/**
+ * The register shares storage in this process (NODE_OPTIONS, pnpm's nodeOptions), and so in the
+ * real wrangler we start, which inherits it: a command we pass through unflagged goes through the
+ * owner all the same (src/register.cts sets the mark).
+ */
+function registerShares(argv: string[]): boolean {
+  const mark = (globalThis as Record<symbol, unknown>)[
+    Symbol.for("shared-storage-wrangler.register-shares")
+  ];
+  return mark === true && !explicitlyOff(argv);
+}
+
 export async function main(argv: string[]): Promise<void> {
   const decided = route(argv, process.env);
   switch (decided.kind) {
     case "passthrough":
-      if (decided.direct) {
+      // Commands --x-shared-storage does not cover keep their warning: not shown to share.
+      if (decided.direct && !(decided.direct.sharable && registerShares(argv))) {
         const { warnIfOwnerServes } = await import("./dev/direct-access.js");
         warnIfOwnerServes(decided.direct);
       }

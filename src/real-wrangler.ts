@@ -7,8 +7,9 @@ import { constants } from "node:os";
 import { WRANGLER_BIN, WRANGLER_CLI } from "./environment.js";
 
 /**
- * Set for every real wrangler we start: the register in its process (NODE_OPTIONS) must not
- * route the command a second time (see takeOverRealWrangler in dispatch.ts).
+ * Our pid, set for every real wrangler we start: the register in that process (NODE_OPTIONS)
+ * must not route the command a second time. Only there: its descendants (a build command, a
+ * script that runs wrangler again) are routed as any other process is (takeOverRealWrangler).
  */
 export const DISPATCHED_ENV = "WRANGLER_X_DISPATCHED";
 
@@ -44,7 +45,7 @@ export function runRealWrangler(args: string[], options: RealWranglerOptions = {
     ["--no-warnings", ...process.execArgv, ...(options.nodeArgs ?? []), entry, ...args],
     {
       stdio: ["inherit", "inherit", "inherit", "ipc"],
-      env: { ...(options.env ?? process.env), [DISPATCHED_ENV]: "1" },
+      env: { ...(options.env ?? process.env), [DISPATCHED_ENV]: String(process.pid) },
     },
   );
   child

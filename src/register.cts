@@ -22,12 +22,18 @@ const MINIFLARE_MAIN = /[\\/]node_modules[\\/]miniflare[\\/]dist[\\/]src[\\/]ind
 const OWNER_MAIN = path.join(__dirname, "owner", "main.js");
 /** The real wrangler's entries: its bin, and the bundle that bin starts. */
 const WRANGLER_MAIN = /[\\/]bin[\\/]wrangler\.js$|[\\/]wrangler-dist[\\/]cli\.js$/;
+/** Set on globalThis when this process's register shares storage (read by dispatch.ts). */
+const REGISTER_SHARES = "shared-storage-wrangler.register-shares";
 
+/**
+ * `WRANGLER_X_SHARED_STORAGE` says no (as command-line.ts's `yesNo` reads it). Not imported from
+ * there: command-line.js loads environment.js, which resolves wrangler the moment it loads, so it
+ * would cost every Node process, fail in one where no wrangler resolves, and fix the wrangler
+ * before `tookOver` names the one the user started.
+ */
 function switchedOff(): boolean {
   const raw = process.env.WRANGLER_X_SHARED_STORAGE;
-  if (raw === undefined) return false;
-  const { yesNo } = require("./command-line.js") as typeof import("./command-line.js");
-  return yesNo(raw.trim()) === false;
+  return raw !== undefined && ["false", "0", "no", "off", ""].includes(raw.trim().toLowerCase());
 }
 
 /** The wrangler package whose entry `main` is, if it is one. */
@@ -59,6 +65,9 @@ function tookOver(main: string): boolean {
 }
 
 function hook(sharing: boolean): void {
+  // Our dispatch in this process (a taken-over wrangler, or our bin under NODE_OPTIONS) hands its
+  // command to a wrangler that inherits this register: that one shares, it opens nothing directly.
+  if (sharing) (globalThis as Record<symbol, unknown>)[Symbol.for(REGISTER_SHARES)] = true;
   const extensions = (nodeModule as unknown as { _extensions: Record<string, Loader> })._extensions;
   const load = extensions[".js"];
   if (!load) throw new Error("node's CommonJS loader has no .js handler");

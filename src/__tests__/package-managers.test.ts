@@ -109,6 +109,30 @@ describe.each(MANAGERS)("installed with %s", (manager) => {
     const holders = new Set(sampler.samples.flatMap((s) => s.holders));
     expect([...holders]).toEqual(owner.workerd!.map((w) => w.pid));
 
+    // A local storage command beside the sessions, through the owner, by `wrangler` itself (the
+    // real bin taught by the register under pnpm and yarn, ours under bun).
+    const wranglerWay = WAYS[manager].find((way) => way.bin === "wrangler")!;
+    const counted = JSON.parse(
+      run(
+        "wrangler",
+        [
+          "d1",
+          "execute",
+          "shared-db",
+          "--local",
+          "--x-shared-storage",
+          "--persist-to",
+          sandbox.persistTo,
+          ...config("api"),
+          "--json",
+          "--command",
+          `SELECT COUNT(*) AS n FROM items WHERE who = '${manager}'`,
+        ],
+        wranglerWay.env,
+      ),
+    ) as { results: { n: number }[] }[];
+    expect(counted[0]!.results[0]!.n).toBe(INSERTS);
+
     // `storage-owner` by the name each manager gives us.
     const { bin, env } = WAYS[manager][0]!;
     const status = JSON.parse(

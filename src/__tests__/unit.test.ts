@@ -15,11 +15,17 @@ import {
   sameVersions,
   versions,
 } from "../environment.js";
-import { assessOwner } from "../owner/lifecycle.js";
-import { liveness } from "../process-info.js";
+import {
+  assessOwner,
+  BOOTING_STANDBY_PRIORITY_MS,
+  STANDBY_PRIORITY_MS,
+  standbyTakingOver,
+} from "../owner/lifecycle.js";
+import { currentIdentity, liveness } from "../process-info.js";
 import {
   type OwnerRecord,
   readRecord,
+  rootPaths,
   SCHEMA_VERSION,
   validateClient,
   validateOwner,
@@ -57,6 +63,9 @@ describe("records", () => {
       [JSON.stringify({ ...owner(), pid: "12" }), 'field "pid" is missing or not a number'],
       [JSON.stringify({ ...owner(), phase: "dancing" }), 'unknown phase "dancing"'],
       [JSON.stringify({ ...owner(), debugAddress: 5 }), 'field "debugAddress" is not a string'],
+      [JSON.stringify({ ...owner(), lifelinePort: "80" }), 'field "lifelinePort" is not a number'],
+      [JSON.stringify({ ...owner(), lifelinePort: 70000 }), "lifelinePort 70000 is not a port"],
+      [JSON.stringify({ ...owner(), lifelinePort: 1.5 }), "lifelinePort 1.5 is not a port"],
     ];
     for (const [text, problem] of cases) {
       writeFileSync(file, text);
@@ -101,6 +110,32 @@ describe("owner state", () => {
     expect(assessOwner(owner({ phase: "starting" }), "alive", now).state).toBe("starting");
     expect(assessOwner(owner({ phase: "stopping" }), "alive", now).state).toBe("stopping");
     expect(assessOwner(owner({ heartbeatAt: "garbage" }), "alive", now).state).toBe("stale");
+  });
+
+  it("gives a dead owner's live standby priority: 5 s after its last heartbeat, 15 s while booting", () => {
+    const paths = rootPaths(path.join(tmp, "standby-root"));
+    mkdirSync(paths.stateDir, { recursive: true });
+    const dead = owner({ heartbeatAt: new Date(100_000).toISOString() });
+    // This test process stands in for the standby: alive, not stopped, with its start time.
+    const standby = (phase: "starting" | "ready", backs = dead.pid) =>
+      writeRecordAtomic(paths.standbyRecord, {
+        schema: SCHEMA_VERSION,
+        ...currentIdentity(),
+        phase,
+        backs,
+        since: new Date(0).toISOString(),
+        versions: {},
+      });
+    const after = (ms: number) => standbyTakingOver(paths, dead, 100_000 + ms);
+    standby("ready");
+    expect(after(STANDBY_PRIORITY_MS - 1)).toBe(process.pid);
+    expect(after(STANDBY_PRIORITY_MS + 1)).toBeUndefined();
+    standby("starting");
+    expect(after(STANDBY_PRIORITY_MS + 1)).toBe(process.pid);
+    expect(after(BOOTING_STANDBY_PRIORITY_MS - 1)).toBe(process.pid);
+    expect(after(BOOTING_STANDBY_PRIORITY_MS + 1)).toBeUndefined();
+    standby("starting", dead.pid + 1); // backs another owner
+    expect(after(0)).toBeUndefined();
   });
 
   it("tells a live process from a reused pid and a dead one", () => {

@@ -11,7 +11,7 @@ import lockfile from "proper-lockfile";
 import { sleepSync } from "../process-info.js";
 import { REPO } from "./sandbox.js";
 
-/** Longer than any install takes; also when a crashed install's lock counts as stale. */
+/** What all the commands of one fixture install may take together. */
 const INSTALL_TIMEOUT_MS = 600_000;
 
 const CACHE = path.join(
@@ -73,8 +73,10 @@ function cachedFixture(
   const ours = pack(env);
   const marker = path.join(dir, ".installed");
   const bin = path.join(dir, "node_modules", ".bin", "wrangler");
-  const options = { realpath: false, lockfilePath: `${dir}.lock`, stale: INSTALL_TIMEOUT_MS };
-  const deadline = Date.now() + INSTALL_TIMEOUT_MS;
+  // An install blocks the event loop, so the lock's mtime is not refreshed meanwhile: it counts
+  // as stale only well after the longest install (its commands' timeouts add up to this).
+  const options = { realpath: false, lockfilePath: `${dir}.lock`, stale: 2 * INSTALL_TIMEOUT_MS };
+  const deadline = Date.now() + 2 * INSTALL_TIMEOUT_MS;
   let release: () => void;
   for (;;) {
     try {
@@ -170,7 +172,14 @@ export function managerBin(manager: Manager): string {
 /** Each manager's own cache, kept beside the fixtures rather than in the user's home. */
 function managerEnv(manager: Manager, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
   const cache = path.join(CACHE, `${manager}-cache`);
-  return { ...env, YARN_CACHE_FOLDER: cache, BUN_INSTALL_CACHE_DIR: cache };
+  return {
+    ...env,
+    YARN_CACHE_FOLDER: cache,
+    BUN_INSTALL_CACHE_DIR: cache,
+    // pnpm keeps its metadata cache and state under XDG_CACHE_HOME and XDG_STATE_HOME (~/.cache/pnpm).
+    XDG_CACHE_HOME: path.join(cache, "xdg-cache"),
+    XDG_STATE_HOME: path.join(cache, "xdg-state"),
+  };
 }
 
 /** The first command a user of each manager types to add us: `pnpm add -D <tarball>`. */
@@ -193,8 +202,11 @@ export function managerProject(
       cwd: dir,
       env: managerEnv(manager, env),
       stdio: "pipe",
-      timeout: INSTALL_TIMEOUT_MS / 2,
+      timeout: INSTALL_TIMEOUT_MS / 4,
     });
+  // pnpm runs no dependency's install script unless the project allows it (as a user does
+  // when `pnpm approve-builds` asks).
+  const allowBuilds = "allowBuilds:\n  esbuild: true\n  workerd: true\n";
   const installWrangler = () => {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
@@ -202,17 +214,14 @@ export function managerProject(
       path.join(dir, "package.json"),
       JSON.stringify({ name: "fixture", private: true, devDependencies: { wrangler } }),
     );
-    // pnpm runs no dependency's install script unless the project allows it (as a user does
-    // when `pnpm approve-builds` asks), and passes `nodeOptions` to every bin it runs: the
-    // README's one line that teaches the real `wrangler` our command lines.
-    if (manager === "pnpm") {
-      writeFileSync(
-        path.join(dir, "pnpm-workspace.yaml"),
-        "allowBuilds:\n  esbuild: true\n  workerd: true\n" +
-          'nodeOptions: "--require=shared-storage-wrangler/register"\n',
-      );
+    if (manager === "pnpm") writeFileSync(path.join(dir, "pnpm-workspace.yaml"), allowBuilds);
+    try {
+      run(["install", ...(manager === "pnpm" ? ["--reporter=silent"] : ["--silent"])]);
+    } catch (error) {
+      // A half-done install (node_modules/wrangler linked, a script failed) is no cached wrangler.
+      rmSync(dir, { recursive: true, force: true });
+      throw error;
     }
-    run(["install", ...(manager === "pnpm" ? ["--reporter=silent"] : ["--silent"])]);
   };
   return cachedFixture(dir, env, (tarball) => {
     if (installedVersion(dir) !== wrangler) installWrangler();
@@ -222,6 +231,16 @@ export function managerProject(
       // The cached project names a tarball that is gone (yarn then cannot resolve it): start over.
       installWrangler();
       run(ADD_DEV[manager](tarball));
+    }
+    // Then, as the README says, pnpm's `nodeOptions`, which it passes to every node it runs
+    // (install scripts included): the one line that teaches the real `wrangler` our command
+    // lines. Written before we are installed, every install script fails on
+    // `Cannot find module 'shared-storage-wrangler/register'`.
+    if (manager === "pnpm") {
+      writeFileSync(
+        path.join(dir, "pnpm-workspace.yaml"),
+        allowBuilds + 'nodeOptions: "--require=shared-storage-wrangler/register"\n',
+      );
     }
   });
 }

@@ -4,6 +4,7 @@
 // (storage-candidate.ts) and find it through our owner record (records.ts).
 import { enableCompileCache } from "node:module";
 import { parseArgs } from "node:util";
+import { openLifeline } from "../lifeline.js";
 import { readOwner, readStandby, removeFile } from "../records.js";
 import { runOwner } from "./owner.js";
 import { OwnerProcess } from "./process.js";
@@ -42,6 +43,14 @@ process.on("uncaughtException", (error) => {
   proc.log(`unexpected error: ${error.message}; exiting`);
   void proc.exit("unexpected error", false, 1);
 });
+
+// Open before anything is recorded: a standby's too, so that the record it publishes when it
+// takes over names its lifeline from the first write.
+try {
+  proc.lifelinePort = await openLifeline();
+} catch (error) {
+  proc.log(`no lifeline for sessions (${String(error)}); they will check our lease by polling`);
+}
 
 (proc.role === "standby" ? runStandby(proc) : runOwner(proc)).catch((error: unknown) => {
   // One line: sessions show the end of this log in their error message.

@@ -1,7 +1,6 @@
 // The owner role: serves the root's KV/R2/D1 through the root's storage candidate, keeps its
 // record (the lease: pid + start time) and the candidate fresh, keeps a standby booted, and exits
 // once no client session remains.
-import { openLifeline } from "../lifeline.js";
 import { ownerTimings, standbyEnabled, versions } from "../environment.js";
 import { childProcesses, isAlive, killIdentities, signalIfOurs } from "../process-info.js";
 import {
@@ -95,22 +94,13 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
       debugAddress: instance.address.debugAddress,
       instanceId: instance.address.instanceId,
       workerd: instance.workerd,
+      lifelinePort: proc.lifelinePort,
     };
     publishRecord(proc, "running");
   };
   recordServing();
   proc.step("pointer", () => writePointer(proc));
-  // Sessions hold a connection here that the kernel closes when we die (src/lifeline.ts).
-  openLifeline().then(
-    (port) =>
-      proc.step("lifeline", () => {
-        record = { ...record, lifelinePort: port };
-        // Not over "stopping": an idle exit may have begun (it never has this early).
-        if (record.phase === "running" && !proc.shuttingDown) publishRecord(proc, "running");
-      }),
-    (error: unknown) =>
-      proc.log(`no lifeline for sessions (${String(error)}); they check our lease by polling`),
-  );
+
   proc.log(
     `serving storage at ${instance.address.debugAddress} (candidate ${candidate.ownerCandidateName(proc.persistRoot)}, ${how})`,
   );

@@ -13,6 +13,8 @@ export class OwnerProcess {
   readonly startedAt = Date.now();
   role: Role;
   instance?: Instance;
+  /** Where sessions hold their lifeline to us once we serve (src/lifeline.ts), if it opened. */
+  lifelinePort?: number;
   private stopping = false;
   /** What the current role does on the way out, before the instance is disposed. */
   private beforeExit: (reason: string, graceful: boolean) => void = () => {};
