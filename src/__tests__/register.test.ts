@@ -45,6 +45,31 @@ describe("register: vite, getPlatformProxy() and unstable_startWorker() beside w
 
   const registered = registeredEnv(sandbox);
 
+  /** A registered node script (stdin open), once it printed `readyLine`. */
+  async function startScript(
+    name: string,
+    source: string,
+    args: string[],
+    readyLine: string,
+  ): Promise<Session> {
+    const script = writeScript(sandbox, `${name}.mjs`, source);
+    const started = await sandbox.startProcess(name, await freePort(), [script, ...args], {
+      cwd: sandbox.project,
+      env: registered,
+      wait: false,
+      stdin: true,
+    });
+    await waitFor(
+      `${name} to print "${readyLine}"`,
+      () => {
+        if (started.child.exitCode !== null) throw new Error(`script exited:\n${started.output()}`);
+        return started.output().includes(readyLine);
+      },
+      60_000,
+    );
+    return started;
+  }
+
   async function startVite(): Promise<Session> {
     const port = await freePort();
     const vite = path.join(sandbox.project, "node_modules", "vite", "bin", "vite.js");
@@ -120,22 +145,7 @@ describe("register: vite, getPlatformProxy() and unstable_startWorker() beside w
     expect(clientMiniflares("web")).toEqual([PLUGIN_MINIFLARE, PLUGIN_MINIFLARE]);
 
     // A framework's getPlatformProxy(), started with the same switch.
-    const script = writeScript(sandbox, "platform-proxy.mjs", PLATFORM_PROXY_SCRIPT);
-    const proxyPort = await freePort();
-    const proxy = await sandbox.startProcess("proxy", proxyPort, [script, String(PER_SOURCE)], {
-      cwd: sandbox.project,
-      env: registered,
-      wait: false,
-      stdin: true,
-    });
-    await waitFor(
-      "the getPlatformProxy() script to be ready",
-      () => {
-        if (proxy.child.exitCode !== null) throw new Error(`script exited:\n${proxy.output()}`);
-        return proxy.output().includes("ready");
-      },
-      60_000,
-    );
+    const proxy = await startScript("proxy", PLATFORM_PROXY_SCRIPT, [String(PER_SOURCE)], "ready");
     expect(proxy.output()).toContain(`served by owner pid ${owner.pid}`);
 
     await insertFromAll([...vites, wrangler], "mixed", 4 * PER_SOURCE, async () => {
@@ -195,22 +205,8 @@ describe("register: vite, getPlatformProxy() and unstable_startWorker() beside w
   });
 
   it("refuses, in one line naming both versions, a process that persists through two miniflare copies", async () => {
-    const script = writeScript(sandbox, "two-copies.mjs", TWO_COPIES_SCRIPT);
     const sampler = sampleHolders(sandbox.persistRoot);
-    const both = await sandbox.startProcess("two-copies", await freePort(), [script], {
-      cwd: sandbox.project,
-      env: registered,
-      wait: false,
-      stdin: true,
-    });
-    await waitFor(
-      "the first copy to be ready",
-      () => {
-        if (both.child.exitCode !== null) throw new Error(`script exited:\n${both.output()}`);
-        return both.output().includes("first copy ready");
-      },
-      60_000,
-    );
+    const both = await startScript("two-copies", TWO_COPIES_SCRIPT, [], "first copy ready");
     // The first copy shares storage through the owner.
     const owner = sandbox.owner()!;
     expect(both.output()).toContain(`served by owner pid ${owner.pid}`);

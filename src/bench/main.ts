@@ -28,6 +28,7 @@ import {
 import { inspectRoot } from "../owner/inspect.js";
 import { ownerGone } from "../owner/lifecycle.js";
 import { processGroupMembers } from "../process-info.js";
+import { median, percentile, round } from "./stats.js";
 import { profile } from "./profile.js";
 
 type Contender = "plain" | "upstream" | "ours";
@@ -89,13 +90,6 @@ function sandboxFor(contender: Contender): Sandbox {
 }
 const flagFor = (contender: Contender) => contender !== "plain";
 
-const percentile = (values: number[], p: number) => {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-};
-const median = (values: number[]) => percentile(values, 50);
-const round = (n: number, digits = 0) => Math.round(n * 10 ** digits) / 10 ** digits;
 const signed = (n: number) => (n >= 0 ? `+${n}` : `${n}`);
 const outArg = process.argv.indexOf("--out");
 const OUT =

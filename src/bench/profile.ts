@@ -20,6 +20,7 @@ import path from "node:path";
 import { freePort, Sandbox, type Session, sleep, waitFor } from "../harness/sandbox.js";
 import { inspectRoot } from "../owner/inspect.js";
 import { processGroupMembers } from "../process-info.js";
+import { median, percentile, round } from "./stats.js";
 
 const quick = process.argv.includes("--quick") || process.argv.includes("--smoke");
 const smoke = process.argv.includes("--smoke");
@@ -29,13 +30,6 @@ const LOOP_REPEATS = smoke ? 1 : quick ? 5 : 9;
 
 const log = (message: string) =>
   process.stderr.write(`[profile ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
-const percentile = (values: number[], p: number) => {
-  if (values.length === 0) return NaN;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
-};
-const median = (values: number[]) => percentile(values, 50);
-const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
 
 /** The example worker plus `/loop/<op>?n=N`: N storage calls in one request, elapsed ms. */
 const LOOP_WORKER = `import { createHandler } from "../../shared/handler.js";
@@ -411,8 +405,8 @@ export async function profile(): Promise<Record<string, unknown>> {
 
     // Report.
     const summary = (xs: number[]) => ({
-      p50: round(median(xs)),
-      p95: round(percentile(xs, 95)),
+      p50: round(median(xs), 2),
+      p95: round(percentile(xs, 95), 2),
       n: xs.length,
     });
     const result = {
