@@ -44,7 +44,13 @@ export interface DirectStorageUse {
 }
 
 export type Route =
-  | { kind: "passthrough"; args: string[]; direct?: DirectStorageUse }
+  | {
+      kind: "passthrough";
+      args: string[];
+      direct?: DirectStorageUse;
+      /** `--x-shared-storage=false` (or `--no-…`) was given: no sharing, not even the register's. */
+      off?: boolean;
+    }
   | { kind: "storage-owner"; args: string[] }
   | { kind: "shared"; command: string; args: string[] }
   | { kind: "error"; message: string };
@@ -99,7 +105,10 @@ export function route(argv: string[], env: NodeJS.ProcessEnv, cwd = process.cwd(
     if (path === undefined) return { kind: "passthrough", args: line.args };
     return { kind: "error", message: fromEnv.problem };
   }
-  if (!fromEnv) return { kind: "passthrough", args: line.args, direct: directUse(line, cwd) };
+  if (!fromEnv) {
+    const off = line.flag === false ? { off: true } : {};
+    return { kind: "passthrough", args: line.args, direct: directUse(line, cwd), ...off };
+  }
   if (path !== undefined)
     return { kind: "shared", command: commandName(words, path), args: line.args };
   if (line.flag === undefined) return { kind: "passthrough", args: line.args };
@@ -132,21 +141,16 @@ export function takeOverRealWrangler(argv: string[], env = process.env): boolean
   return true;
 }
 
-/** `--x-shared-storage=false` (or `--no-…`) on the command line. */
-function explicitlyOff(argv: string[]): boolean {
-  return parseCommandLine(argv).flag === false;
-}
-
 /**
  * The register shares storage in this process (NODE_OPTIONS, pnpm's nodeOptions), and so in the
  * real wrangler we start, which inherits it: a command we pass through unflagged goes through the
  * owner all the same (src/register.cts sets the mark).
  */
-function registerShares(argv: string[]): boolean {
+function registerShares(): boolean {
   const mark = (globalThis as Record<symbol, unknown>)[
     Symbol.for("shared-storage-wrangler.register-shares")
   ];
-  return mark === true && !explicitlyOff(argv);
+  return mark === true;
 }
 
 export async function main(argv: string[]): Promise<void> {
@@ -154,13 +158,13 @@ export async function main(argv: string[]): Promise<void> {
   switch (decided.kind) {
     case "passthrough":
       // Commands --x-shared-storage does not cover keep their warning: not shown to share.
-      if (decided.direct && !(decided.direct.sharable && registerShares(argv))) {
+      if (decided.direct && !(decided.direct.sharable && !decided.off && registerShares())) {
         const { warnIfOwnerServes } = await import("./dev/direct-access.js");
         warnIfOwnerServes(decided.direct);
       }
       return runRealWrangler(decided.args, {
         // Asked for no sharing: a register inherited through NODE_OPTIONS leaves it off too.
-        env: explicitlyOff(argv) ? { ...process.env, [SHARED_STORAGE_ENV]: "false" } : undefined,
+        env: decided.off ? { ...process.env, [SHARED_STORAGE_ENV]: "false" } : undefined,
       });
     case "storage-owner": {
       const { runStorageOwnerCli } = await import("./commands/storage-owner/index.js");

@@ -30,7 +30,6 @@ export function holdLifeline(port: number, onLost: () => void): () => void {
   let dropped = false;
   const socket = net.connect({ host: "127.0.0.1", port });
   socket.unref();
-  socket.setKeepAlive(false);
   socket.on("data", () => {}); // the owner never writes; drain whatever arrives
   socket.on("error", () => {}); // followed by "close"
   socket.once("close", () => {

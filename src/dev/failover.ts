@@ -48,11 +48,9 @@ export function watchOwner(
     if (lifeline?.pid === record.pid || Date.now() < lifelineRetryAt) return;
     lifeline?.drop();
     lifeline = undefined;
-    // Read fresh: the owner records its lifeline a moment after it starts serving.
-    const current = readOwner(paths);
-    const port =
-      current?.ok && current.value.pid === record.pid ? current.value.lifelinePort : undefined;
-    if (port === undefined) return; // polling alone, until a later check finds one
+    // A serving owner's record names its lifeline (an owner of an earlier version's does not).
+    const port = record.lifelinePort;
+    if (port === undefined) return; // polling alone
     lifeline = {
       pid: record.pid,
       drop: holdLifeline(port, () => {
