@@ -11,6 +11,7 @@ import {
   sampleHolders,
   steadyLoad,
   waitForCleanTraffic,
+  waitUntilAllWrite,
 } from "../harness/load.js";
 import {
   establishedRemotePorts,
@@ -169,16 +170,7 @@ describe("owner stopped with SIGSTOP for 15 s", () => {
       resumed = true;
       const results = await Promise.all(pending);
       console.log(`requests sent during the stall: ${results.map((r) => r.status).join(", ")}`);
-      await waitFor(
-        "requests to succeed again",
-        async () => {
-          const again = await Promise.all(
-            sessions.map((s) => post(s.url("/d1/insert?who=resumed"))),
-          );
-          return again.every((r) => r.ok);
-        },
-        10_000,
-      );
+      await waitUntilAllWrite(sessions, "resumed", 10_000, "requests to succeed again");
     } finally {
       if (!resumed) killGroup(owner.pid, "SIGCONT");
       await sampler.stop();

@@ -24,6 +24,7 @@ import {
   sampleHolders,
   steadyLoad,
   waitForCleanTraffic,
+  waitUntilAllWrite,
 } from "../harness/load.js";
 import {
   killGroup,
@@ -282,14 +283,7 @@ describe("a failover slower than miniflare's 10 s candidate expiry", () => {
       console.log(
         `slow failover: new owner pid ${next.pid} serving ${Date.now() - killedAt} ms after the kill`,
       );
-      await waitFor(
-        "storage calls to succeed again",
-        async () =>
-          (await Promise.all(sessions.map((s) => post(s.url("/d1/insert?who=after"))))).every(
-            (r) => r.ok,
-          ),
-        20_000,
-      );
+      await waitUntilAllWrite(sessions, "after", 20_000, "storage calls to succeed again");
     } finally {
       running = false;
       await load;

@@ -9,7 +9,13 @@ import { inspectRoot } from "../owner/inspect.js";
 import { liveness } from "../process-info.js";
 import { rootPaths } from "../records.js";
 import { ownerCandidateName, storageCandidates } from "../storage-candidate.js";
-import { failedWindow, sampleHolders, steadyLoad, waitForCleanTraffic } from "../harness/load.js";
+import {
+  failedWindow,
+  sampleHolders,
+  steadyLoad,
+  waitForCleanTraffic,
+  waitUntilAllWrite,
+} from "../harness/load.js";
 import { killGroup, post, Sandbox, type Session, sleep, waitFor } from "../harness/sandbox.js";
 
 interface Setting {
@@ -166,13 +172,6 @@ describe("a session of another dev registry while no owner is alive", () => {
       for (const s of sessions) killGroup(s.pid, "SIGCONT");
     }
     // Resumed, the sessions elect a new owner through their own registry and write again.
-    await waitFor(
-      "the sessions to write again",
-      async () =>
-        (await Promise.all(sessions.map((s) => post(s.url("/d1/insert?who=back"))))).every(
-          (r) => r.ok,
-        ),
-      30_000,
-    );
+    await waitUntilAllWrite(sessions, "back", 30_000, "the sessions to write again");
   });
 });

@@ -2,6 +2,7 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { waitUntilAllWrite } from "../harness/load.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../owner/inspect.js";
 import { ownerGone } from "../owner/lifecycle.js";
@@ -111,15 +112,11 @@ describe("storage-owner with live sessions", () => {
     expect(stdout).toContain(`standby pid ${standby.pid} took over as their owner`);
     expect(liveness(before)).not.toBe("alive");
     const recoveredAt = Date.now();
-    await waitFor(
-      "inserts to succeed again through a new owner",
-      async () => {
-        const results = await Promise.all(
-          sessions.map((s) => post(s.url("/d1/insert?who=after-stop"))),
-        );
-        return results.every((r) => r.ok);
-      },
+    await waitUntilAllWrite(
+      sessions,
+      "after-stop",
       15_000,
+      "inserts to succeed again through a new owner",
     );
     console.log(`sessions wrote again ${Date.now() - recoveredAt} ms after stop --force returned`);
     const after = await waitFor("the new owner to publish", () => {

@@ -9,6 +9,23 @@ import {
   waitFor,
 } from "./sandbox.js";
 
+/** Waits (bounded) until one D1 insert through each session, sent together, all succeed. */
+export function waitUntilAllWrite(
+  sessions: Session[],
+  who: string,
+  timeoutMs: number,
+  what = "every session to write again",
+): Promise<boolean> {
+  return waitFor(
+    what,
+    async () =>
+      (await Promise.all(sessions.map((s) => post(s.url(`/d1/insert?who=${who}`))))).every(
+        (r) => r.ok,
+      ),
+    timeoutMs,
+  );
+}
+
 export interface RequestResult {
   at: number;
   ok: boolean;
