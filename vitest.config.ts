@@ -21,7 +21,7 @@ function collect(task: Task): string[] {
 // machines have two cores); each test bounds its own waits.
 export default defineConfig({
   test: {
-    include: ["src/__tests__/**/*.test.ts"],
+    include: ["test/**/*.test.ts"],
     pool: "forks",
     poolOptions: { forks: { minForks: 1, maxForks: 2 } },
     testTimeout: 180_000,

@@ -113,7 +113,7 @@ export function versions(): Versions {
  * record, the election and the candidate handling. miniflare and workerd may differ: sessions reach
  * the owner through miniflare's storage candidate and workerd's debug port, which
  * @cloudflare/vite-plugin 1.64.0's miniflare (5.20261012.0-beta) and wrangler 4.164.0's
- * (5.20261117.0-beta) both speak, in both directions (src/__tests__/register.test.ts: vite sessions,
+ * (5.20261117.0-beta) both speak, in both directions (test/register.test.ts: vite sessions,
  * a wrangler session and a getPlatformProxy() script on one owner, 0 failed inserts, one holder).
  * The files are opened by the owner alone, whichever version it runs, as plain wrangler opens a
  * persist directory that an older or newer wrangler wrote.

@@ -7,12 +7,14 @@ import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { commandLine, isAlive, processGroupMembers } from "../process-info.js";
-import { readOwner, readStandby, rootPaths, type OwnerRecord } from "../records.js";
+import { commandLine, isAlive, processGroupMembers } from "../../src/process-info.js";
+import { readOwner, readStandby, rootPaths, type OwnerRecord } from "../../src/records.js";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const OUR_BIN = path.join(REPO, "bin", "wrangler.mjs");
 export const REAL_BIN = path.join(REPO, "node_modules", "wrangler", "bin", "wrangler.js");
+/** Runs the TypeScript tools (bench, demo) as `npm run bench`/`npm run demo` do, with no build step. */
+export const TOOL_RUNNER = path.join(REPO, "node_modules", "vite-node", "vite-node.mjs");
 export const NODE = process.execPath;
 
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));

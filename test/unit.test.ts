@@ -4,24 +4,24 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { findUserConfig, persistRootFor } from "../commands/storage-owner/scope.js";
-import { formatDuration, table } from "../commands/storage-owner/format.js";
-import { incompatibility } from "../dev/shared-storage.js";
-import { DIRECT_STORAGE_COMMANDS, LOCAL_STORAGE_COMMANDS, route } from "../dispatch.js";
+import { findUserConfig, persistRootFor } from "../src/commands/storage-owner/scope.js";
+import { formatDuration, table } from "../src/commands/storage-owner/format.js";
+import { incompatibility } from "../src/dev/shared-storage.js";
+import { DIRECT_STORAGE_COMMANDS, LOCAL_STORAGE_COMMANDS, route } from "../src/dispatch.js";
 import {
   MINIFLARE_ENTRY,
   ownerTimings,
   resolveRegistryPath,
   sameVersions,
   versions,
-} from "../environment.js";
+} from "../src/environment.js";
 import {
   assessOwner,
   BOOTING_STANDBY_PRIORITY_MS,
   STANDBY_PRIORITY_MS,
   standbyTakingOver,
-} from "../owner/lifecycle.js";
-import { currentIdentity, liveness } from "../process-info.js";
+} from "../src/owner/lifecycle.js";
+import { currentIdentity, liveness } from "../src/process-info.js";
 import {
   type OwnerRecord,
   readRecord,
@@ -30,7 +30,7 @@ import {
   validateClient,
   validateOwner,
   writeRecordAtomic,
-} from "../records.js";
+} from "../src/records.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-unit-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));

@@ -11,8 +11,8 @@ import { spawn } from "node:child_process";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { versions } from "../environment.js";
-import { failedWindow, steadyLoad, waitForCleanTraffic } from "../harness/load.js";
+import { versions } from "../src/environment.js";
+import { failedWindow, steadyLoad, waitForCleanTraffic } from "../test/harness/load.js";
 import {
   killGroup,
   NODE,
@@ -24,10 +24,10 @@ import {
   cleanUpOnSignal,
   sleep,
   waitFor,
-} from "../harness/sandbox.js";
-import { inspectRoot } from "../owner/inspect.js";
-import { ownerGone } from "../owner/lifecycle.js";
-import { processGroupMembers } from "../process-info.js";
+} from "../test/harness/sandbox.js";
+import { inspectRoot } from "../src/owner/inspect.js";
+import { ownerGone } from "../src/owner/lifecycle.js";
+import { processGroupMembers } from "../src/process-info.js";
 import { median, percentile, round } from "./stats.js";
 import { profile } from "./profile.js";
 

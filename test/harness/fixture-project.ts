@@ -1,24 +1,37 @@
 // A user project as npm builds it: `npm install` of our packed tarball into a project that pins
 // its own wrangler. Installs are cached under os.tmpdir() per checkout and wrangler version; a
 // changed tarball is reinstalled over the cached wrangler (seconds), a new wrangler version costs
-// a full install (~15 s with a warm npm cache).
+// a full install (~15 s with a warm npm cache). Caches of checkouts nobody runs are pruned.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import lockfile from "proper-lockfile";
-import { sleepSync } from "../process-info.js";
+import { sleepSync } from "../../src/process-info.js";
 import { REPO } from "./sandbox.js";
 
 /** What all the commands of one fixture install may take together. */
 const INSTALL_TIMEOUT_MS = 600_000;
 
-const CACHE = path.join(
-  os.tmpdir(),
-  "x-shared-storage-fixtures",
-  createHash("sha256").update(REPO).digest("hex").slice(0, 8),
-);
+const CACHES = path.join(os.tmpdir(), "x-shared-storage-fixtures");
+const CACHE = path.join(CACHES, createHash("sha256").update(REPO).digest("hex").slice(0, 8));
+/** Stamped at every use: tells the caches of checkouts still in use from those nobody runs. */
+const LAST_USED = ".last-used";
+/** Other checkouts' caches are kept this long after their last use, and at most this many. */
+const KEEP_OTHERS_MS = 2 * 24 * 3600_000;
+const KEEP_OTHERS = 2;
+/** Tarballs of earlier builds: a fork of this run packs the same bytes, so old ones are unused. */
+const KEEP_TARBALLS_MS = 3600_000;
 
 export interface FixtureProject {
   dir: string;
@@ -29,6 +42,54 @@ export interface FixtureProject {
 }
 
 let packed: { file: string; hash: string } | undefined;
+
+function lastUsed(cache: string): number {
+  for (const file of [path.join(cache, LAST_USED), cache]) {
+    try {
+      return statSync(file).mtimeMs;
+    } catch {
+      // no stamp: fall back to the directory itself
+    }
+  }
+  return 0;
+}
+
+/**
+ * Each checkout caches ~3–4 GB of installs. Without pruning, every clone a contributor ever ran
+ * the suite in keeps its own under the temp dir: drop those unused for two days (and all but the
+ * two most recently used), and this checkout's tarballs of earlier builds.
+ */
+export function pruneFixtureCaches(
+  now = Date.now(),
+  caches = CACHES,
+  ours = CACHE,
+  keep: string | undefined = packed?.file,
+): string[] {
+  const removed: string[] = [];
+  mkdirSync(ours, { recursive: true });
+  writeFileSync(path.join(ours, LAST_USED), "");
+  const others = readdirSync(caches)
+    .map((name) => path.join(caches, name))
+    .filter((dir) => dir !== ours && statSync(dir).isDirectory())
+    .sort((a, b) => lastUsed(b) - lastUsed(a));
+  others.forEach((dir, index) => {
+    const unused = now - lastUsed(dir);
+    // A checkout whose suite is running now stamped its cache within the hour: never removed.
+    if (unused > KEEP_OTHERS_MS || (index >= KEEP_OTHERS && unused > KEEP_TARBALLS_MS)) {
+      rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+      removed.push(dir);
+    }
+  });
+  const tarballs = path.join(ours, "pack");
+  for (const name of existsSync(tarballs) ? readdirSync(tarballs) : []) {
+    const file = path.join(tarballs, name);
+    if (file !== keep && now - statSync(file).mtimeMs > KEEP_TARBALLS_MS) {
+      rmSync(file, { force: true });
+      removed.push(file);
+    }
+  }
+  return removed;
+}
 
 /**
  * Our package as `npm publish` would ship it (dist must be built), named by its content: test
@@ -57,6 +118,7 @@ function pack(env: NodeJS.ProcessEnv): { file: string; hash: string } {
   renameSync(made, file);
   rmSync(scratch, { recursive: true, force: true });
   packed = { file, hash };
+  pruneFixtureCaches();
   return packed;
 }
 

@@ -4,17 +4,20 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, expect, it } from "vitest";
-import { REPO, Sandbox } from "../harness/sandbox.js";
+import { REPO, Sandbox, TOOL_RUNNER } from "./harness/sandbox.js";
 
 const sandbox = new Sandbox();
 afterAll(() => sandbox.cleanup());
 
 it("profiles every path and writes its results", async () => {
   const out = path.join(sandbox.dir, "profile.json");
-  const { code, stdout, stderr } = await sandbox.run(["--profile", "--smoke", "--out", out], {
-    bin: path.join(REPO, "dist", "bench", "main.js"),
-    timeoutMs: 200_000,
-  });
+  const { code, stdout, stderr } = await sandbox.run(
+    [path.join(REPO, "bench", "main.ts"), "--profile", "--smoke", "--out", out],
+    {
+      bin: TOOL_RUNNER,
+      timeoutMs: 200_000,
+    },
+  );
   expect(code, stdout + stderr).toBe(0);
   const results = JSON.parse(readFileSync(out, "utf8")) as {
     http: Record<string, Record<string, unknown>>;

@@ -2,17 +2,20 @@
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, expect, it } from "vitest";
-import { REPO, Sandbox } from "../harness/sandbox.js";
+import { REPO, Sandbox, TOOL_RUNNER } from "./harness/sandbox.js";
 
 const sandbox = new Sandbox();
 afterAll(() => sandbox.cleanup());
 
 it("runs every figure for every contender and writes its results", async () => {
   const out = path.join(sandbox.dir, "results.json");
-  const { code, stdout, stderr } = await sandbox.run(["--smoke", "--out", out], {
-    bin: path.join(REPO, "dist", "bench", "main.js"),
-    timeoutMs: 280_000,
-  });
+  const { code, stdout, stderr } = await sandbox.run(
+    [path.join(REPO, "bench", "main.ts"), "--smoke", "--out", out],
+    {
+      bin: TOOL_RUNNER,
+      timeoutMs: 280_000,
+    },
+  );
   expect(code, stdout + stderr).toBe(0);
   const results = JSON.parse(readFileSync(out, "utf8")) as Record<string, Record<string, unknown>>;
   expect(Object.keys(results.correctness!)).toEqual(["plain", "upstream", "ours"]);

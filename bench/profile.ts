@@ -17,9 +17,9 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
-import { freePort, Sandbox, type Session, sleep, waitFor } from "../harness/sandbox.js";
-import { inspectRoot } from "../owner/inspect.js";
-import { processGroupMembers } from "../process-info.js";
+import { freePort, Sandbox, type Session, sleep, waitFor } from "../test/harness/sandbox.js";
+import { inspectRoot } from "../src/owner/inspect.js";
+import { processGroupMembers } from "../src/process-info.js";
 import { median, percentile, round } from "./stats.js";
 
 const quick = process.argv.includes("--quick") || process.argv.includes("--smoke");
@@ -32,7 +32,7 @@ const log = (message: string) =>
   process.stderr.write(`[profile ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 
 /** The example worker plus `/loop/<op>?n=N`: N storage calls in one request, elapsed ms. */
-const LOOP_WORKER = `import { createHandler } from "../../shared/handler.js";
+const LOOP_WORKER = `import { createHandler } from "../src/../shared/handler.js";
 const inner = createHandler("NAME");
 const ops = {
   "kv-get": (env) => env.KV.get("bench"),

@@ -2,10 +2,10 @@
 import { readFileSync, realpathSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { ownerGone } from "../owner/lifecycle.js";
-import { steadyLoad } from "../harness/load.js";
-import { getJson, post, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
-import { readOwner, rootPaths } from "../records.js";
+import { ownerGone } from "../src/owner/lifecycle.js";
+import { steadyLoad } from "./harness/load.js";
+import { getJson, post, Sandbox, type Session, waitFor } from "./harness/sandbox.js";
+import { readOwner, rootPaths } from "../src/records.js";
 
 const INVOCATIONS = 10;
 const INSERTS_PER_INVOCATION = 20;

@@ -4,10 +4,10 @@ import { spawn } from "node:child_process";
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { versions } from "../environment.js";
-import { liveness, readStartTime } from "../process-info.js";
-import { clientRecordPath, rootPaths, type Versions } from "../records.js";
-import { post, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
+import { versions } from "../src/environment.js";
+import { liveness, readStartTime } from "../src/process-info.js";
+import { clientRecordPath, rootPaths, type Versions } from "../src/records.js";
+import { post, Sandbox, type Session, waitFor } from "./harness/sandbox.js";
 
 /** A live process that is not ours (`sleep`), recorded as a session of other versions. */
 function fakeClient(sandbox: Sandbox, otherVersions: Partial<Versions>) {

@@ -2,13 +2,13 @@
 import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { waitUntilAllWrite } from "../harness/load.js";
+import { waitUntilAllWrite } from "./harness/load.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { inspectRoot } from "../owner/inspect.js";
-import { ownerGone } from "../owner/lifecycle.js";
-import { liveness } from "../process-info.js";
-import { clientRecordPath, rootPaths } from "../records.js";
-import { storageCandidates } from "../storage-candidate.js";
+import { inspectRoot } from "../src/owner/inspect.js";
+import { ownerGone } from "../src/owner/lifecycle.js";
+import { liveness } from "../src/process-info.js";
+import { clientRecordPath, rootPaths } from "../src/records.js";
+import { storageCandidates } from "../src/storage-candidate.js";
 import {
   isDatabaseFile,
   killGroup,
@@ -18,7 +18,7 @@ import {
   Sandbox,
   type Session,
   waitFor,
-} from "../harness/sandbox.js";
+} from "./harness/sandbox.js";
 
 interface StatusJson {
   owners: {

@@ -13,7 +13,7 @@ import {
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { liveness, readStartTime, signalIfOurs } from "../process-info.js";
+import { liveness, readStartTime, signalIfOurs } from "../src/process-info.js";
 import {
   type OwnerRecord,
   readOwner,
@@ -22,7 +22,7 @@ import {
   validateOwner,
   validateStandby,
   writeRecordAtomic,
-} from "../records.js";
+} from "../src/records.js";
 import {
   keepFresh,
   oursIsOldest,
@@ -31,7 +31,7 @@ import {
   publish,
   storageCandidates,
   withdraw,
-} from "../storage-candidate.js";
+} from "../src/storage-candidate.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-candidate-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));

@@ -5,11 +5,11 @@ import { execFileSync } from "node:child_process";
 import { readFileSync, realpathSync, symlinkSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { fixtureProject, type FixtureProject } from "../harness/fixture-project.js";
-import { sampleHolders } from "../harness/load.js";
-import { getJson, post, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
-import { ownerGone } from "../owner/lifecycle.js";
-import { listClients, rootPaths } from "../records.js";
+import { fixtureProject, type FixtureProject } from "./harness/fixture-project.js";
+import { sampleHolders } from "./harness/load.js";
+import { getJson, post, Sandbox, type Session, waitFor } from "./harness/sandbox.js";
+import { ownerGone } from "../src/owner/lifecycle.js";
+import { listClients, rootPaths } from "../src/records.js";
 import { PLATFORM_PROXY_SCRIPT, registeredEnv, writeScript } from "./fixtures/register-scripts.js";
 
 const INSERTS = 60;

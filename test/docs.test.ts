@@ -4,9 +4,9 @@ import { readFileSync, readdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { parseCommandLine } from "../command-line.js";
-import { COMMANDS } from "../commands/storage-owner/index.js";
-import { REPO, Sandbox } from "../harness/sandbox.js";
+import { parseCommandLine } from "../src/command-line.js";
+import { COMMANDS } from "../src/commands/storage-owner/index.js";
+import { REPO, Sandbox } from "./harness/sandbox.js";
 
 interface Node {
   definition?: { args?: Record<string, { alias?: string | string[] }> };
@@ -69,7 +69,7 @@ describe("docs/experimental.md", () => {
 
   it("names only environment variables the code reads", () => {
     const source = readdirSync(path.join(REPO, "src"), { recursive: true })
-      .filter((f) => String(f).endsWith(".ts") && !String(f).includes("__tests__"))
+      .filter((f) => /\.c?ts$/.test(String(f)))
       .map((f) => readFileSync(path.join(REPO, "src", String(f)), "utf8"))
       .join("\n");
     const named = new Set(docs.match(/\b(?:WRANGLER|CLOUDFLARE)_[A-Z_]+\b/g));

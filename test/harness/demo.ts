@@ -5,8 +5,8 @@
 // writes less.
 import { symlinkSync } from "node:fs";
 import path from "node:path";
-import { ownerGone } from "../owner/lifecycle.js";
-import { listClients, rootPaths } from "../records.js";
+import { ownerGone } from "../../src/owner/lifecycle.js";
+import { listClients, rootPaths } from "../../src/records.js";
 import { fixtureProject } from "./fixture-project.js";
 import { sampleHolders } from "./load.js";
 import {

@@ -4,10 +4,10 @@ import { execFileSync } from "node:child_process";
 import { readFileSync, realpathSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { resolveRegistryPath } from "../environment.js";
-import { OUR_BIN, REAL_BIN, REPO, Sandbox, waitFor } from "../harness/sandbox.js";
+import { resolveRegistryPath } from "../src/environment.js";
+import { OUR_BIN, REAL_BIN, REPO, Sandbox, waitFor } from "./harness/sandbox.js";
 
-const TRACER = path.join(REPO, "src", "__tests__", "fixtures", "module-tracer.mjs");
+const TRACER = path.join(REPO, "test", "fixtures", "module-tracer.mjs");
 
 describe("passthrough", () => {
   const sandbox = new Sandbox();

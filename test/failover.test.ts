@@ -1,10 +1,10 @@
 // Owner crash and owner stall under steady load from three sessions.
 import { existsSync, statSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { inspectRoot } from "../owner/inspect.js";
-import { ownerGone, ownerLeftovers } from "../owner/lifecycle.js";
-import { liveness } from "../process-info.js";
-import { ownerCandidateFile } from "../storage-candidate.js";
+import { inspectRoot } from "../src/owner/inspect.js";
+import { ownerGone, ownerLeftovers } from "../src/owner/lifecycle.js";
+import { liveness } from "../src/process-info.js";
+import { ownerCandidateFile } from "../src/storage-candidate.js";
 import {
   failedWindow,
   maxGap,
@@ -12,7 +12,7 @@ import {
   steadyLoad,
   waitForCleanTraffic,
   waitUntilAllWrite,
-} from "../harness/load.js";
+} from "./harness/load.js";
 import {
   establishedRemotePorts,
   getJson,
@@ -23,7 +23,7 @@ import {
   type Session,
   sleep,
   waitFor,
-} from "../harness/sandbox.js";
+} from "./harness/sandbox.js";
 
 const WORKERS = ["api", "jobs", "admin"];
 

@@ -2,7 +2,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ownerLeftovers } from "../owner/lifecycle.js";
+import { ownerLeftovers } from "../src/owner/lifecycle.js";
 import {
   getJson,
   isDatabaseFile,
@@ -13,7 +13,7 @@ import {
   type Session,
   sleep,
   waitFor,
-} from "../harness/sandbox.js";
+} from "./harness/sandbox.js";
 
 const WORKERS = ["api", "jobs", "admin"];
 const INSERTS_PER_SESSION = 60;

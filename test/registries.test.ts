@@ -5,18 +5,18 @@
 import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { inspectRoot } from "../owner/inspect.js";
-import { liveness } from "../process-info.js";
-import { rootPaths } from "../records.js";
-import { ownerCandidateName, storageCandidates } from "../storage-candidate.js";
+import { inspectRoot } from "../src/owner/inspect.js";
+import { liveness } from "../src/process-info.js";
+import { rootPaths } from "../src/records.js";
+import { ownerCandidateName, storageCandidates } from "../src/storage-candidate.js";
 import {
   failedWindow,
   sampleHolders,
   steadyLoad,
   waitForCleanTraffic,
   waitUntilAllWrite,
-} from "../harness/load.js";
-import { killGroup, post, Sandbox, type Session, sleep, waitFor } from "../harness/sandbox.js";
+} from "./harness/load.js";
+import { killGroup, post, Sandbox, type Session, sleep, waitFor } from "./harness/sandbox.js";
 
 interface Setting {
   name: string;

@@ -16,9 +16,9 @@ import {
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { adoptLegacyLayout } from "../dev/continuity.js";
-import { processGroupMembers } from "../process-info.js";
-import { legacyIsolatedPathFor, rootPaths } from "../records.js";
+import { adoptLegacyLayout } from "../src/dev/continuity.js";
+import { processGroupMembers } from "../src/process-info.js";
+import { legacyIsolatedPathFor, rootPaths } from "../src/records.js";
 import {
   getJson,
   post,
@@ -26,7 +26,7 @@ import {
   Sandbox,
   type Session,
   waitFor,
-} from "../harness/sandbox.js";
+} from "./harness/sandbox.js";
 
 const WORKER = "counter";
 

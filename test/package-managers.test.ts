@@ -14,10 +14,10 @@ import {
   managerProject,
   MANAGERS,
   RUN_BIN,
-} from "../harness/fixture-project.js";
-import { sampleHolders } from "../harness/load.js";
-import { getJson, post, Sandbox, type Session, waitFor } from "../harness/sandbox.js";
-import { ownerGone } from "../owner/lifecycle.js";
+} from "./harness/fixture-project.js";
+import { sampleHolders } from "./harness/load.js";
+import { getJson, post, Sandbox, type Session, waitFor } from "./harness/sandbox.js";
+import { ownerGone } from "../src/owner/lifecycle.js";
 
 const WRANGLER = "4.160.0";
 const INSERTS = 60;

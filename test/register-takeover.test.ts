@@ -8,8 +8,8 @@ import { cpSync, mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } fr
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { NODE, post, REAL_BIN, REPO, Sandbox, waitFor } from "../harness/sandbox.js";
-import { ownerGone } from "../owner/lifecycle.js";
+import { NODE, post, REAL_BIN, REPO, Sandbox, waitFor } from "./harness/sandbox.js";
+import { ownerGone } from "../src/owner/lifecycle.js";
 
 const REGISTER = `--require ${path.join(REPO, "dist", "register.cjs")}`;
 

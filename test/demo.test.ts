@@ -2,18 +2,21 @@
 // must finish cleanly and leave nothing running.
 import path from "node:path";
 import { afterAll, expect, it } from "vitest";
-import { liveness } from "../process-info.js";
-import { REPO, Sandbox } from "../harness/sandbox.js";
+import { liveness } from "../src/process-info.js";
+import { REPO, Sandbox, TOOL_RUNNER } from "./harness/sandbox.js";
 
 const sandbox = new Sandbox();
 afterAll(() => sandbox.cleanup());
 
 it("the demo explains itself, a wrangler and a vite session write through one owner without failure, and it cleans up", async () => {
   // The first run installs vite and @cloudflare/vite-plugin into a cached fixture project.
-  const { code, stdout, stderr } = await sandbox.run(["--short"], {
-    bin: path.join(REPO, "dist", "harness", "demo.js"),
-    timeoutMs: 420_000,
-  });
+  const { code, stdout, stderr } = await sandbox.run(
+    [path.join(REPO, "test", "harness", "demo.ts"), "--short"],
+    {
+      bin: TOOL_RUNNER,
+      timeoutMs: 420_000,
+    },
+  );
   expect(code, stdout + stderr).toBe(0);
   const owner = Number(stdout.match(/storage owner: pid (\d+)/)![1]);
   expect(stdout).toMatch(

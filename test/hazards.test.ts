@@ -6,18 +6,18 @@ import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from "node:
 import { createRequire } from "node:module";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { versions } from "../environment.js";
-import { inspectRoot } from "../owner/inspect.js";
-import { ownerGone } from "../owner/lifecycle.js";
-import { commandLine, isAlive, liveness, readStartTime } from "../process-info.js";
+import { versions } from "../src/environment.js";
+import { inspectRoot } from "../src/owner/inspect.js";
+import { ownerGone } from "../src/owner/lifecycle.js";
+import { commandLine, isAlive, liveness, readStartTime } from "../src/process-info.js";
 import {
   listClients,
   type OwnerRecord,
   readOwner,
   rootPaths,
   writeRecordAtomic,
-} from "../records.js";
-import { oursIsOldest, ownerCandidateFile } from "../storage-candidate.js";
+} from "../src/records.js";
+import { oursIsOldest, ownerCandidateFile } from "../src/storage-candidate.js";
 import {
   failedWindow,
   maxGap,
@@ -25,7 +25,7 @@ import {
   steadyLoad,
   waitForCleanTraffic,
   waitUntilAllWrite,
-} from "../harness/load.js";
+} from "./harness/load.js";
 import {
   killGroup,
   post,
@@ -35,7 +35,7 @@ import {
   type Session,
   sleep,
   waitFor,
-} from "../harness/sandbox.js";
+} from "./harness/sandbox.js";
 
 const WORKERS = ["api", "jobs", "admin"];
 
