@@ -3,6 +3,7 @@
 import { type CommandLine, envFlag, parseCommandLine } from "./command-line.js";
 import { SHARED_STORAGE_ENV, SHARED_STORAGE_FLAG } from "./environment.js";
 import { DISPATCHED_ENV, runRealWrangler } from "./real-wrangler.js";
+import type { DirectStorageUse } from "./dev/direct-access.js";
 
 /**
  * Commands that open the persist root's files and work through the owner with the preload (each
@@ -31,17 +32,6 @@ export const DIRECT_STORAGE_COMMANDS = [["pages", "dev"], ["hello-world"]] as co
 
 /** flagship's local store is opt-in (`--local`); the others are local unless `--remote`. */
 const LOCAL_ONLY_WITH_FLAG = ["flagship"];
-
-/** A passthrough command that will open a persist root's files itself. */
-export interface DirectStorageUse {
-  command: string;
-  /** Whether --x-shared-storage would route it through the owner. */
-  sharable: boolean;
-  persistTo?: string;
-  config?: string;
-  /** The directory wrangler runs in (`--cwd`). */
-  cwd: string;
-}
 
 export type Route =
   | {

@@ -2,9 +2,19 @@
 // while a storage owner serves that root: say so in one line on stderr, then run it as asked.
 // Loaded only for those commands; reads one record, loads nothing of wrangler.
 import { persistRootFor } from "../commands/storage-owner/scope.js";
-import type { DirectStorageUse } from "../dispatch.js";
 import { isAlive } from "../process-info.js";
 import { readOwner, rootPaths } from "../records.js";
+
+/** A passthrough command that will open a persist root's files itself. */
+export interface DirectStorageUse {
+  command: string;
+  /** Whether --x-shared-storage would route it through the owner. */
+  sharable: boolean;
+  persistTo?: string;
+  config?: string;
+  /** The directory wrangler runs in (`--cwd`). */
+  cwd: string;
+}
 
 export function directAccessWarning(use: DirectStorageUse): string | undefined {
   let root: string;
