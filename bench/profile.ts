@@ -22,11 +22,12 @@ import { inspectRoot } from "../src/owner/inspect.js";
 import { processGroupMembers } from "../src/process-info.js";
 import { median, percentile, round } from "./stats.js";
 
-const quick = process.argv.includes("--quick") || process.argv.includes("--smoke");
-const smoke = process.argv.includes("--smoke");
-const ROUNDS = smoke ? 5 : quick ? 60 : 200;
-const LOOP = smoke ? 5 : quick ? 50 : 100;
-const LOOP_REPEATS = smoke ? 1 : quick ? 5 : 9;
+/** Rounds of interleaved requests, calls per loop, loop repeats: by the bench's mode. */
+const SIZES = {
+  full: { rounds: 200, loop: 100, loopRepeats: 9 },
+  quick: { rounds: 60, loop: 50, loopRepeats: 5 },
+  smoke: { rounds: 5, loop: 5, loopRepeats: 1 },
+};
 
 const log = (message: string) =>
   process.stderr.write(`[profile ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
@@ -228,7 +229,9 @@ function withLoopWorkers(sandbox: Sandbox): Sandbox {
   return sandbox;
 }
 
-export async function profile(): Promise<Record<string, unknown>> {
+export async function profile(mode: "full" | "quick" | "smoke"): Promise<Record<string, unknown>> {
+  const { rounds: ROUNDS, loop: LOOP, loopRepeats: LOOP_REPEATS } = SIZES[mode];
+  const smoke = mode === "smoke";
   const sandboxes: Sandbox[] = [];
   let probe: ChildProcess | undefined;
   try {
