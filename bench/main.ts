@@ -32,6 +32,7 @@ function write(file: string, value: object): void {
   console.log(`\nWritten to ${file}`);
 }
 
+/** Every scenario, one after the other, in an order that keeps the machine's state alike for each. */
 async function runAll(bench: Bench): Promise<Figures> {
   const correctnessBy: Figures["correctness"] = {};
   for (const contender of CONTENDERS)
@@ -40,22 +41,18 @@ async function runAll(bench: Bench): Promise<Figures> {
   const ready = await readiness(bench);
   // 1 session: both contenders at once, taking turns; more: one contender after the other.
   const single = await singleSessionThroughput(bench);
-  const scalingBy = {
-    plain: await scaling(bench, "plain", single),
-    ours: await scaling(bench, "ours", single),
-  };
-  const early = await earlyCrash(bench);
-  const idle = { plain: await idleCost(bench, "plain"), ours: await idleCost(bench, "ours") };
-  const cli = await passthrough(bench);
   return {
     correctness: correctnessBy,
     latency,
     ready,
     single,
-    scaling: scalingBy,
-    earlyCrash: early,
-    idle,
-    passthrough: cli,
+    scaling: {
+      plain: await scaling(bench, "plain", single),
+      ours: await scaling(bench, "ours", single),
+    },
+    earlyCrash: await earlyCrash(bench),
+    idle: { plain: await idleCost(bench, "plain"), ours: await idleCost(bench, "ours") },
+    passthrough: await passthrough(bench),
   };
 }
 
@@ -104,13 +101,7 @@ async function main(): Promise<void> {
       node: process.version,
     },
     versions: versions(),
-    correctness: figures.correctness,
-    latency: figures.latency,
-    ready: figures.ready,
-    scaling: figures.scaling,
-    earlyCrash: figures.earlyCrash,
-    idle: figures.idle,
-    passthrough: figures.passthrough,
+    ...figures,
   });
 }
 

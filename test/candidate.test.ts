@@ -13,9 +13,9 @@ import {
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { ownerRecordFixture } from "./harness/records.js";
 import { liveness, readStartTime, signalIfOurs } from "../src/process-info.js";
 import {
-  type OwnerRecord,
   readOwner,
   rootPaths,
   SCHEMA_VERSION,
@@ -103,18 +103,7 @@ describe("the root's storage candidate", () => {
 });
 
 describe("records that name processes and paths", () => {
-  const base: OwnerRecord = {
-    schema: SCHEMA_VERSION,
-    phase: "running",
-    pid: 4242,
-    startTime: "100",
-    persistRoot: "/p/v3",
-    registryPath: "/r",
-    versions: { package: "1", wrangler: "2", miniflare: "3", workerd: "4" },
-    startedAt: new Date(0).toISOString(),
-    heartbeatAt: new Date(0).toISOString(),
-    logFile: "/p/v3/.x-shared-storage/owner.log",
-  };
+  const base = ownerRecordFixture({ heartbeatAt: new Date(0).toISOString() });
 
   it("rejects workerd identities that are not {pid, startTime} and paths that are not absolute", () => {
     expect(validateOwner({ ...base, workerd: [{ pid: 7, startTime: "9" }] })).toBeUndefined();

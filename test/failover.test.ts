@@ -2,7 +2,7 @@
 import { existsSync, statSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../src/owner/inspect.js";
-import { ownerGone, ownerLeftovers } from "../src/owner/lifecycle.js";
+import { ownerGone, ownerLeftovers } from "../src/owner/assessment.js";
 import { liveness } from "../src/process-info.js";
 import { ownerCandidateFile } from "../src/storage-candidate.js";
 import {

@@ -2,18 +2,20 @@
 // that crashes in its first second, a failover slower than miniflare's 10 s candidate expiry, a
 // workerd that crashes under a live owner, and a session arriving while the owner idles out.
 import { spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { versions } from "../src/environment.js";
 import { inspectRoot } from "../src/owner/inspect.js";
-import { ownerGone } from "../src/owner/lifecycle.js";
+import { instanceDir } from "../src/owner/instance.js";
+import { ownerGone } from "../src/owner/assessment.js";
 import { commandLine, isAlive, liveness, readStartTime } from "../src/process-info.js";
 import {
   listClients,
   type OwnerRecord,
   readOwner,
+  readStandby,
   rootPaths,
   writeRecordAtomic,
 } from "../src/records.js";
@@ -479,6 +481,45 @@ describe("an owner killed while it starts", () => {
     // miniflare would wait out its 30 s staleness; the reclaim released it.
     expect(readyAfterMs).toBeLessThan(20_000);
     expect(session.output()).not.toContain("✘");
+    await sandbox.stopSession(session);
+  });
+});
+
+describe("a standby stopped while it boots", () => {
+  const sandbox = new Sandbox();
+  afterAll(() => sandbox.cleanup());
+
+  it("takes miniflare's startup lock with it, so that the next owner does not wait 30 s", async () => {
+    const session = await sandbox.startSession("api");
+    const lock = path.join(sandbox.persistRoot, ".miniflare-startup.lock");
+    const paths = rootPaths(sandbox.persistRoot);
+    // The moment the booting standby holds the lock: its own noted token is in the lock file.
+    const standby = await waitFor(
+      "the booting standby to hold miniflare's startup lock",
+      () => {
+        const record = readStandby(paths);
+        if (!record?.ok || record.value.phase !== "starting") return undefined;
+        const token = path.join(instanceDir(paths, record.value), "startup-lock-token");
+        try {
+          const held = readFileSync(lock, "utf8");
+          return held !== "" && held === readFileSync(token, "utf8") ? record.value : undefined;
+        } catch {
+          return undefined;
+        }
+      },
+      60_000,
+      2,
+    );
+    const token = readFileSync(lock, "utf8");
+    // What its owner does when it idles out: SIGTERM (the standby is ours: the sandbox started it).
+    process.kill(standby.pid, "SIGTERM");
+    await waitFor("the standby to exit", () => liveness(standby) !== "alive", 10_000, 10);
+    const left = existsSync(lock) ? readFileSync(lock, "utf8") : undefined;
+    expect(
+      left,
+      `the stopped standby's token is still in the startup lock; owner log:\n${readFileSync(paths.ownerLog, "utf8")}`,
+    ).not.toBe(token);
+    expect((await post(session.url("/d1/insert?who=after"))).ok).toBe(true);
     await sandbox.stopSession(session);
   });
 });

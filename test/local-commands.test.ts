@@ -2,7 +2,7 @@
 import { readFileSync, realpathSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { ownerGone } from "../src/owner/lifecycle.js";
+import { ownerGone } from "../src/owner/assessment.js";
 import { steadyLoad } from "./harness/load.js";
 import { getJson, post, Sandbox, type Session, waitFor } from "./harness/sandbox.js";
 import { readOwner, rootPaths } from "../src/records.js";

@@ -17,7 +17,7 @@ import {
 } from "./harness/fixture-project.js";
 import { sampleHolders } from "./harness/load.js";
 import { getJson, post, Sandbox, type Session, waitFor } from "./harness/sandbox.js";
-import { ownerGone } from "../src/owner/lifecycle.js";
+import { ownerGone } from "../src/owner/assessment.js";
 
 const WRANGLER = "4.160.0";
 const INSERTS = 60;

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fixtureProject, type FixtureProject } from "./harness/fixture-project.js";
 import { sampleHolders } from "./harness/load.js";
 import { getJson, post, Sandbox, type Session, waitFor } from "./harness/sandbox.js";
-import { ownerGone } from "../src/owner/lifecycle.js";
+import { ownerGone } from "../src/owner/assessment.js";
 import { listClients, rootPaths } from "../src/records.js";
 import { PLATFORM_PROXY_SCRIPT, registeredEnv, writeScript } from "./fixtures/register-scripts.js";
 

@@ -9,7 +9,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { NODE, post, REAL_BIN, REPO, Sandbox, waitFor } from "./harness/sandbox.js";
-import { ownerGone } from "../src/owner/lifecycle.js";
+import { ownerGone } from "../src/owner/assessment.js";
 
 const REGISTER = `--require ${path.join(REPO, "dist", "register.cjs")}`;
 

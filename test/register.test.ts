@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fixtureProject } from "./harness/fixture-project.js";
 import { sampleHolders } from "./harness/load.js";
 import { freePort, getJson, post, Sandbox, type Session, waitFor } from "./harness/sandbox.js";
-import { ownerGone } from "../src/owner/lifecycle.js";
+import { ownerGone } from "../src/owner/assessment.js";
 import { listClients, rootPaths, type OwnerRecord } from "../src/records.js";
 import {
   CHILD_COPY_SCRIPT,

@@ -2,7 +2,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ownerLeftovers } from "../src/owner/lifecycle.js";
+import { ownerLeftovers } from "../src/owner/assessment.js";
 import {
   getJson,
   isDatabaseFile,

@@ -5,7 +5,7 @@ import path from "node:path";
 import { waitUntilAllWrite } from "./harness/load.js";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../src/owner/inspect.js";
-import { ownerGone } from "../src/owner/lifecycle.js";
+import { ownerGone } from "../src/owner/assessment.js";
 import { liveness } from "../src/process-info.js";
 import { clientRecordPath, rootPaths } from "../src/records.js";
 import { storageCandidates } from "../src/storage-candidate.js";

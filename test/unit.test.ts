@@ -4,6 +4,7 @@ import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
+import { ownerRecordFixture } from "./harness/records.js";
 import { findUserConfig, persistRootFor } from "../src/commands/storage-owner/scope.js";
 import { formatDuration, table } from "../src/commands/storage-owner/format.js";
 import { incompatibility } from "../src/dev/shared-storage.js";
@@ -20,10 +21,9 @@ import {
   BOOTING_STANDBY_PRIORITY_MS,
   STANDBY_PRIORITY_MS,
   standbyTakingOver,
-} from "../src/owner/lifecycle.js";
+} from "../src/owner/assessment.js";
 import { currentIdentity, liveness } from "../src/process-info.js";
 import {
-  type OwnerRecord,
   readRecord,
   rootPaths,
   SCHEMA_VERSION,
@@ -35,19 +35,7 @@ import {
 const tmp = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-unit-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const owner = (over: Partial<OwnerRecord> = {}): OwnerRecord => ({
-  schema: SCHEMA_VERSION,
-  phase: "running",
-  pid: 4242,
-  startTime: "100",
-  persistRoot: "/p/v3",
-  registryPath: "/r",
-  versions: { package: "1", wrangler: "2", miniflare: "3", workerd: "4" },
-  startedAt: new Date(0).toISOString(),
-  heartbeatAt: new Date(10_000).toISOString(),
-  logFile: "/p/v3/.x-shared-storage/owner.log",
-  ...over,
-});
+const owner = ownerRecordFixture;
 
 describe("records", () => {
   it("round-trips an owner record and rejects what is not one, naming the file", () => {

@@ -1,5 +1,5 @@
 // Time to the first answer of `wrangler dev`, cold and warm, and the owner's exit after the last session.
-import { ownerGone } from "../../src/owner/lifecycle.js";
+import { ownerGone } from "../../src/owner/assessment.js";
 import { type Sandbox, waitFor } from "../../test/harness/sandbox.js";
 import { median, round } from "../stats.js";
 import { type Bench, type Contender, flagFor, sandboxFor } from "../context.js";

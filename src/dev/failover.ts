@@ -2,18 +2,12 @@
 // and notice when its owner's lease (pid + start time) ends. The owner's standby normally takes
 // over within milliseconds by rewriting that candidate in place; sessions do nothing for it. When
 // there is no standby (or it does not take over within its priority window), the sessions elect
-// one of them (the spawn lock) to reclaim what the owner left and start a new owner. No session
+// one of them (the spawn lock) to reclaim what the owner left and start a new owner, by the same
+// rules as the first election (owner/succession.ts). No session
 // ever serves storage itself: however long a failover takes, the candidate stays the oldest.
-import { liveness, waitUntilGone } from "../process-info.js";
-import { type OwnerRecord, readOwner, type RootPaths } from "../records.js";
-import {
-  assessOwnerNow,
-  reclaimDeadOwner,
-  registryMismatch,
-  spawnOwner,
-  standbyTakingOver,
-} from "../owner/lifecycle.js";
-import { tryAcquireSpawnLock } from "../owner/spawn-lock.js";
+import { liveness } from "../process-info.js";
+import type { OwnerRecord, RootPaths } from "../records.js";
+import { Election } from "../owner/succession.js";
 import { ownerTimings } from "../environment.js";
 import { keepFresh } from "../storage-candidate.js";
 import { holdLifeline } from "../lifeline.js";
@@ -100,51 +94,27 @@ async function recover(
   dead: OwnerRecord,
   say: (message: string) => void,
 ): Promise<OwnerRecord | undefined> {
+  const election = new Election(paths, registryPath);
   const deadline = Date.now() + ownerTimings().startTimeoutMs;
-  let announced = false;
+  let refused: string | undefined;
   while (Date.now() < deadline) {
-    const current = readOwner(paths);
-    if (current?.ok && current.value.pid !== dead.pid) {
-      const { state } = assessOwnerNow(current.value);
-      if (state === "running" || state === "stale") {
-        const mismatch = registryMismatch(current.value, registryPath);
-        if (mismatch) {
-          // Its candidate is in another registry: this session's storage cannot reach it. Said
-          // once; the session keeps failing storage calls rather than serve them itself.
-          say(`✘ ${mismatch} Restart this session with the same settings.`);
-          return current.value;
-        }
-        say(`storage owner is now pid ${current.value.pid} at ${current.value.debugAddress}`);
-        return current.value;
-      }
-      if (state !== "dead") {
-        await sleep(RECOVER_INTERVAL_MS);
-        continue;
-      }
+    const notes: string[] = [];
+    const step = election.step(notes);
+    if (step.kind === "ready") {
+      if (step.owner.pid !== dead.pid)
+        say(`storage owner is now pid ${step.owner.pid} at ${step.owner.debugAddress}`);
+      return step.owner;
     }
-    if (standbyTakingOver(paths, current?.ok ? current.value : dead)) {
-      await sleep(RECOVER_INTERVAL_MS);
-      continue;
-    }
-    const lock = tryAcquireSpawnLock(paths);
-    if (lock.release) {
-      try {
-        const again = readOwner(paths);
-        const record = again?.ok ? again.value : undefined;
-        if (record === undefined || assessOwnerNow(record).state === "dead") {
-          if (!announced)
-            say(`storage owner pid ${dead.pid} is gone; this session takes over the election`);
-          announced = true;
-          const killed = record ? reclaimDeadOwner(paths, registryPath, record).killed : [];
-          // Its workerd must have let go of the files before a new owner may open them.
-          if (await waitUntilGone(killed)) {
-            const pid = spawnOwner(paths, registryPath);
-            say(`started storage owner pid ${pid} (log: ${paths.ownerLog})`);
-          }
-        }
-      } finally {
-        lock.release();
-      }
+    if (step.kind === "spawned") {
+      say(`storage owner pid ${dead.pid} is gone; this session takes over the election`);
+      for (const note of notes) say(note);
+      say(`started storage owner pid ${step.pid} (log: ${paths.ownerLog})`);
+    } else if (step.kind === "refused" && step.message !== refused) {
+      // This session's storage cannot reach that owner (another registry or version). Said once;
+      // the session keeps failing storage calls rather than serve them itself.
+      refused = step.message;
+      say(`✘ ${step.message} Restart this session with the same settings.`);
+      if (step.owner) return step.owner;
     }
     await sleep(RECOVER_INTERVAL_MS);
   }

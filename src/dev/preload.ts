@@ -21,13 +21,8 @@ import {
   versions,
   WRANGLER_PACKAGE_JSON,
 } from "../environment.js";
-import {
-  describeVersions,
-  ensureOwnerSync,
-  OwnerElectionError,
-  registryMismatch,
-  writePresence,
-} from "../owner/lifecycle.js";
+import { describeVersions, registryMismatch } from "../owner/assessment.js";
+import { Election, OwnerElectionError } from "../owner/succession.js";
 import { isAlive } from "../process-info.js";
 import {
   legacyIsolatedPathFor,
@@ -39,6 +34,7 @@ import {
 import { acquireSpawnLockSync } from "../owner/spawn-lock.js";
 import { adoptLegacyLayout, severalSessionsOf, severalSessionsWarning } from "./continuity.js";
 import { watchOwner } from "./failover.js";
+import { writePresence } from "./presence.js";
 import { SESSION_ENV } from "./shared-storage.js";
 
 type MiniflareOptions = ConstructorParameters<typeof MiniflareModule.Miniflare>[0];
@@ -95,7 +91,7 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
     removeFile(presence);
   });
   try {
-    const owner = ensureOwnerSync(paths, registryPath, say);
+    const owner = new Election(paths, registryPath).untilServedSync(say);
     say(`storage for ${persistRoot} is served by owner pid ${owner.pid} at ${owner.debugAddress}`);
     watchOwner(paths, registryPath, owner, say);
   } catch (error) {

@@ -6,11 +6,21 @@ import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "nod
 import net from "node:net";
 import path from "node:path";
 import { commandLine, killIdentities, liveness } from "../process-info.js";
-import { listClients, readOwner, readStandby, removeFile, rootPaths } from "../records.js";
+import {
+  listClients,
+  type OwnerRecord,
+  readOwner,
+  readStandby,
+  removeFile,
+  type RootPaths,
+  rootPaths,
+} from "../records.js";
 import { ownerCandidateName, storageCandidates } from "../storage-candidate.js";
 import { inspectRoot } from "./inspect.js";
 import { deadInstanceDirs, releaseStartupLocks } from "./instance.js";
-import { ownerLeftovers, reclaimDeadOwner } from "./lifecycle.js";
+import { ownerLeftovers } from "./assessment.js";
+import { type ReclaimReport, reclaimDeadOwner } from "./reclaim.js";
+import { replaceDeadOwnerWithin } from "./succession.js";
 
 export interface GcAction {
   what: string;
@@ -83,6 +93,40 @@ function orphanedHolders(persistRoot: string, liveOwnerPid?: number): number[] {
   return orphans;
 }
 
+/**
+ * A dead owner is reclaimed as every succession does it (succession.ts): under the election lock,
+ * judged again there. A dry run changes nothing and needs no lock.
+ */
+async function reclaimOwner(
+  paths: RootPaths,
+  registryPath: string,
+  dead: OwnerRecord,
+  options: { dryRun: boolean; withdrawCandidate: boolean },
+): Promise<ReclaimReport | { kept: GcAction }> {
+  if (options.dryRun) return reclaimDeadOwner(paths, registryPath, dead, options);
+  const outcome = await replaceDeadOwnerWithin(
+    paths,
+    registryPath,
+    { withdrawCandidate: () => options.withdrawCandidate },
+    5000,
+  );
+  const kept = (why: string): { kept: GcAction } => ({
+    kept: { what: "owner record", path: paths.ownerRecord, why },
+  });
+  switch (outcome.kind) {
+    case "replaced":
+      return outcome.reclaimed ?? { killed: [], removed: [], ignored: [] };
+    case "busy":
+      return kept(`the election lock is held by ${outcome.heldBy}, whose election reclaims it`);
+    case "taken":
+      return kept(`owner pid ${outcome.owner.pid} took over meanwhile`);
+    case "lingering":
+      return kept(
+        `workerd ${outcome.pids.join(", ")} of dead owner pid ${dead.pid} was killed but has not exited yet; run gc again`,
+      );
+  }
+}
+
 export async function collectGarbage(
   persistRoot: string,
   registryPath: string,
@@ -119,25 +163,28 @@ export async function collectGarbage(
         why: "its process is alive",
       });
     } else {
-      const reclaimed = reclaimDeadOwner(paths, registryPath, owner.value, {
+      const reclaimed = await reclaimOwner(paths, registryPath, owner.value, {
         dryRun,
         withdrawCandidate: liveClients === 0,
       });
-      for (const { pid } of reclaimed.killed) {
-        report.killed.push({
-          what: "workerd of dead owner",
-          pid,
-          why: `recorded (pid + start time) by dead owner pid ${owner.value.pid}`,
-        });
+      if ("kept" in reclaimed) report.kept.push(reclaimed.kept);
+      else {
+        for (const { pid } of reclaimed.killed) {
+          report.killed.push({
+            what: "workerd of dead owner",
+            pid,
+            why: `recorded (pid + start time) by dead owner pid ${owner.value.pid}`,
+          });
+        }
+        for (const file of reclaimed.removed) {
+          report.removed.push({
+            what: "record of dead owner",
+            path: file,
+            why: `owner pid ${owner.value.pid} is ${state}`,
+          });
+        }
+        for (const why of reclaimed.ignored) report.kept.push({ what: "registry entries", why });
       }
-      for (const file of reclaimed.removed) {
-        report.removed.push({
-          what: "record of dead owner",
-          path: file,
-          why: `owner pid ${owner.value.pid} is ${state}`,
-        });
-      }
-      for (const why of reclaimed.ignored) report.kept.push({ what: "registry entries", why });
     }
   }
 

@@ -10,7 +10,7 @@ import {
   rootPaths,
   type Versions,
 } from "../records.js";
-import { assessOwnerNow, type OwnerState } from "./lifecycle.js";
+import { assessOwnerNow, type OwnerState } from "./assessment.js";
 import { existsSync } from "node:fs";
 
 export interface ClientStatus {

@@ -125,6 +125,9 @@ export async function startInstance(
   const miniflare = requireFromWrangler(MINIFLARE_ENTRY) as typeof MiniflareModule;
   // The placeholder worker has nothing worth keeping; its Cache and registry go with the process.
   const dir = instanceDir(paths, identity);
+  // A standby stopped while it booted (its owner idled out) died holding miniflare's startup
+  // lock, and no record names it: release what dead instances hold before we wait on it.
+  releaseStartupLocks(paths, deadInstanceDirs(paths));
   const privateRegistry = path.join(dir, "registry");
   const isolatedDir = path.join(dir, "isolated");
   rmSync(dir, { recursive: true, force: true });

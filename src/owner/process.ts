@@ -3,7 +3,7 @@
 import { sameVersions, versions } from "../environment.js";
 import { currentIdentity, isAlive, type ProcessIdentity } from "../process-info.js";
 import { listClients, type RootPaths, rootPaths } from "../records.js";
-import type { Instance } from "./instance.js";
+import { type Instance, instanceDir, releaseStartupLocks } from "./instance.js";
 
 export type Role = "owner" | "standby";
 
@@ -58,12 +58,23 @@ export class OwnerProcess {
     if (this.stopping) return;
     this.stopping = true;
     this.step("exit", () => this.beforeExit(reason, graceful));
+    // Stopped while its workerd starts, miniflare leaves its startup lock behind (stale only after
+    // 30 s, stalling the next owner), and a standby stopped while it boots does not get as far as
+    // the end of dispose: the lock goes first, when it holds our token.
+    this.step("exit", () =>
+      releaseStartupLocks(this.paths, [instanceDir(this.paths, this.identity)]),
+    );
     try {
       await this.instance?.dispose();
     } catch (error) {
       this.log(`dispose failed: ${String(error)}`);
     }
     this.step("exit", () => this.afterDispose());
+    // Stopped while booting, miniflare would leave its startup lock behind (stale only after 30 s,
+    // stalling the next owner): the lock goes with us when it holds our token.
+    this.step("exit", () =>
+      releaseStartupLocks(this.paths, [instanceDir(this.paths, this.identity)]),
+    );
     this.log("stopped");
     process.exit(code);
   }

@@ -8,7 +8,7 @@
 // stopped owner keeps the pipe open and is never replaced); a slow poll is the fallback.
 import { MINIFLARE_ENTRY, requireFromWrangler, versions } from "../environment.js";
 import { ownerCandidateName, storageCandidates } from "../storage-candidate.js";
-import { isAlive, type ProcessIdentity, waitUntilGone } from "../process-info.js";
+import { isAlive, type ProcessIdentity } from "../process-info.js";
 import {
   readOwner,
   readStandby,
@@ -18,10 +18,9 @@ import {
   writeRecordAtomic,
 } from "../records.js";
 import { deadInstanceDirs, releaseStartupLocks, startInstance, type Instance } from "./instance.js";
-import { reclaimDeadOwner } from "./lifecycle.js";
 import { serve } from "./owner.js";
 import type { OwnerProcess } from "./process.js";
-import { acquireSpawnLock } from "./spawn-lock.js";
+import { replaceDeadOwnerWithin } from "./succession.js";
 
 const FALLBACK_POLL_MS = 5000;
 const PROMOTION_LOCK_WAIT_MS = 2000;
@@ -132,28 +131,32 @@ async function promote(
   instance: Instance,
   backed: ProcessIdentity,
 ): Promise<void> {
-  const lock = await acquireSpawnLock(proc.paths, PROMOTION_LOCK_WAIT_MS, 20);
-  if (!lock.release)
-    return proc.exit(`a session holds the election (${lock.heldBy}); standing down`, false);
-  try {
-    const current = readOwner(proc.paths);
-    if (current?.ok && current.value.pid !== backed.pid && isAlive(current.value))
-      return await proc.exit(`owner pid ${current.value.pid} already took over`, false);
-    proc.log(`owner pid ${backed.pid} is gone; taking over`);
-    if (current?.ok) {
-      // Its workerd must have let go of the files before we serve them.
-      const { killed } = reclaimDeadOwner(proc.paths, proc.registryPath, current.value);
-      if (!(await waitUntilGone(killed, 5000))) {
-        // Serving now would make two holders; the sessions' election retries the reclaim.
-        return await proc.exit(
-          `workerd ${killed.map((k) => k.pid).join(", ")} of the dead owner did not exit within 5 s; standing down`,
-          false,
-        );
-      }
-    }
-    removeFile(proc.paths.standbyRecord);
-    serve(proc, instance);
-  } finally {
-    lock.release();
+  proc.log(`owner pid ${backed.pid} is gone; taking over`);
+  const outcome = await replaceDeadOwnerWithin(
+    proc.paths,
+    proc.registryPath,
+    {
+      start: () => {
+        removeFile(proc.paths.standbyRecord);
+        serve(proc, instance);
+      },
+      workerdExitMs: 5000,
+    },
+    PROMOTION_LOCK_WAIT_MS,
+  );
+  for (const note of outcome.notes) proc.log(note);
+  switch (outcome.kind) {
+    case "busy":
+      return proc.exit(`a session holds the election (${outcome.heldBy}); standing down`, false);
+    case "taken":
+      return proc.exit(`owner pid ${outcome.owner.pid} already took over`, false);
+    case "lingering":
+      // Serving now would make two holders; the sessions' election retries the reclaim.
+      return proc.exit(
+        `workerd ${outcome.pids.join(", ")} of the dead owner did not exit within 5 s; standing down`,
+        false,
+      );
+    case "replaced":
+      return;
   }
 }

@@ -5,7 +5,7 @@
 // writes less.
 import { symlinkSync } from "node:fs";
 import path from "node:path";
-import { ownerGone } from "../../src/owner/lifecycle.js";
+import { ownerGone } from "../../src/owner/assessment.js";
 import { listClients, rootPaths } from "../../src/records.js";
 import { fixtureProject } from "./fixture-project.js";
 import { sampleHolders } from "./load.js";

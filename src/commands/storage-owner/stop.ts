@@ -1,6 +1,7 @@
 import { inspectRoot } from "../../owner/inspect.js";
-import { ownerLeftovers, reclaimDeadOwner } from "../../owner/lifecycle.js";
+import { ownerLeftovers } from "../../owner/assessment.js";
 import { acquireSpawnLock } from "../../owner/spawn-lock.js";
+import { replaceDeadOwnerWithin } from "../../owner/succession.js";
 import {
   isAlive,
   killIdentities,
@@ -8,7 +9,7 @@ import {
   type ProcessIdentity,
   signalIfOurs,
 } from "../../process-info.js";
-import { listClients, type OwnerRecord, readOwner, readStandby, rootPaths } from "../../records.js";
+import { listClients, readOwner, readStandby, rootPaths } from "../../records.js";
 import { createCommand, UserError } from "../create-command.js";
 import { table } from "./format.js";
 import { resolveScope, scopeArgs } from "./scope.js";
@@ -124,7 +125,7 @@ async function stopOne(
     const killed = killIdentities([record.value, ...ownerLeftovers(record.value)]);
     const killDeadline = Date.now() + 5000;
     while (!gone(record.value) && Date.now() < killDeadline) await sleep(50);
-    await reclaimUnderLock(paths, registryPath, record.value);
+    await reclaimUnderLock(paths, registryPath);
     console.log(
       `Storage owner pid ${owner.pid} did not exit within ${timeoutMs / 1000}s; killed it and its workerd (${killed.join(", ")}) and reclaimed its records.`,
     );
@@ -175,24 +176,23 @@ function ownerPid(paths: ReturnType<typeof rootPaths>): number | undefined {
 }
 
 /**
- * Reclaims the killed owner under the election lock, with counts taken now: a session may have
- * arrived, or the standby taken over, while we waited. Withdraws the candidate only when no
- * session is left and the record still names the killed owner.
+ * Reclaims the killed owner as every succession does (owner/succession.ts), with counts taken
+ * under the lock: a session may have arrived, or the standby taken over, while we waited. The
+ * candidate goes only when no session is left. No successor starts: sessions elect one.
  */
 async function reclaimUnderLock(
   paths: ReturnType<typeof rootPaths>,
   registryPath: string,
-  killed: OwnerRecord,
 ): Promise<void> {
-  const { release } = await acquireSpawnLock(paths, 5000);
-  if (!release) return; // the election in progress reclaims it
-  try {
-    if (ownerPid(paths) !== killed.pid) return; // a successor already took over
-    const sessions = listClients(paths).filter((c) => c.record.ok && isAlive(c.record.value));
-    reclaimDeadOwner(paths, registryPath, killed, { withdrawCandidate: sessions.length === 0 });
-  } finally {
-    release();
-  }
+  await replaceDeadOwnerWithin(
+    paths,
+    registryPath,
+    {
+      withdrawCandidate: () =>
+        !listClients(paths).some((c) => c.record.ok && isAlive(c.record.value)),
+    },
+    5000,
+  );
 }
 
 async function waitForSuccessor(

@@ -1,0 +1,83 @@
+// Starting the owner program (an owner, or a standby for the running one) as a detached process
+// of its own, logging to the root's owner log. The owner writes its own record; the electing
+// process waits for it under the election lock, so that no other election spawns a second one.
+import { spawn } from "node:child_process";
+import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { errorCode } from "../errors.js";
+import { liveness, sleepSync } from "../process-info.js";
+import { readOwner, type RootPaths } from "../records.js";
+
+export const OWNER_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), "main.js");
+
+/** A spawned owner has this long to write its `starting` record before the election goes on. */
+const FIRST_RECORD_TIMEOUT_MS = 10_000;
+
+export class OwnerStartError extends Error {}
+
+/** WRANGLER_X_OWNER_WORKERD_PATH runs the owner (only) with another workerd, e.g. a debug build. */
+function ownerEnv(): NodeJS.ProcessEnv {
+  const workerd = process.env.WRANGLER_X_OWNER_WORKERD_PATH;
+  return workerd ? { ...process.env, MINIFLARE_WORKERD_PATH: workerd } : process.env;
+}
+
+/** Starts an owner (or, with `standby`, a successor for the running one), detached, logging to the owner log. */
+export function startOwnerProcess(
+  paths: RootPaths,
+  registryPath: string,
+  options: { standby?: boolean } = {},
+): number {
+  mkdirSync(paths.stateDir, { recursive: true });
+  let log: number;
+  try {
+    log = openSync(paths.ownerLog, "a");
+  } catch (error) {
+    throw new OwnerStartError(
+      `cannot open the storage owner's log ${paths.ownerLog} (${errorCode(error)}); ` +
+        `no owner was started. Check that ${paths.stateDir} is writable.`,
+    );
+  }
+  try {
+    const args = [OWNER_MAIN, "--persist-root", paths.persistRoot, "--registry", registryPath];
+    if (options.standby) args.push("--standby");
+    // A standby's stdin is its lifeline: a pipe from the owner that the kernel closes when it dies.
+    const child = spawn(process.execPath, args, {
+      detached: true,
+      stdio: [options.standby ? "pipe" : "ignore", log, log],
+      env: ownerEnv(),
+      windowsHide: true,
+    });
+    if (child.pid === undefined)
+      throw new OwnerStartError(`could not start the storage owner (${process.execPath})`);
+    child.unref();
+    return child.pid;
+  } finally {
+    closeSync(log);
+  }
+}
+
+/**
+ * Starts an owner and waits (bounded) until it has written its `starting` record, so that every
+ * other election sees it and waits for it rather than start another. Called under the election
+ * lock; the new owner takes a dead predecessor's candidate over in place.
+ */
+export function spawnOwner(paths: RootPaths, registryPath: string): number {
+  const pid = startOwnerProcess(paths, registryPath);
+  const deadline = Date.now() + FIRST_RECORD_TIMEOUT_MS;
+  while (Date.now() < deadline && liveness({ pid }) === "alive") {
+    const record = readOwner(paths);
+    if (record?.ok && record.value.pid === pid) break;
+    sleepSync(10);
+  }
+  return pid;
+}
+
+export function tailOfLog(file: string, lines = 15): string {
+  try {
+    const text = readFileSync(file, "utf8").trimEnd().split("\n");
+    return text.slice(-lines).join("\n");
+  } catch {
+    return "(no log written)";
+  }
+}

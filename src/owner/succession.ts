@@ -1,0 +1,335 @@
+// Succession of a persist root's owner: who may replace it, and the one critical section that
+// does. Every path that replaces an owner goes through `replaceDeadOwner` — a session's election
+// before it routes, a session's failover after its owner died, a standby's promotion,
+// `storage-owner stop` and `gc`: under the root's election lock, re-read the record; a live
+// owner there means someone else took over; a dead one is reclaimed, and its recorded workerd
+// killed and waited for (it must let go of the files before anyone opens them); a corrupt one is
+// set aside; only then does the successor start. What a session decides before it takes the lock
+// is `decide`, pure, from what `observe` read: the same rules for the first election and for a
+// failover.
+import { ownerTimings, sameVersions, versions } from "../environment.js";
+import { signalIfOurs, killIdentities, sleepSync, waitUntilGoneSync } from "../process-info.js";
+import { isAlive } from "../process-info.js";
+import { listClients, type OwnerRecord, readOwner, type RootPaths } from "../records.js";
+import { keepFresh, oursIsOldest } from "../storage-candidate.js";
+import {
+  assessOwnerNow,
+  describeVersions,
+  ownerLeftovers,
+  type OwnerState,
+  registryMismatch,
+  sessionsOfAnotherRegistry,
+  standbyTakingOver,
+} from "./assessment.js";
+import { type ReclaimReport, reclaimDeadOwner, setAsideCorrupt } from "./reclaim.js";
+import { spawnOwner, tailOfLog } from "./spawn.js";
+import { tryAcquireSpawnLock } from "./spawn-lock.js";
+
+/** What a session sees of the root's owner, read by `observe`: everything `decide` needs. */
+export type ElectionView =
+  | { kind: "none"; otherRegistry?: string }
+  | { kind: "corrupt"; problem: string; otherRegistry?: string }
+  | {
+      kind: "owner";
+      owner: OwnerRecord;
+      state: OwnerState;
+      /** Set when the owner serves through another dev registry than the session's. */
+      registryMismatch?: string;
+      sameVersions: boolean;
+      /** For a serving owner of our versions: the root's candidate is fresh and the oldest. */
+      candidateReady?: boolean;
+      /** For a dead owner: the pid of a live standby that still has the right to take over. */
+      standby?: number;
+      /** For a dead owner without such a standby: live sessions of another registry, if any. */
+      otherRegistry?: string;
+    };
+
+export type Decision =
+  | { kind: "join"; owner: OwnerRecord }
+  | { kind: "wait"; reason: string }
+  | { kind: "refuse"; message: string; owner?: OwnerRecord }
+  /** An owner of another version serves: stop it once no session of its version is left. */
+  | { kind: "retire"; owner: OwnerRecord }
+  /** No owner, or a dead one nobody else takes over: take the lock and start a successor. */
+  | { kind: "replace" };
+
+/** Pure: what a session does next about the root's owner. */
+export function decide(view: ElectionView): Decision {
+  if (view.kind === "owner") {
+    const { owner, state } = view;
+    if (state === "running" || state === "stale") {
+      if (view.registryMismatch) return { kind: "refuse", message: view.registryMismatch, owner };
+      if (!view.sameVersions) return { kind: "retire", owner };
+      // Join only through the root's candidate, fresh and the oldest: a stopped owner's candidate
+      // may have expired (miniflare drops one untouched for 10 s), and a session that builds its
+      // Miniflare then would be the oldest candidate, and open the files.
+      if (!view.candidateReady)
+        return {
+          kind: "wait",
+          reason: `owner pid ${owner.pid}'s storage candidate is missing or not the oldest (${state === "stale" ? "the owner is stopped or hung" : "it republishes it within 2 s"})`,
+        };
+      return { kind: "join", owner };
+    }
+    if (state === "starting" || state === "stopping")
+      return { kind: "wait", reason: `owner pid ${owner.pid} is ${state}` };
+    if (view.standby !== undefined)
+      return { kind: "wait", reason: `standby pid ${view.standby} is taking over` };
+  }
+  if (view.otherRegistry) return { kind: "refuse", message: view.otherRegistry };
+  return { kind: "replace" };
+}
+
+/** Reads what `decide` needs; touches the root's candidate when it judges a serving owner. */
+export function observe(paths: RootPaths, registryPath: string): ElectionView {
+  const current = readOwner(paths);
+  if (current === undefined)
+    return { kind: "none", otherRegistry: sessionsOfAnotherRegistry(paths, registryPath) };
+  if (!current.ok)
+    return {
+      kind: "corrupt",
+      problem: current.problem,
+      otherRegistry: sessionsOfAnotherRegistry(paths, registryPath),
+    };
+  const owner = current.value;
+  const { state } = assessOwnerNow(owner);
+  const same = sameVersions(owner.versions, versions());
+  if (state === "running" || state === "stale") {
+    const mismatch = registryMismatch(owner, registryPath);
+    const candidateReady =
+      !mismatch && same
+        ? keepFresh(registryPath, paths.persistRoot) &&
+          oursIsOldest(registryPath, paths.persistRoot)
+        : undefined;
+    return {
+      kind: "owner",
+      owner,
+      state,
+      registryMismatch: mismatch,
+      sameVersions: same,
+      candidateReady,
+    };
+  }
+  if (state !== "dead") return { kind: "owner", owner, state, sameVersions: same };
+  const standby = standbyTakingOver(paths, owner);
+  return {
+    kind: "owner",
+    owner,
+    state,
+    sameVersions: same,
+    standby,
+    otherRegistry:
+      standby === undefined ? sessionsOfAnotherRegistry(paths, registryPath) : undefined,
+  };
+}
+
+export interface Successor {
+  /** Starts the successor under the lock (spawns an owner, or a standby serves); none: reclaim only. */
+  start?: () => number | void;
+  /** Decided under the lock: withdraw the root's candidate too (only with no session left). */
+  withdrawCandidate?: () => boolean;
+  /** How long a dead owner's SIGKILLed workerd may take to exit before the successor gives up. */
+  workerdExitMs?: number;
+}
+
+export type SuccessionOutcome = { notes: string[] } & (
+  | { kind: "busy"; heldBy: string }
+  /** A live owner holds the record: someone else took over (or it never died). */
+  | { kind: "taken"; owner: OwnerRecord; state: OwnerState }
+  /** The dead owner's workerd has not exited: starting a successor would make two holders. */
+  | { kind: "lingering"; dead: OwnerRecord; pids: number[] }
+  | { kind: "replaced"; dead?: OwnerRecord; reclaimed?: ReclaimReport; started?: number }
+);
+
+/** The critical section of every succession (see the header); one attempt at the lock. */
+export function replaceDeadOwner(
+  paths: RootPaths,
+  registryPath: string,
+  successor: Successor = {},
+): SuccessionOutcome {
+  const notes: string[] = [];
+  const lock = tryAcquireSpawnLock(paths);
+  if (lock.reclaimed) notes.push(`reclaimed ${lock.reclaimed}`);
+  if (!lock.release) return { kind: "busy", heldBy: lock.heldBy ?? "another process", notes };
+  try {
+    const again = readOwner(paths);
+    let dead: OwnerRecord | undefined;
+    let reclaimed: ReclaimReport | undefined;
+    if (again?.ok) {
+      const { state } = assessOwnerNow(again.value);
+      if (state !== "dead") return { kind: "taken", owner: again.value, state, notes };
+      dead = again.value;
+      reclaimed = reclaimDeadOwner(paths, registryPath, dead, {
+        withdrawCandidate: successor.withdrawCandidate?.() ?? false,
+      });
+      const pids = reclaimed.killed.map((w) => w.pid);
+      if (!waitUntilGoneSync(reclaimed.killed, successor.workerdExitMs ?? 2000))
+        return { kind: "lingering", dead, pids, notes };
+      notes.push(
+        `reclaimed dead owner pid ${dead.pid}` +
+          (pids.length ? ` (killed its workerd ${pids.join(", ")})` : ""),
+        ...reclaimed.ignored,
+      );
+    } else if (again && !again.ok) {
+      notes.push(`${again.problem}; moved it to ${setAsideCorrupt(paths.ownerRecord)}`);
+    }
+    const started = successor.start?.();
+    return { kind: "replaced", dead, reclaimed, started: started ?? undefined, notes };
+  } finally {
+    lock.release();
+  }
+}
+
+/** `replaceDeadOwner`, retrying while another process holds the lock, for at most `timeoutMs`. */
+export async function replaceDeadOwnerWithin(
+  paths: RootPaths,
+  registryPath: string,
+  successor: Successor,
+  timeoutMs: number,
+  intervalMs = 20,
+): Promise<SuccessionOutcome> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const outcome = replaceDeadOwner(paths, registryPath, successor);
+    if (outcome.kind !== "busy" || Date.now() > deadline) return outcome;
+    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+  }
+}
+
+export class OwnerElectionError extends Error {}
+
+export type ElectionStep =
+  | { kind: "ready"; owner: OwnerRecord }
+  | { kind: "wait"; reason: string }
+  | { kind: "refused"; message: string; owner?: OwnerRecord }
+  | { kind: "spawned"; pid: number };
+
+/** How long an owner of another version gets to exit after SIGTERM before it is killed. */
+const RETIRE_TIMEOUT_MS = 10_000;
+
+/**
+ * One session's election for one root, run before it routes and again when its owner dies.
+ * Sync, so the dev preload can run it before wrangler builds its first Miniflare.
+ */
+export class Election {
+  /** Owners of another version this election asked to stop, and when. */
+  private readonly retiring = new Map<number, number>();
+
+  constructor(
+    readonly paths: RootPaths,
+    readonly registryPath: string,
+  ) {}
+
+  step(notes: string[]): ElectionStep {
+    const decision = decide(observe(this.paths, this.registryPath));
+    switch (decision.kind) {
+      case "join":
+        return { kind: "ready", owner: decision.owner };
+      case "wait":
+        return decision;
+      case "refuse":
+        return { kind: "refused", message: decision.message, owner: decision.owner };
+      case "retire":
+        return this.retire(decision.owner, notes);
+      case "replace": {
+        const outcome = replaceDeadOwner(this.paths, this.registryPath, {
+          start: () => spawnOwner(this.paths, this.registryPath),
+        });
+        notes.push(...outcome.notes);
+        switch (outcome.kind) {
+          case "busy":
+            return { kind: "wait", reason: `election lock held by ${outcome.heldBy}` };
+          case "taken":
+            return { kind: "wait", reason: `owner pid ${outcome.owner.pid} is ${outcome.state}` };
+          case "lingering":
+            return {
+              kind: "wait",
+              reason: `workerd ${outcome.pids.join(", ")} of dead owner pid ${outcome.dead.pid} has not exited yet`,
+            };
+          case "replaced":
+            return { kind: "spawned", pid: outcome.started! };
+        }
+      }
+    }
+  }
+
+  /**
+   * An owner of another package/miniflare/workerd version serves this root. Two versions must
+   * never open the same files: while sessions of its version use it, refuse; once none remains,
+   * stop it (SIGTERM, then SIGKILL of it and its recorded workerd) and let the election go on.
+   */
+  private retire(owner: OwnerRecord, notes: string[]): ElectionStep {
+    const itsClients = listClients(this.paths).flatMap((c) =>
+      c.record.ok &&
+      c.record.value.pid !== process.pid &&
+      isAlive(c.record.value) &&
+      sameVersions(c.record.value.versions, owner.versions)
+        ? [c.record.value]
+        : [],
+    );
+    const mismatch =
+      `the storage owner for ${this.paths.persistRoot} (pid ${owner.pid}) runs ${describeVersions(owner.versions)}, ` +
+      `this session runs ${describeVersions(versions())}`;
+    if (itsClients.length > 0) {
+      return {
+        kind: "refused",
+        message:
+          `${mismatch}. Two versions must never open the same files, and ${itsClients.length} session(s) of its version ` +
+          `still use it (${itsClients.map((c) => `${c.worker} pid ${c.pid}`).join(", ")}). Stop them, or use the same ` +
+          `version of this package in every project that shares ${this.paths.persistRoot}.`,
+      };
+    }
+    const since = this.retiring.get(owner.pid);
+    if (since === undefined) {
+      if (signalIfOurs(owner, "SIGTERM") === "unproven") {
+        return {
+          kind: "refused",
+          message: `${mismatch}, and its record does not prove which process it is (no start time); stop it yourself.`,
+        };
+      }
+      notes.push(`${mismatch}; no session of its version remains, so it is being stopped`);
+      this.retiring.set(owner.pid, Date.now());
+    } else if (Date.now() - since > RETIRE_TIMEOUT_MS) {
+      killIdentities([owner, ...ownerLeftovers(owner)]);
+    }
+    return { kind: "wait", reason: `owner pid ${owner.pid} of another version is stopping` };
+  }
+
+  /** Runs the election until an owner serves, bounded by WRANGLER_X_OWNER_START_TIMEOUT_MS. */
+  untilServedSync(log: (message: string) => void): OwnerRecord {
+    const { startTimeoutMs } = ownerTimings();
+    const deadline = Date.now() + startTimeoutMs;
+    let lastReason = "";
+    let spawnedPid: number | undefined;
+    let spawns = 0;
+    for (;;) {
+      const notes: string[] = [];
+      const step = this.step(notes);
+      for (const note of notes) log(note);
+      if (step.kind === "ready") return step.owner;
+      if (step.kind === "refused") throw new OwnerElectionError(step.message);
+      if (step.kind === "spawned") {
+        spawnedPid = step.pid;
+        spawns++;
+        log(
+          `started storage owner pid ${step.pid} for ${this.paths.persistRoot} (log: ${this.paths.ownerLog})`,
+        );
+        if (spawns > 2)
+          throw this.startFailure(`the storage owner exited during startup ${spawns} times`);
+      } else {
+        lastReason = step.reason;
+      }
+      if (Date.now() > deadline) {
+        throw this.startFailure(
+          `no storage owner published its address within ${startTimeoutMs} ms (${lastReason || `spawned pid ${spawnedPid}`})`,
+        );
+      }
+      sleepSync(50);
+    }
+  }
+
+  private startFailure(why: string): OwnerElectionError {
+    return new OwnerElectionError(
+      `${why}. Owner log ${this.paths.ownerLog}:\n${tailOfLog(this.paths.ownerLog)}`,
+    );
+  }
+}

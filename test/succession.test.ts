@@ -1,0 +1,202 @@
+// Succession: the pure decision every election and failover takes (one case per situation the
+// real-process tests stage), and the election lock across real processes, in the style of
+// miniflare's persist-root-lock.spec.ts: one holder at a time, a dead holder's lock reclaimed,
+// released only by its holder.
+import { spawn } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { decide, type ElectionView } from "../src/owner/succession.js";
+import { rootPaths } from "../src/records.js";
+import { liveness } from "../src/process-info.js";
+import { ownerRecordFixture } from "./harness/records.js";
+import { NODE, REPO } from "./harness/sandbox.js";
+
+const owner = ownerRecordFixture();
+const serving = (over: Partial<Extract<ElectionView, { kind: "owner" }>> = {}): ElectionView => ({
+  kind: "owner",
+  owner,
+  state: "running",
+  sameVersions: true,
+  candidateReady: true,
+  ...over,
+});
+
+describe("decide", () => {
+  it.each<[string, ElectionView, ReturnType<typeof decide>["kind"], string?]>([
+    ["a serving owner of our versions, candidate fresh and oldest: join", serving(), "join"],
+    [
+      "a stale (stopped) owner whose candidate is fresh: join (its lease holds)",
+      serving({ state: "stale" }),
+      "join",
+    ],
+    [
+      "a serving owner whose candidate expired (SIGSTOP > 10 s): wait",
+      serving({ candidateReady: false }),
+      "wait",
+      "missing or not the oldest (it republishes it within 2 s)",
+    ],
+    [
+      "a stopped owner whose candidate expired: wait, saying why",
+      serving({ state: "stale", candidateReady: false }),
+      "wait",
+      "the owner is stopped or hung",
+    ],
+    [
+      "an owner serving through another dev registry: refuse",
+      serving({ registryMismatch: "other registry" }),
+      "refuse",
+      "other registry",
+    ],
+    [
+      "an owner of another version: retire it (when no session of its version is left)",
+      serving({ sameVersions: false }),
+      "retire",
+    ],
+    [
+      "another registry outranks another version (nothing is signalled)",
+      serving({ sameVersions: false, registryMismatch: "other registry" }),
+      "refuse",
+    ],
+    [
+      "an owner starting: wait",
+      serving({ state: "starting" }),
+      "wait",
+      "owner pid 4242 is starting",
+    ],
+    [
+      "an owner stopping (idle exit under way): wait",
+      serving({ state: "stopping" }),
+      "wait",
+      "is stopping",
+    ],
+    [
+      "a dead owner whose live standby still has priority: wait for it",
+      serving({ state: "dead", standby: 4343 }),
+      "wait",
+      "standby pid 4343 is taking over",
+    ],
+    ["a dead owner, no standby: replace", serving({ state: "dead" }), "replace"],
+    [
+      "a dead owner (pid reused after a reboot counts as dead): replace",
+      serving({ state: "dead", candidateReady: undefined }),
+      "replace",
+    ],
+    [
+      "a dead owner while sessions of another registry are alive: refuse",
+      serving({ state: "dead", otherRegistry: "their registry" }),
+      "refuse",
+      "their registry",
+    ],
+    ["no owner record: replace", { kind: "none" }, "replace"],
+    [
+      "no owner record, sessions of another registry alive: refuse",
+      { kind: "none", otherRegistry: "their registry" },
+      "refuse",
+    ],
+    [
+      "a corrupt owner record: replace (it is set aside under the lock)",
+      { kind: "corrupt", problem: "not JSON" },
+      "replace",
+    ],
+    [
+      "a corrupt owner record, sessions of another registry: refuse",
+      { kind: "corrupt", problem: "not JSON", otherRegistry: "theirs" },
+      "refuse",
+    ],
+  ])("%s", (_, view, kind, text) => {
+    const decision = decide(view);
+    expect(decision.kind).toBe(kind);
+    if (text) expect(JSON.stringify(decision)).toContain(text);
+    if (kind === "join") expect(decision).toEqual({ kind: "join", owner });
+  });
+});
+
+describe("the election lock across processes", () => {
+  const dir = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-lock-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const lockModule = path.join(REPO, "dist", "owner", "spawn-lock.js");
+  const recordsModule = path.join(REPO, "dist", "records.js");
+
+  /** A child that takes the lock `rounds` times, holding it `holdMs`, and logs when. */
+  function contender(root: string, rounds: number, holdMs: number, log: string) {
+    const script = `
+      const { tryAcquireSpawnLock } = await import(${JSON.stringify(lockModule)});
+      const { rootPaths } = await import(${JSON.stringify(recordsModule)});
+      const { appendFileSync } = await import("node:fs");
+      const paths = rootPaths(${JSON.stringify(root)});
+      for (let got = 0; got < ${rounds}; ) {
+        const lock = tryAcquireSpawnLock(paths);
+        if (!lock.release) { await new Promise((r) => setTimeout(r, 5)); continue; }
+        const start = Date.now();
+        await new Promise((r) => setTimeout(r, ${holdMs}));
+        appendFileSync(${JSON.stringify(log)}, JSON.stringify({ pid: process.pid, start, end: Date.now() }) + "\\n");
+        lock.release();
+        got++;
+      }`;
+    const child = spawn(NODE, ["--input-type=module", "-e", script], { stdio: "inherit" });
+    return new Promise<number | null>((resolve) => child.on("exit", resolve));
+  }
+
+  it("admits one holder at a time among four processes", async () => {
+    const root = path.join(dir, "contended");
+    mkdirSync(path.join(root, ".x-shared-storage"), { recursive: true });
+    const log = path.join(dir, "contended.log");
+    const codes = await Promise.all([1, 2, 3, 4].map(() => contender(root, 5, 15, log)));
+    expect(codes).toEqual([0, 0, 0, 0]);
+    const spans = readFileSync(log, "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line) as { pid: number; start: number; end: number })
+      .sort((a, b) => a.start - b.start);
+    expect(spans).toHaveLength(20);
+    expect(new Set(spans.map((s) => s.pid)).size).toBe(4);
+    for (let i = 1; i < spans.length; i++)
+      expect(spans[i]!.start, `overlap at ${i}`).toBeGreaterThanOrEqual(spans[i - 1]!.end);
+  });
+
+  it("reclaims at once the lock of a holder that was killed, and never releases another's", async () => {
+    const root = path.join(dir, "killed");
+    const paths = rootPaths(root);
+    mkdirSync(paths.stateDir, { recursive: true });
+    // The holder takes the lock and is SIGKILLed while holding it: no exit handler runs.
+    const holder = spawn(
+      NODE,
+      [
+        "--input-type=module",
+        "-e",
+        `const { tryAcquireSpawnLock } = await import(${JSON.stringify(lockModule)});
+         const { rootPaths } = await import(${JSON.stringify(recordsModule)});
+         const lock = tryAcquireSpawnLock(rootPaths(${JSON.stringify(root)}));
+         console.log(lock.release ? "held" : "refused");
+         setInterval(() => {}, 1000);`,
+      ],
+      { stdio: ["ignore", "pipe", "inherit"] },
+    );
+    await new Promise<void>((resolve) => holder.stdout.once("data", () => resolve()));
+    const { tryAcquireSpawnLock } = await import("../src/owner/spawn-lock.js");
+    expect(tryAcquireSpawnLock(paths)).toMatchObject({ heldBy: `pid ${holder.pid}` });
+    holder.kill("SIGKILL");
+    await new Promise((resolve) => holder.once("exit", resolve));
+    expect(liveness({ pid: holder.pid! })).not.toBe("alive");
+    const mine = tryAcquireSpawnLock(paths);
+    expect(mine.release).toBeDefined();
+    expect(mine.reclaimed).toContain(`held by dead pid ${holder.pid}`);
+    // While we hold it, another process is refused; our release frees it for the next.
+    expect(await contenderRefused(root)).toBe(true);
+    mine.release!();
+    expect(await contenderRefused(root)).toBe(false);
+  });
+
+  function contenderRefused(root: string): Promise<boolean> {
+    const script = `
+      const { tryAcquireSpawnLock } = await import(${JSON.stringify(lockModule)});
+      const { rootPaths } = await import(${JSON.stringify(recordsModule)});
+      const lock = tryAcquireSpawnLock(rootPaths(${JSON.stringify(root)}));
+      lock.release?.();
+      process.exit(lock.release ? 0 : 3);`;
+    const child = spawn(NODE, ["--input-type=module", "-e", script], { stdio: "inherit" });
+    return new Promise((resolve) => child.on("exit", (code) => resolve(code === 3)));
+  }
+});
