@@ -1,19 +1,12 @@
 // Owner lifecycle as seen from outside the owner: judging a record, spawning an owner,
 // reclaiming what a dead one left, and the election every session runs before it routes.
 import { spawn } from "node:child_process";
-import {
-  closeSync,
-  existsSync,
-  mkdirSync,
-  openSync,
-  readFileSync,
-  realpathSync,
-  renameSync,
-  rmSync,
-} from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { sameDirectory as sameCanonicalDirectory } from "../canonical-root.js";
 import { ownerTimings, sameVersions, versions } from "../environment.js";
+import { removeTreeWithRetrySync, renameWithRetrySync } from "../fs-retry.js";
 import {
   currentIdentity,
   isAlive,
@@ -140,7 +133,14 @@ export function reclaimDeadOwner(
     const dead = deadInstanceDirs(paths);
     const released = releaseStartupLocks(paths, dead);
     if (released) report.removed.push(released);
-    for (const dir of dead) rmSync(dir, { recursive: true, force: true });
+    for (const dir of dead) {
+      try {
+        removeTreeWithRetrySync(dir);
+      } catch (error) {
+        // A dead instance's private registry and placeholder Cache hold nothing anyone reads.
+        report.ignored.push(`${(error as Error).message}; gc removes it later`);
+      }
+    }
   }
   const current = readOwner(paths);
   if (
@@ -153,17 +153,8 @@ export function reclaimDeadOwner(
   return report;
 }
 
-/** Two paths name the same directory (symlinks resolved where they exist). */
-export function sameDirectory(a: string, b: string): boolean {
-  const canonical = (dir: string) => {
-    try {
-      return realpathSync(dir);
-    } catch {
-      return path.resolve(dir);
-    }
-  };
-  return canonical(a) === canonical(b);
-}
+/** Two paths name the same directory (symlinks resolved, case folded where the disk ignores it). */
+export const sameDirectory = (a: string, b: string): boolean => sameCanonicalDirectory(a, b);
 
 const REGISTRY_SETTINGS = [
   "WRANGLER_REGISTRY_PATH",
@@ -245,7 +236,7 @@ export function standbyTakingOver(
 /** A corrupt owner record is ours but unreadable: keep it for diagnosis, out of the way. */
 export function setAsideCorrupt(file: string): string {
   const aside = `${file}.corrupt-${Date.now()}`;
-  renameSync(file, aside);
+  renameWithRetrySync(file, aside);
   return aside;
 }
 
@@ -277,6 +268,8 @@ export function startOwnerProcess(
     // A standby's stdin is its lifeline: a pipe from the owner that the kernel closes when it dies.
     const child = spawn(process.execPath, args, {
       detached: true,
+      // Windows: no console window for the detached owner (elsewhere ignored).
+      windowsHide: true,
       stdio: [options.standby ? "pipe" : "ignore", log, log],
       env: ownerEnv(),
     });
