@@ -1,7 +1,7 @@
-// Installed with pnpm (12 and 9), yarn (1, node_modules linker) or bun into a project that pins wrangler:
+// Installed with pnpm (12 and 9), yarn (1, and 4 with the node_modules linker) or bun into a project that pins wrangler:
 // each manager's documented command lines (README, "Install") start sessions that share one
-// owner, and everything else stays the project's own wrangler. pnpm and yarn link the real
-// wrangler's bin as `wrangler`, npm and bun link ours: where the name is not ours, `wrangler-x`
+// owner, and everything else stays the project's own wrangler. pnpm and yarn 1 link the real
+// wrangler's bin as `wrangler`, npm, yarn 4 and bun link ours: where the name is not ours, `wrangler-x`
 // is, and the register in NODE_OPTIONS teaches the real `wrangler` our command lines.
 import { execFileSync } from "node:child_process";
 import { readFileSync, realpathSync } from "node:fs";
@@ -29,6 +29,7 @@ const WRANGLER_BIN_OWNER: Record<Manager, "ours" | "real"> = {
   pnpm: "real",
   pnpm9: "real",
   yarn: "real",
+  yarn4: "ours",
   bun: "ours",
 };
 
@@ -40,6 +41,7 @@ const WAYS: Record<Manager, { bin: string; env?: NodeJS.ProcessEnv }[]> = {
   pnpm: [{ bin: "wrangler" }, { bin: "wrangler-x" }],
   pnpm9: [{ bin: "wrangler" }, { bin: "wrangler-x" }],
   yarn: [{ bin: "wrangler-x" }, { bin: "wrangler", env: { NODE_OPTIONS: REGISTER } }],
+  yarn4: [{ bin: "wrangler" }, { bin: "wrangler-x" }],
   bun: [{ bin: "wrangler" }, { bin: "wrangler-x" }],
 };
 

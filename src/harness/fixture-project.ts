@@ -155,10 +155,11 @@ export function fixtureProject(
 }
 
 /**
- * The package managers besides npm that the suite installs us with (our devDependencies): for
- * pnpm the oldest major still in wide use (9, as the alias `pnpm9`) and the newest (12).
+ * The package managers besides npm that the suite installs us with (our devDependencies): the
+ * oldest major of each still in wide use and the newest — pnpm 9 (the alias `pnpm9`) and 12,
+ * yarn 1 and 4 (`yarn4`, @yarnpkg/cli-dist, with the node_modules linker) — and bun.
  */
-export const MANAGERS = ["pnpm", "pnpm9", "yarn", "bun"] as const;
+export const MANAGERS = ["pnpm", "pnpm9", "yarn", "yarn4", "bun"] as const;
 export type Manager = (typeof MANAGERS)[number];
 
 /** pnpm of any major: they share the command lines and differ in where settings live. */
@@ -169,6 +170,7 @@ export const RUN_BIN: Record<Manager, string[]> = {
   pnpm: ["exec"],
   pnpm9: ["exec"],
   yarn: ["--silent", "run"],
+  yarn4: ["run"],
   bun: ["run", "--silent"],
 };
 
@@ -177,6 +179,7 @@ const MANAGER_PACKAGE: Record<Manager, { name: string; bin: string }> = {
   pnpm: { name: "pnpm", bin: "pnpm" },
   pnpm9: { name: "pnpm9", bin: "pnpm" },
   yarn: { name: "yarn", bin: "yarn" },
+  yarn4: { name: "yarn4", bin: "yarn" },
   bun: { name: "bun", bin: "bun" },
 };
 
@@ -202,6 +205,14 @@ function managerEnv(manager: Manager, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv
   return {
     ...env,
     YARN_CACHE_FOLDER: cache,
+    // yarn 4: its own cache folder rather than the global one, installs that may write the
+    // lockfile (the sandbox sets CI, which makes them immutable), and npm's registry (the only
+    // one this machine reaches; the project's .yarnrc.yml does not name one).
+    YARN_ENABLE_GLOBAL_CACHE: "false",
+    YARN_GLOBAL_FOLDER: path.join(cache, "yarn-global"),
+    YARN_ENABLE_IMMUTABLE_INSTALLS: "false",
+    YARN_ENABLE_TELEMETRY: "0",
+    YARN_NPM_REGISTRY_SERVER: "https://registry.npmjs.org",
     BUN_INSTALL_CACHE_DIR: cache,
     // pnpm keeps its metadata cache and state under XDG_CACHE_HOME and XDG_STATE_HOME (~/.cache/pnpm).
     XDG_CACHE_HOME: path.join(cache, "xdg-cache"),
@@ -215,6 +226,7 @@ const ADD_DEV: Record<Manager, (tarball: string) => string[]> = {
   pnpm: pnpmAdd,
   pnpm9: pnpmAdd,
   yarn: (tarball) => ["add", "-D", `file:${tarball}`, "--silent", "--non-interactive"],
+  yarn4: (tarball) => ["add", "-D", `shared-storage-wrangler@file:${tarball}`],
   bun: (tarball) => ["add", "-d", tarball, "--silent"],
 };
 
@@ -230,6 +242,9 @@ export const PNPM_NODE_OPTIONS: Record<"pnpm" | "pnpm9", { file: string; line: s
   pnpm: { file: "pnpm-workspace.yaml", line: `nodeOptions: "${REGISTER_OPTION}"` },
   pnpm9: { file: ".npmrc", line: `node-options=${REGISTER_OPTION}` },
 };
+
+/** The README's yarn 4 line. */
+export const YARN4_RC = "nodeLinker: node-modules\n";
 
 /** A project that pins `wrangler` and then ran `<manager> add -D <our tarball>`. */
 export function managerProject(
@@ -259,8 +274,17 @@ export function managerProject(
       JSON.stringify({ name: "fixture", private: true, devDependencies: { wrangler } }),
     );
     if (allowBuilds) writeFileSync(path.join(dir, "pnpm-workspace.yaml"), allowBuilds);
+    // yarn 4 as the README says: the node_modules linker (Plug'n'Play is untested).
+    if (manager === "yarn4") writeFileSync(path.join(dir, ".yarnrc.yml"), YARN4_RC);
+    const quiet: Record<Manager, string[]> = {
+      pnpm: ["--reporter=silent"],
+      pnpm9: ["--reporter=silent"],
+      yarn: ["--silent"],
+      yarn4: [],
+      bun: ["--silent"],
+    };
     try {
-      run(["install", ...(isPnpm(manager) ? ["--reporter=silent"] : ["--silent"])]);
+      run(["install", ...quiet[manager]]);
     } catch (error) {
       // A half-done install (node_modules/wrangler linked, a script failed) is no cached wrangler.
       rmSync(dir, { recursive: true, force: true });

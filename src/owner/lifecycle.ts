@@ -138,7 +138,7 @@ export function reclaimDeadOwner(
         removeTreeWithRetrySync(dir);
       } catch (error) {
         // A dead instance's private registry and placeholder Cache hold nothing anyone reads.
-        report.ignored.push(`${(error as Error).message}; gc removes it later`);
+        report.ignored.push(`${(error as Error).message}; left for a later election or gc`);
       }
     }
   }
