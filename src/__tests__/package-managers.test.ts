@@ -1,8 +1,9 @@
-// Installed with pnpm (12 and 9), yarn (1, and 4 with the node_modules linker) or bun into a project that pins wrangler:
-// each manager's documented command lines (README, "Install") start sessions that share one
-// owner, and everything else stays the project's own wrangler. pnpm and yarn 1 link the real
-// wrangler's bin as `wrangler`, npm, yarn 4 and bun link ours: where the name is not ours, `wrangler-x`
-// is, and the register in NODE_OPTIONS teaches the real `wrangler` our command lines.
+// Installed with pnpm (12 and 9), yarn (1, and 4 with the node_modules linker) or bun into a
+// project that pins wrangler: each manager's documented command lines (README, "Install") start
+// sessions that share one owner, and everything else stays the project's own wrangler. Under
+// pnpm and yarn (1 and 4) `wrangler` runs the real wrangler's bin, under npm and bun ours: where
+// the name is not ours, `wrangler-x` is, and the register (in NODE_OPTIONS, or pnpm's node
+// options) teaches the real `wrangler` our command lines.
 import { execFileSync } from "node:child_process";
 import { readFileSync, realpathSync } from "node:fs";
 import path from "node:path";
@@ -29,6 +30,8 @@ const WRANGLER_BIN_OWNER: Record<Manager, "ours" | "real"> = {
   pnpm: "real",
   pnpm9: "real",
   yarn: "real",
+  // yarn 4 links ours in node_modules/.bin, but `yarn wrangler` runs the real one: it resolves a
+  // bin through the dependency tree, where both packages declare `wrangler`.
   yarn4: "ours",
   bun: "ours",
 };
@@ -41,7 +44,7 @@ const WAYS: Record<Manager, { bin: string; env?: NodeJS.ProcessEnv }[]> = {
   pnpm: [{ bin: "wrangler" }, { bin: "wrangler-x" }],
   pnpm9: [{ bin: "wrangler" }, { bin: "wrangler-x" }],
   yarn: [{ bin: "wrangler-x" }, { bin: "wrangler", env: { NODE_OPTIONS: REGISTER } }],
-  yarn4: [{ bin: "wrangler" }, { bin: "wrangler-x" }],
+  yarn4: [{ bin: "wrangler-x" }, { bin: "wrangler", env: { NODE_OPTIONS: REGISTER } }],
   bun: [{ bin: "wrangler" }, { bin: "wrangler-x" }],
 };
 
