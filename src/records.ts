@@ -20,7 +20,7 @@
 // registry the reader resolved itself. Pids in records are signalled only through
 // `signalIfOurs` (pid + recorded start time).
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { sameDirectory } from "./canonical-root.js";
 import { removeFileWithRetrySync, renameWithRetrySync } from "./fs-retry.js";
@@ -362,7 +362,7 @@ export function writeRecordAtomic(
   try {
     rename(temp, file);
   } catch (error) {
-    rmSync(temp, { force: true });
+    removeFile(temp); // best effort: the rename's error is the one to report
     throw error;
   }
 }
