@@ -6,6 +6,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { Versions } from "./records.js";
+import { homedirFor, registryPathFor } from "./registry-path.js";
 
 export const PACKAGE_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
 
@@ -131,22 +132,17 @@ function isDirectory(dir: string): boolean {
 }
 
 /**
- * The dev registry directory every session of this machine uses. Mirrors wrangler's
- * `getRegistryPath()` and miniflare's `resolveDevRegistryPath()` (a unit test compares them) so
- * that `storage-owner status` can answer without loading wrangler's 10 MB bundle.
+ * The dev registry directory every session of this machine uses: wrangler's `getRegistryPath()`
+ * and miniflare's `resolveDevRegistryPath()` on this platform (src/registry-path.ts; a unit test
+ * compares them), so that `storage-owner status` can answer without loading wrangler's bundle.
  */
 export function resolveRegistryPath(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.CLOUDFLARE_DEV_REGISTRY_PATH) return path.resolve(env.CLOUDFLARE_DEV_REGISTRY_PATH);
-  const xdgConfig = env.XDG_CONFIG_HOME || path.join(os.homedir(), ".config");
-  // wrangler: WRANGLER_REGISTRY_PATH when set (even to ""), else <global config>/registry,
-  // where the global config is ~/.wrangler if that exists, else $XDG_CONFIG_HOME/.wrangler.
-  const legacy = path.join(env.HOME || os.homedir(), ".wrangler");
-  const wrangler =
-    env.WRANGLER_REGISTRY_PATH ??
-    path.join(isDirectory(legacy) ? legacy : path.join(xdgConfig, ".wrangler"), "registry");
-  if (wrangler) return path.resolve(wrangler);
-  // miniflare's own default, which it uses when wrangler hands it an empty path.
-  return path.resolve(xdgConfig, "cloudflare", "dev-registry", "v5");
+  return registryPathFor({
+    platform: process.platform,
+    env,
+    homedir: homedirFor(process.platform, env, os.homedir()),
+    isDirectory,
+  });
 }
 
 function envMs(env: NodeJS.ProcessEnv, name: string, fallback: number): number {

@@ -20,8 +20,10 @@
 // registry the reader resolved itself. Pids in records are signalled only through
 // `signalIfOurs` (pid + recorded start time).
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { sameDirectory } from "./canonical-root.js";
+import { removeFileWithRetrySync, renameWithRetrySync } from "./fs-retry.js";
 import type { ProcessIdentity } from "./process-info.js";
 
 export const STATE_DIR = ".x-shared-storage";
@@ -293,7 +295,8 @@ export const readOwner = (paths: RootPaths) =>
     const problem = validateOwner(value);
     if (problem) return problem;
     const named = (value as OwnerRecord).persistRoot;
-    return named === paths.persistRoot
+    // Another spelling of this directory (one written before roots were canonical) is this root.
+    return sameDirectory(named, paths.persistRoot)
       ? undefined
       : `names persist root ${named}, not ${paths.persistRoot} (copied or mounted from elsewhere?)`;
   });
@@ -343,18 +346,31 @@ export function listPointers(
     });
 }
 
-/** Write-then-rename, so a reader sees the old record or the new one, never half of one. */
-export function writeRecordAtomic(file: string, value: object): void {
+/**
+ * Write-then-rename, so a reader sees the old record or the new one, never half of one. The
+ * rename is retried while Windows holds the record open (a reader, the indexer); when it fails
+ * for good the old record stays whole and the temporary file is removed.
+ */
+export function writeRecordAtomic(
+  file: string,
+  value: object,
+  rename: (from: string, to: string) => void = renameWithRetrySync,
+): void {
   mkdirSync(path.dirname(file), { recursive: true });
   const temp = `${file}.${process.pid}.tmp`;
   writeFileSync(temp, JSON.stringify(value, null, 2) + "\n", { mode: 0o644 });
-  renameSync(temp, file);
+  try {
+    rename(temp, file);
+  } catch (error) {
+    removeFile(temp); // best effort: the rename's error is the one to report
+    throw error;
+  }
 }
 
+/** Removes a record (retried while Windows holds it); false when it is gone or cannot go. */
 export function removeFile(file: string): boolean {
   try {
-    rmSync(file);
-    return true;
+    return removeFileWithRetrySync(file);
   } catch {
     return false;
   }

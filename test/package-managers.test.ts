@@ -1,10 +1,11 @@
-// Installed with pnpm, yarn (1, node_modules linker) or bun into a project that pins wrangler:
-// each manager's documented command lines (README, "Install") start sessions that share one
-// owner, and everything else stays the project's own wrangler. pnpm and yarn link the real
-// wrangler's bin as `wrangler`, npm and bun link ours: where the name is not ours, `wrangler-x`
-// is, and the register in NODE_OPTIONS teaches the real `wrangler` our command lines.
+// Installed with pnpm (12 and 9), yarn (1, and 4 with the node_modules linker) or bun into a
+// project that pins wrangler: each manager's documented command lines (README, "Install") start
+// sessions that share one owner, and everything else stays the project's own wrangler. Under
+// pnpm and yarn (1 and 4) `wrangler` runs the real wrangler's bin, under npm and bun ours: where
+// the name is not ours, `wrangler-x` is, and the register (in NODE_OPTIONS, or pnpm's node
+// options) teaches the real `wrangler` our command lines.
 import { execFileSync } from "node:child_process";
-import { realpathSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import {
@@ -13,31 +14,49 @@ import {
   managerBin,
   managerProject,
   MANAGERS,
+  PNPM_NODE_OPTIONS,
+  REGISTER_OPTION as REGISTER,
   RUN_BIN,
 } from "./harness/fixture-project.js";
 import { sampleHolders } from "./harness/load.js";
-import { getJson, post, Sandbox, type Session, waitFor } from "./harness/sandbox.js";
+import { getJson, post, REPO, Sandbox, type Session, waitFor } from "./harness/sandbox.js";
 import { ownerGone } from "../src/owner/assessment.js";
 
 const WRANGLER = "4.160.0";
 const INSERTS = 60;
-const REGISTER = "--require=shared-storage-wrangler/register";
 
 /** Which package's bin each manager links as `wrangler` when both declare one. */
 const WRANGLER_BIN_OWNER: Record<Manager, "ours" | "real"> = {
   pnpm: "real",
+  pnpm9: "real",
   yarn: "real",
+  // yarn 4 links ours in node_modules/.bin, but `yarn wrangler` runs the real one: it resolves a
+  // bin through the dependency tree, where both packages declare `wrangler`.
+  yarn4: "ours",
   bun: "ours",
 };
 
 /** The two documented ways each manager starts a shared session: [bin, extra env]. */
 const WAYS: Record<Manager, { bin: string; env?: NodeJS.ProcessEnv }[]> = {
-  // The real bin, taught by the register that the project's pnpm-workspace.yaml passes in
-  // `nodeOptions` (managerProject writes it, as the README says); and our own bin.
+  // The real bin, taught by the register that pnpm passes in `nodeOptions` (pnpm-workspace.yaml)
+  // or, for pnpm 9, `node-options` (.npmrc): managerProject writes it as the README says; and
+  // our own bin.
   pnpm: [{ bin: "wrangler" }, { bin: "wrangler-x" }],
+  pnpm9: [{ bin: "wrangler" }, { bin: "wrangler-x" }],
   yarn: [{ bin: "wrangler-x" }, { bin: "wrangler", env: { NODE_OPTIONS: REGISTER } }],
+  yarn4: [{ bin: "wrangler-x" }, { bin: "wrangler", env: { NODE_OPTIONS: REGISTER } }],
   bun: [{ bin: "wrangler" }, { bin: "wrangler-x" }],
 };
+
+describe("the README's pnpm lines", () => {
+  it("gives each pnpm major the line this suite installs it with", () => {
+    const readme = readFileSync(path.join(REPO, "README.md"), "utf8").replace(/\s+/g, " ");
+    for (const { file, line } of Object.values(PNPM_NODE_OPTIONS)) {
+      expect(readme).toContain(`\`${line}\``);
+      expect(readme).toContain(`\`${file}\``);
+    }
+  });
+});
 
 describe.each(MANAGERS)("installed with %s", (manager) => {
   const sandbox = new Sandbox();

@@ -1,8 +1,17 @@
 // `wrangler dev --x-shared-storage`: real sessions of three workers on one persist root.
-import { readFileSync, writeFileSync } from "node:fs";
+import {
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { ownerLeftovers } from "../src/owner/assessment.js";
+import { sampleHolders } from "./harness/load.js";
+import { ownerGone, ownerLeftovers } from "../src/owner/assessment.js";
+import { CANDIDATE_PREFIX } from "../src/storage-candidate.js";
 import {
   getJson,
   isDatabaseFile,
@@ -168,5 +177,58 @@ describe("wrangler dev --x-shared-storage", () => {
     expect(await (await fetch(again.url("/kv/greeting"))).text()).toBe("from api");
     expect(sandbox.owner()?.pid).not.toBe(owner.pid);
     await sandbox.stopSession(again);
+  });
+});
+
+describe("two spellings of one persist root (--persist-to a directory and a symlink to it)", () => {
+  const sandbox = new Sandbox();
+  afterAll(() => sandbox.cleanup());
+
+  it("one owner, one holder, 0 failed concurrent inserts, exact counts", async () => {
+    mkdirSync(sandbox.persistRoot, { recursive: true });
+    const alias = path.join(sandbox.dir, "alias-of-state");
+    symlinkSync(sandbox.persistTo, alias);
+    const real = realpathSync(sandbox.persistRoot);
+    const sessions = await Promise.all([
+      sandbox.startSession("api"),
+      sandbox.startSession("jobs", { persistTo: alias }),
+    ]);
+    const sampler = sampleHolders(real);
+    const { ok, failed } = await concurrentInserts(sessions, "alias");
+    await sampler.stop();
+    expect(failed.map((f) => `${f.status} ${f.body.slice(0, 200)}`)).toEqual([]);
+    expect(ok).toBe(2 * INSERTS_PER_SESSION);
+    for (const session of sessions) {
+      expect(await getJson(session.url("/d1/count?who=alias"))).toMatchObject({
+        count: 2 * INSERTS_PER_SESSION,
+      });
+    }
+    const owner = sandbox.owner()!;
+    expect(owner.persistRoot).toBe(real);
+    for (const session of sessions) {
+      expect(session.output()).toContain(`storage for ${real} is served by owner pid ${owner.pid}`);
+    }
+    // miniflare elects per storageScope string: every candidate in the registry names one scope.
+    const scopeOf = (name: string): string[] => {
+      try {
+        const file = path.join(sandbox.registry, name);
+        return [(JSON.parse(readFileSync(file, "utf8")) as { storageScope: string }).storageScope];
+      } catch {
+        return []; // withdrawn or being written as we read it
+      }
+    };
+    const scopes = new Set(
+      readdirSync(sandbox.registry)
+        .filter((name) => name.startsWith(CANDIDATE_PREFIX))
+        .flatMap(scopeOf),
+    );
+    expect([...scopes]).toEqual([real]);
+    const holders = new Set(sampler.samples.flatMap((sample) => sample.holders));
+    expect(sampler.samples.length).toBeGreaterThan(0);
+    expect([...holders]).toEqual(owner.workerd!.map((w) => w.pid));
+
+    await sandbox.stopAllSessions();
+    await waitFor("the owner to leave", () => ownerGone(owner), 15_000);
+    expect(await sandbox.settledLeftovers()).toEqual([]);
   });
 });

@@ -3,8 +3,9 @@
 // it, directly under the persist root, and only the sessions open it; the owner never does.
 // Earlier versions kept it under `.x-shared-storage/isolated/<worker>/`: a session of that worker
 // moves it into place once, never over existing data.
-import { lstatSync, mkdirSync, readdirSync, renameSync, rmdirSync, statSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, rmdirSync, statSync } from "node:fs";
 import path from "node:path";
+import { renameWithRetrySync } from "../fs-retry.js";
 import { liveness } from "../process-info.js";
 import { legacyIsolatedPathFor, listClients, type RootPaths } from "../records.js";
 
@@ -84,9 +85,14 @@ function units(legacyDir: string): string[] {
  * place or the other, and an interrupted move resumes on the next start. A unit moves only when
  * the plain layout has no data for it; what is there without data (the empty index a plain start
  * creates) is set aside under `.x-shared-storage/set-aside/`, never deleted. Otherwise both stay
- * and the report names both. The caller holds the root's election lock.
+ * and the report names both. The caller holds the root's election lock. Renames are retried
+ * while Windows holds a file of the unit for a moment (src/fs-retry.ts).
  */
-export function adoptLegacyLayout(paths: RootPaths, worker: string): LayoutReport {
+export function adoptLegacyLayout(
+  paths: RootPaths,
+  worker: string,
+  rename: (from: string, to: string) => void = renameWithRetrySync,
+): LayoutReport {
   const legacyDir = legacyIsolatedPathFor(paths, worker);
   const report: LayoutReport = { legacyDir, moved: [], kept: [], setAside: [] };
   for (const unit of units(legacyDir)) {
@@ -102,11 +108,11 @@ export function adoptLegacyLayout(paths: RootPaths, worker: string): LayoutRepor
         `${unit.replaceAll("/", "_")}-${Date.now()}`,
       );
       mkdirSync(path.dirname(aside), { recursive: true });
-      renameSync(move.to, aside);
+      rename(move.to, aside);
       report.setAside.push(aside);
     }
     mkdirSync(path.dirname(move.to), { recursive: true });
-    renameSync(move.from, move.to);
+    rename(move.from, move.to);
     report.moved.push(move);
   }
   removeEmptyDirs(legacyDir);

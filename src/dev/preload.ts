@@ -10,9 +10,10 @@
 //   CommonJS loader, so that whichever miniflare copy a process loads, ESM or CommonJS, gets ours.
 // Before the first persisting instance starts, this session registers its presence and makes sure
 // the root's dedicated owner serves.
-import { existsSync, mkdirSync, realpathSync } from "node:fs";
+import { existsSync, mkdirSync } from "node:fs";
 import type * as MiniflareModule from "miniflare";
 import { onExit } from "signal-exit";
+import { canonicalRoot } from "../canonical-root.js";
 import {
   MINIFLARE_ENTRY,
   MINIFLARE_ENTRY_ENV,
@@ -54,7 +55,8 @@ let presencePort: number | undefined;
 function canonical(dir: string): string {
   try {
     mkdirSync(dir, { recursive: true });
-    return realpathSync(dir);
+    // The one spelling of the directory: miniflare elects by this string (its storageScope).
+    return canonicalRoot(dir);
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? String(error);
     fail(`cannot create the persist directory ${dir} (${code}). Pass a writable --persist-to.`);

@@ -1,8 +1,7 @@
 // Judging an owner (or standby) from its record, with the pid + start time as the authority:
 // its state, what it left running, whether its standby still has the right to take over, and
 // whether a session may use it at all (the same dev registry).
-import { realpathSync } from "node:fs";
-import path from "node:path";
+import { sameDirectory } from "../canonical-root.js";
 import {
   isAlive,
   isStopped,
@@ -80,18 +79,6 @@ export function standbyTakingOver(
   const priority =
     standby.value.phase === "starting" ? BOOTING_STANDBY_PRIORITY_MS : STANDBY_PRIORITY_MS;
   return now - Date.parse(dead.heartbeatAt) < priority ? standby.value.pid : undefined;
-}
-
-/** Two paths name the same directory (symlinks resolved where they exist). */
-export function sameDirectory(a: string, b: string): boolean {
-  const canonical = (dir: string) => {
-    try {
-      return realpathSync(dir);
-    } catch {
-      return path.resolve(dir);
-    }
-  };
-  return canonical(a) === canonical(b);
 }
 
 const REGISTRY_SETTINGS = [

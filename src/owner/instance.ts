@@ -8,6 +8,7 @@ import { createRequire } from "node:module";
 import path from "node:path";
 import type * as MiniflareModule from "miniflare";
 import { MINIFLARE_ENTRY, requireFromWrangler } from "../environment.js";
+import { removeTreeWithRetrySync } from "../fs-retry.js";
 import { childProcesses, liveness, type ProcessIdentity, sleepSync } from "../process-info.js";
 import type { RootPaths } from "../records.js";
 import { instanceAddress, type ServingAddress } from "../storage-candidate.js";
@@ -130,7 +131,7 @@ export async function startInstance(
   releaseStartupLocks(paths, deadInstanceDirs(paths));
   const privateRegistry = path.join(dir, "registry");
   const isolatedDir = path.join(dir, "isolated");
-  rmSync(dir, { recursive: true, force: true });
+  removeTreeWithRetrySync(dir);
   mkdirSync(privateRegistry, { recursive: true });
   noteStartupLockTokens(dir);
   let instance: Instance | undefined;
@@ -174,7 +175,8 @@ export async function startInstance(
     try {
       await mf.dispose();
     } finally {
-      rmSync(dir, { recursive: true, force: true });
+      // workerd may still be letting go of files in it on Windows (EBUSY): retried.
+      removeTreeWithRetrySync(dir);
     }
   };
   try {

@@ -1,7 +1,8 @@
 // Removing what a dead owner left. Paths come from the caller (the root and its registry), never
 // from the record; only processes whose recorded identity still matches are signalled. Callers
 // hold the election lock (succession.ts), except gc's dry run, which changes nothing.
-import { existsSync, renameSync, rmSync } from "node:fs";
+import { existsSync } from "node:fs";
+import { removeTreeWithRetrySync, renameWithRetrySync } from "../fs-retry.js";
 import { killIdentities, liveness, type ProcessIdentity } from "../process-info.js";
 import {
   type OwnerRecord,
@@ -12,7 +13,8 @@ import {
   type RootPaths,
 } from "../records.js";
 import { ownerCandidateFile } from "../storage-candidate.js";
-import { ownerLeftovers, sameDirectory } from "./assessment.js";
+import { sameDirectory } from "../canonical-root.js";
+import { ownerLeftovers } from "./assessment.js";
 import { deadInstanceDirs, releaseStartupLocks } from "./instance.js";
 
 export interface ReclaimReport {
@@ -67,7 +69,14 @@ export function reclaimDeadOwner(
     const dead = deadInstanceDirs(paths);
     const released = releaseStartupLocks(paths, dead);
     if (released) report.removed.push(released);
-    for (const dir of dead) rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+    for (const dir of dead) {
+      try {
+        removeTreeWithRetrySync(dir);
+      } catch (error) {
+        // A dead instance's private registry and placeholder Cache hold nothing anyone reads.
+        report.ignored.push(`${(error as Error).message}; left for a later election or gc`);
+      }
+    }
   }
   const current = readOwner(paths);
   if (
@@ -83,6 +92,6 @@ export function reclaimDeadOwner(
 /** A corrupt owner record is ours but unreadable: keep it for diagnosis, out of the way. */
 export function setAsideCorrupt(file: string): string {
   const aside = `${file}.corrupt-${Date.now()}`;
-  renameSync(file, aside);
+  renameWithRetrySync(file, aside);
   return aside;
 }

@@ -216,19 +216,49 @@ export function fixtureProject(
   });
 }
 
-/** The package managers besides npm that the suite installs us with (our devDependencies). */
-export const MANAGERS = ["pnpm", "yarn", "bun"] as const;
+/**
+ * The package managers besides npm that the suite installs us with (our devDependencies): the
+ * oldest major of each still in wide use and the newest — pnpm 9 (the alias `pnpm9`) and 12,
+ * yarn 1 and 4 (`yarn4`, @yarnpkg/cli-dist, with the node_modules linker) — and bun.
+ */
+export const MANAGERS = ["pnpm", "pnpm9", "yarn", "yarn4", "bun"] as const;
 export type Manager = (typeof MANAGERS)[number];
+
+/** pnpm of any major: they share the command lines and differ in where settings live. */
+export const isPnpm = (manager: Manager): boolean => manager.startsWith("pnpm");
 
 /** How each manager runs one of the project's bins: `pnpm exec wrangler …`. */
 export const RUN_BIN: Record<Manager, string[]> = {
   pnpm: ["exec"],
+  pnpm9: ["exec"],
   yarn: ["--silent", "run"],
+  yarn4: ["run"],
   bun: ["run", "--silent"],
 };
 
+/** Our devDependency that provides each manager (pnpm 9 is an npm alias). */
+const MANAGER_PACKAGE: Record<Manager, { name: string; bin: string }> = {
+  pnpm: { name: "pnpm", bin: "pnpm" },
+  pnpm9: { name: "pnpm9", bin: "pnpm" },
+  yarn: { name: "yarn", bin: "yarn" },
+  yarn4: { name: "yarn4", bin: "yarn" },
+  bun: { name: "bun", bin: "bun" },
+};
+
+/**
+ * The manager's executable, read from its package's `bin` rather than node_modules/.bin: two
+ * pnpm packages both declare a `pnpm` bin, and npm links only one of them there.
+ */
 export function managerBin(manager: Manager): string {
-  return path.join(REPO, "node_modules", ".bin", manager);
+  const { name, bin } = MANAGER_PACKAGE[manager];
+  const dir = path.join(REPO, "node_modules", name);
+  const declared = (
+    JSON.parse(readFileSync(path.join(dir, "package.json"), "utf8")) as {
+      bin: Record<string, string>;
+    }
+  ).bin[bin];
+  if (!declared) throw new Error(`${dir}/package.json declares no "${bin}" bin`);
+  return path.join(dir, declared);
 }
 
 /** Each manager's own cache, kept beside the fixtures rather than in the user's home. */
@@ -237,6 +267,14 @@ function managerEnv(manager: Manager, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv
   return {
     ...env,
     YARN_CACHE_FOLDER: cache,
+    // yarn 4: its own cache folder rather than the global one, installs that may write the
+    // lockfile (the sandbox sets CI, which makes them immutable), and npm's registry (the only
+    // one this machine reaches; the project's .yarnrc.yml does not name one).
+    YARN_ENABLE_GLOBAL_CACHE: "false",
+    YARN_GLOBAL_FOLDER: path.join(cache, "yarn-global"),
+    YARN_ENABLE_IMMUTABLE_INSTALLS: "false",
+    YARN_ENABLE_TELEMETRY: "0",
+    YARN_NPM_REGISTRY_SERVER: "https://registry.npmjs.org",
     BUN_INSTALL_CACHE_DIR: cache,
     // pnpm keeps its metadata cache and state under XDG_CACHE_HOME and XDG_STATE_HOME (~/.cache/pnpm).
     XDG_CACHE_HOME: path.join(cache, "xdg-cache"),
@@ -244,12 +282,31 @@ function managerEnv(manager: Manager, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv
   };
 }
 
+const pnpmAdd = (tarball: string) => ["add", "-D", tarball, "--reporter=silent"];
 /** The first command a user of each manager types to add us: `pnpm add -D <tarball>`. */
 const ADD_DEV: Record<Manager, (tarball: string) => string[]> = {
-  pnpm: (tarball) => ["add", "-D", tarball, "--reporter=silent"],
+  pnpm: pnpmAdd,
+  pnpm9: pnpmAdd,
   yarn: (tarball) => ["add", "-D", `file:${tarball}`, "--silent", "--non-interactive"],
+  yarn4: (tarball) => ["add", "-D", `shared-storage-wrangler@file:${tarball}`],
   bun: (tarball) => ["add", "-d", tarball, "--silent"],
 };
+
+export const REGISTER_OPTION = "--require=shared-storage-wrangler/register";
+
+/**
+ * The README's line that makes pnpm pass the register to every node it runs, in the file that
+ * major reads: pnpm 9 reads settings from `.npmrc` only (and refuses every command when a
+ * pnpm-workspace.yaml lacks `packages`); pnpm 11 and later read only auth and registry settings
+ * from `.npmrc`, the rest from pnpm-workspace.yaml.
+ */
+export const PNPM_NODE_OPTIONS: Record<"pnpm" | "pnpm9", { file: string; line: string }> = {
+  pnpm: { file: "pnpm-workspace.yaml", line: `nodeOptions: "${REGISTER_OPTION}"` },
+  pnpm9: { file: ".npmrc", line: `node-options=${REGISTER_OPTION}` },
+};
+
+/** The README's yarn 4 line. */
+export const YARN4_RC = "nodeLinker: node-modules\n";
 
 /** A project that pins `wrangler` and then ran `<manager> add -D <our tarball>`. */
 export function managerProject(
@@ -258,7 +315,9 @@ export function managerProject(
   env: NodeJS.ProcessEnv,
 ): FixtureProject {
   const dir = path.join(CACHE, `${manager}+wrangler-${wrangler}`);
-  const store = manager === "pnpm" ? [`--store-dir=${path.join(CACHE, "pnpm-cache")}`] : [];
+  // Each pnpm major has its own store layout.
+  const storeDir = manager === "pnpm9" ? "pnpm9-store" : "pnpm-cache";
+  const store = isPnpm(manager) ? [`--store-dir=${path.join(CACHE, storeDir)}`] : [];
   const run = (args: string[]) =>
     execFileSync(managerBin(manager), [...args, ...store], {
       cwd: dir,
@@ -266,9 +325,9 @@ export function managerProject(
       stdio: "pipe",
       timeout: INSTALL_TIMEOUT_MS / 4,
     });
-  // pnpm runs no dependency's install script unless the project allows it (as a user does
-  // when `pnpm approve-builds` asks).
-  const allowBuilds = "allowBuilds:\n  esbuild: true\n  workerd: true\n";
+  // pnpm 10 and later run no dependency's install script unless the project allows it (as a
+  // user does when `pnpm approve-builds` asks); pnpm 9 runs them all.
+  const allowBuilds = manager === "pnpm" ? "allowBuilds:\n  esbuild: true\n  workerd: true\n" : "";
   const installWrangler = () => {
     rmSync(dir, { recursive: true, force: true });
     mkdirSync(dir, { recursive: true });
@@ -276,9 +335,18 @@ export function managerProject(
       path.join(dir, "package.json"),
       JSON.stringify({ name: "fixture", private: true, devDependencies: { wrangler } }),
     );
-    if (manager === "pnpm") writeFileSync(path.join(dir, "pnpm-workspace.yaml"), allowBuilds);
+    if (allowBuilds) writeFileSync(path.join(dir, "pnpm-workspace.yaml"), allowBuilds);
+    // yarn 4 as the README says: the node_modules linker (Plug'n'Play is untested).
+    if (manager === "yarn4") writeFileSync(path.join(dir, ".yarnrc.yml"), YARN4_RC);
+    const quiet: Record<Manager, string[]> = {
+      pnpm: ["--reporter=silent"],
+      pnpm9: ["--reporter=silent"],
+      yarn: ["--silent"],
+      yarn4: [],
+      bun: ["--silent"],
+    };
     try {
-      run(["install", ...(manager === "pnpm" ? ["--reporter=silent"] : ["--silent"])]);
+      run(["install", ...quiet[manager]]);
     } catch (error) {
       // A half-done install (node_modules/wrangler linked, a script failed) is no cached wrangler.
       rmSync(dir, { recursive: true, force: true });
@@ -294,15 +362,14 @@ export function managerProject(
       installWrangler();
       run(ADD_DEV[manager](tarball));
     }
-    // Then, as the README says, pnpm's `nodeOptions`, which it passes to every node it runs
-    // (install scripts included): the one line that teaches the real `wrangler` our command
-    // lines. Written before we are installed, every install script fails on
-    // `Cannot find module 'shared-storage-wrangler/register'`.
-    if (manager === "pnpm") {
-      writeFileSync(
-        path.join(dir, "pnpm-workspace.yaml"),
-        allowBuilds + 'nodeOptions: "--require=shared-storage-wrangler/register"\n',
-      );
+    // Then, as the README says, the one line that teaches the real `wrangler` our command lines,
+    // which pnpm passes to every node it runs (install scripts included). Written before we are
+    // installed, every install script fails on `Cannot find module 'shared-storage-wrangler/register'`.
+    if (manager === "pnpm" || manager === "pnpm9") {
+      const { file, line } = PNPM_NODE_OPTIONS[manager];
+      const target = path.join(dir, file);
+      const before = file === "pnpm-workspace.yaml" ? allowBuilds : "";
+      writeFileSync(target, `${before}${line}\n`);
     }
   });
 }

@@ -3,9 +3,10 @@
 // the nearest wrangler config (wrangler.json, then .jsonc, then .toml, searching upwards, as
 // wrangler's findWranglerConfig does; a test compares the two). `--all` lists every root that
 // left a pointer in the dev registry.
-import { existsSync, realpathSync, statSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import path from "node:path";
 import type { Options } from "yargs";
+import { canonicalRootIfExists } from "../../canonical-root.js";
 import { resolveRegistryPath } from "../../environment.js";
 import { listPointers, pointerDir } from "../../records.js";
 import { UserError } from "../create-command.js";
@@ -56,23 +57,15 @@ export function findUserConfig(cwd: string): string | undefined {
   return undefined;
 }
 
-function canonicalIfExists(dir: string): string {
-  try {
-    return realpathSync(dir);
-  } catch {
-    return dir;
-  }
-}
-
 export function persistRootFor(args: ScopeArgs, cwd = process.cwd()): string {
   if (args["persist-to"] !== undefined) {
-    return canonicalIfExists(path.join(path.resolve(cwd, args["persist-to"]), "v3"));
+    return canonicalRootIfExists(path.join(path.resolve(cwd, args["persist-to"]), "v3"));
   }
   const config = args.config ? path.resolve(cwd, args.config) : findUserConfig(cwd);
   if (args.config && !existsSync(config!))
     throw new UserError(`No Wrangler configuration file at ${config}.`);
   const base = config ? path.dirname(config) : cwd;
-  return canonicalIfExists(path.join(base, ".wrangler", "state", "v3"));
+  return canonicalRootIfExists(path.join(base, ".wrangler", "state", "v3"));
 }
 
 export interface Scope {
@@ -112,10 +105,9 @@ export function resolveScope(args: ScopeArgs): Scope {
       problems.push(record.problem);
       continue;
     }
-    pointers.set(record.value.persistRoot, [
-      ...(pointers.get(record.value.persistRoot) ?? []),
-      file,
-    ]);
+    // Pointers of one root spelt two ways (left by earlier versions) are one root.
+    const root = canonicalRootIfExists(record.value.persistRoot);
+    pointers.set(root, [...(pointers.get(root) ?? []), file]);
   }
   return { roots: [...pointers.keys()].sort(), registryPath, pointers, problems };
 }
