@@ -4,6 +4,8 @@
 // or ENOTEMPTY. A few short retries get through; a lasting error still surfaces, naming the path.
 // (On Linux and macOS these codes are lasting, and the retries cost at most ~150 ms once.)
 // The file operations are a parameter, so that tests inject the failures without touching node:fs.
+import { errnoCode } from "./errors.js";
+import { sleepSync } from "./wait.js";
 import { renameSync, rmSync } from "node:fs";
 
 export interface RetryPolicy {
@@ -23,14 +25,6 @@ export const TRANSIENT_RM_CODES: ReadonlySet<string> = new Set([
   "EACCES",
 ]);
 
-function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
-}
-
-function codeOf(error: unknown): string | undefined {
-  return (error as NodeJS.ErrnoException | undefined)?.code;
-}
-
 /**
  * Runs `operation` until it succeeds, retrying only `transient` error codes, at most
  * `policy.attempts` times. The last error is rethrown with `what` (naming the paths) in its
@@ -47,7 +41,7 @@ export function retrySync<T>(
     try {
       return operation();
     } catch (error) {
-      const code = codeOf(error);
+      const code = errnoCode(error);
       if (code === undefined || !transient.has(code) || attempt >= policy.attempts) {
         const tries = attempt > 1 ? ` (${attempt} tries)` : "";
         const message = `cannot ${what}${tries}: ${(error as Error).message ?? String(error)}`;
@@ -113,7 +107,7 @@ export function removeFileWithRetrySync(
     retrySync(`remove ${file}`, () => io.rm(file), TRANSIENT_RM_CODES, policy, io.sleep);
     return true;
   } catch (error) {
-    if (codeOf(error) === "ENOENT") return false;
+    if (errnoCode(error) === "ENOENT") return false;
     throw error;
   }
 }

@@ -19,6 +19,7 @@
 // Nothing read from a record becomes a path: every path is derived from the persist root and the
 // registry the reader resolved itself. Pids in records are signalled only through
 // `signalIfOurs` (pid + recorded start time).
+import { errnoCode, errorCode } from "./errors.js";
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -162,9 +163,8 @@ export function readRecord<T>(
   try {
     text = readFileSync(file, "utf8");
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === "ENOENT") return undefined;
-    return { ok: false, problem: `cannot read ${file}: ${code ?? String(error)}` };
+    if (errnoCode(error) === "ENOENT") return undefined;
+    return { ok: false, problem: `cannot read ${file}: ${errorCode(error)}` };
   }
   let value: unknown;
   try {

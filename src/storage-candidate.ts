@@ -22,6 +22,7 @@
 //   owner is alive or not: however long a failover takes, it never expires, so storage calls fail
 //   fast (connection refused) instead of a session becoming the holder.
 // - It is withdrawn only when no client session is left (`withdraw`: idle exit, `gc`).
+import { errnoCode } from "./errors.js";
 import { createHash } from "node:crypto";
 import {
   closeSync,
@@ -140,7 +141,7 @@ export function publish(
   try {
     fd = openSync(file, "r+");
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== "ENOENT") throw error;
+    if (errnoCode(error) !== "ENOENT") throw error;
   }
   if (fd === undefined) {
     // Written whole under a temporary name (in a subdirectory, which miniflare skips), then
@@ -152,7 +153,7 @@ export function publish(
     try {
       linkSync(temp, file);
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+      if (errnoCode(error) !== "EEXIST") throw error;
       return publish(registryPath, persistRoot, target, log); // a predecessor's appeared meanwhile
     } finally {
       rmSync(temp, { force: true });

@@ -11,6 +11,7 @@ import { Election } from "../owner/succession.js";
 import { ownerTimings } from "../environment.js";
 import { keepFresh } from "../storage-candidate.js";
 import { holdLifeline } from "../lifeline.js";
+import { sleep } from "../wait.js";
 
 /**
  * How often a session checks its owner's lease and touches the candidate. The owner's lifeline
@@ -21,8 +22,6 @@ const CHECK_INTERVAL_MS = 2000;
 const LOST_LIFELINE_RECHECK_MS = [20, 100, 400];
 /** While recovering, how often to look again. */
 const RECOVER_INTERVAL_MS = 50;
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export function watchOwner(
   paths: RootPaths,

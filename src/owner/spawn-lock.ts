@@ -3,6 +3,7 @@
 // reclaimed at once instead of waiting out proper-lockfile's mtime staleness.
 import { rmSync, statSync } from "node:fs";
 import lockfile from "proper-lockfile";
+import { errnoCode } from "../errors.js";
 import { currentIdentity, liveness, sleepSync } from "../process-info.js";
 import {
   readLockHolder,
@@ -58,7 +59,7 @@ export function tryAcquireSpawnLock(paths: RootPaths): LockAttempt {
         },
       };
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ELOCKED") throw error;
+      if (errnoCode(error) !== "ELOCKED") throw error;
       const holder = readLockHolder(paths);
       if (holder?.ok) {
         const state = liveness(holder.value);

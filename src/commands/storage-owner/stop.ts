@@ -10,11 +10,10 @@ import {
   signalIfOurs,
 } from "../../process-info.js";
 import { listClients, readOwner, readStandby, rootPaths } from "../../records.js";
+import { sleep } from "../../wait.js";
 import { createCommand, UserError } from "../create-command.js";
 import { table } from "./format.js";
 import { resolveScope, scopeArgs } from "./scope.js";
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export const stopCommand = createCommand({
   command: "stop",
