@@ -2,6 +2,7 @@
 // record (the lease: pid + start time) and the candidate fresh, keeps a standby booted, and exits
 // once no client session remains.
 import { ownerTimings, standbyEnabled, versions } from "../environment.js";
+import { askLifeline } from "../lifeline.js";
 import { childProcesses, isAlive, killIdentities, signalIfOurs } from "../process-info.js";
 import {
   HEARTBEAT_INTERVAL_MS,
@@ -34,6 +35,7 @@ export function startingRecord(proc: OwnerProcess): OwnerRecord {
     schema: SCHEMA_VERSION,
     phase: "starting",
     ...proc.identity,
+    token: proc.token,
     persistRoot: proc.persistRoot,
     registryPath: proc.registryPath,
     versions: versions(),
@@ -86,7 +88,7 @@ export async function runOwner(proc: OwnerProcess): Promise<void> {
 export function serve(proc: OwnerProcess, instance: Instance): void {
   proc.role = "owner";
   const log = (message: string) => proc.log(message);
-  record = { ...(record ?? startingRecord(proc)), ...proc.identity };
+  record = { ...(record ?? startingRecord(proc)), ...proc.identity, token: proc.token };
   const how = candidate.publish(proc.registryPath, proc.persistRoot, instance.address, log);
   const recordServing = () => {
     record = {
@@ -226,7 +228,13 @@ function beforeExit(proc: OwnerProcess, reason: string, graceful: boolean): void
   candidate.withdraw(proc.registryPath, proc.persistRoot);
   writeRecordAtomic(proc.paths.ownerRecord, { ...record, phase: "stopping" });
   const standby = liveStandby(proc);
-  if (standby) signalIfOurs(standby, "SIGTERM");
+  if (standby && signalIfOurs(standby, "SIGTERM") === "unproven") {
+    // No start time to prove it by (no /proc, no ps): ask over its lifeline; it exits on its own
+    // anyway when our pipe to its stdin closes and no client remains.
+    const { lifelinePort, token, pid } = standby;
+    if (lifelinePort !== undefined && token !== undefined)
+      void askLifeline(lifelinePort, { pid, token }, { stop: true });
+  }
 }
 
 function afterDispose(proc: OwnerProcess): void {

@@ -29,11 +29,14 @@ const PROMOTION_LOCK_WAIT_MS = 2000;
 export async function runStandby(proc: OwnerProcess): Promise<void> {
   const owner = readOwner(proc.paths);
   if (!owner?.ok || !isAlive(owner.value)) return proc.exit("no owner to back", false);
-  const backed: ProcessIdentity = { pid: owner.value.pid, startTime: owner.value.startTime };
+  const { pid, startTime, started } = owner.value;
+  const backed: ProcessIdentity = { pid, startTime, started };
   let standby: StandbyRecord = {
     schema: SCHEMA_VERSION,
     phase: "starting",
     ...proc.identity,
+    token: proc.token,
+    ...(proc.lifelinePort === undefined ? {} : { lifelinePort: proc.lifelinePort }),
     backs: backed.pid,
     since: new Date().toISOString(),
     versions: versions(),
