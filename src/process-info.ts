@@ -63,12 +63,12 @@ export function portableForced(env: NodeJS.ProcessEnv = process.env): boolean {
 
 export function infoSource(): InfoSource {
   if (memo.source === undefined) {
-    memo.source =
-      !portableForced() && readProcStat(process.pid) !== undefined
-        ? "proc"
-        : psStat(process.pid) !== undefined
-          ? "ps"
-          : "none";
+    if (!portableForced() && readProcStat(process.pid) !== undefined) memo.source = "proc";
+    else {
+      const self = psStat(process.pid);
+      memo.source = self ? "ps" : "none";
+      if (self) memo.answers.set(process.pid, { at: Date.now(), stat: self });
+    }
   }
   return memo.source;
 }
