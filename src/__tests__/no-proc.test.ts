@@ -21,6 +21,7 @@ import {
   waitFor,
   withoutProc,
 } from "../harness/sandbox.js";
+import { inspectRoot } from "../owner/inspect.js";
 import { liveness, readStartTime } from "../process-info.js";
 
 const namespace = withoutProc();
@@ -72,6 +73,14 @@ describe.skipIf("skip" in namespace)(
         return found.length === 1 && parentPid(found[0]!) === dead.pid ? found : undefined;
       });
       const workerd = holders.map((pid) => ({ pid, startTime: readStartTime(pid) }));
+      const standby = await waitFor(
+        "the standby to be ready",
+        () => {
+          const s = inspectRoot(sandbox.persistRoot).standby;
+          return s?.alive && s.phase === "ready" && s.backs === dead.pid ? s : undefined;
+        },
+        30_000,
+      );
       const sampler = sampleHolders(sandbox.persistRoot, 50);
       const load = steadyLoad(sessions, "crash");
       await new Promise((resolve) => setTimeout(resolve, 500));
@@ -90,6 +99,7 @@ describe.skipIf("skip" in namespace)(
         `no /proc: kill -9 of owner ${dead.pid}: ${window.failures} failed / ${window.successes} ok after it, ` +
           `last failure ${window.recoveredAfterMs} ms after; new owner ${next.pid}; max fd-sample gap ${maxGap(sampler.samples)} ms`,
       );
+      expect(next.pid).toBe(standby.pid);
       expect(maxGap(sampler.samples)).toBeLessThan(1000);
       expect(Math.max(...sampler.samples.map((s) => s.holders.length))).toBe(1);
       for (const w of workerd) expect(liveness(w)).not.toBe("alive");
