@@ -203,6 +203,11 @@ function checkFields(
       return `field "${name}" is not a ${type}`;
   }
   if ("pid" in fields && !isProcessId(record.pid)) return `field "pid" is not a process id`;
+  // Runtime-only (process-info.ts: a dead leader's process group); a record naming it would make
+  // a reader signal a whole group.
+  if (record.group !== undefined) return `field "group" is not a record field`;
+  if (record.started !== undefined && !/^\d+$/.test(String(record.started)))
+    return `field "started" is not a number of seconds`;
   if (record.workerd !== undefined) {
     const ok =
       Array.isArray(record.workerd) &&

@@ -114,6 +114,10 @@ describe("records", () => {
     expect(validateOwner(owner({ workerd: [{ pid: 5, started: "1", group: true }] }))).toBe(
       'field "workerd" is not a list of {pid, startTime or started}',
     );
+    expect(validateOwner(owner({ group: true }))).toBe('field "group" is not a record field');
+    expect(validateOwner(owner({ started: "soon" }))).toBe(
+      'field "started" is not a number of seconds',
+    );
   });
 });
 
