@@ -76,6 +76,24 @@ export function askLifeline(
   });
 }
 
+/** True only when `address` ("host:port") actively refuses connections: nothing listens there. */
+export function refuses(address: string, timeoutMs = 300): Promise<boolean> {
+  const colon = address.lastIndexOf(":");
+  return new Promise((resolve) => {
+    const socket = net.connect({
+      host: address.slice(0, colon),
+      port: Number(address.slice(colon + 1)),
+    });
+    const done = (answer: boolean) => {
+      socket.destroy();
+      resolve(answer);
+    };
+    socket.setTimeout(timeoutMs, () => done(false));
+    socket.once("connect", () => done(false));
+    socket.once("error", (error: NodeJS.ErrnoException) => done(error.code === "ECONNREFUSED"));
+  });
+}
+
 /**
  * Session side: hold a lifeline to `port`; `onLost` runs once when it closes for any reason
  * (owner gone, refused, reset). Never keeps the process alive. Returns a function that drops it

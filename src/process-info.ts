@@ -412,15 +412,25 @@ export function waitUntilGoneSync(identities: ProcessIdentity[], timeoutMs = 200
   return true;
 }
 
-/** Waits (bounded) until none of `identities` is alive; a SIGKILLed process takes a moment to exit. */
+/**
+ * Waits (bounded) until none of `identities` is alive; a SIGKILLed process takes a moment to exit.
+ * A group (no process table) stays visible until its zombies are reaped, by init, which may take a
+ * second or two; `groupExited` (e.g. the dead owner's workerd port refusing connections: the
+ * kernel closes every file of a process at once when it exits) ends that wait sooner.
+ */
 export async function waitUntilGone(
   identities: ProcessIdentity[],
   timeoutMs = 2000,
+  groupExited?: () => Promise<boolean>,
 ): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  while (identities.some((identity) => liveness(identity) === "alive")) {
+  let groupsGone = false;
+  const alive = (identity: ProcessIdentity) =>
+    !(identity.group && groupsGone) && liveness(identity) === "alive";
+  while (identities.some(alive)) {
     if (Date.now() > deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, 10));
+    if (groupExited && identities.some((i) => i.group)) groupsGone = await groupExited();
   }
   return true;
 }

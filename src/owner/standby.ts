@@ -19,6 +19,7 @@ import {
 } from "../records.js";
 import { deadInstanceDirs, releaseStartupLocks, startInstance, type Instance } from "./instance.js";
 import { reclaimDeadOwner } from "./lifecycle.js";
+import { refuses } from "../lifeline.js";
 import { serve } from "./owner.js";
 import type { OwnerProcess } from "./process.js";
 import { acquireSpawnLock } from "./spawn-lock.js";
@@ -146,7 +147,10 @@ async function promote(
     if (current?.ok) {
       // Its workerd must have let go of the files before we serve them.
       const { killed } = reclaimDeadOwner(proc.paths, proc.registryPath, current.value);
-      if (!(await waitUntilGone(killed, 5000))) {
+      // Without a process table, its workerd's port closing shows it exited before init reaps it.
+      const port = current.value.debugAddress;
+      const exited = port === undefined ? undefined : () => refuses(port);
+      if (!(await waitUntilGone(killed, 5000, exited))) {
         // Serving now would make two holders; the sessions' election retries the reclaim.
         return await proc.exit(
           `workerd ${killed.map((k) => k.pid).join(", ")} of the dead owner did not exit within 5 s; standing down`,
