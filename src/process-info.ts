@@ -318,6 +318,8 @@ export function signalIfOurs(identity: ProcessIdentity, signal: NodeJS.Signals):
   if (!proven(identity)) return "unproven";
   try {
     process.kill(identity.group ? -identity.pid : identity.pid, signal);
+    // Its state changes now (a SIGKILLed process becomes a zombie): ask ps afresh.
+    memo.answers.delete(identity.pid);
     return "signalled";
   } catch {
     return "gone"; // exited between the check and the signal
