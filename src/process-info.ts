@@ -1,18 +1,87 @@
 // Process identity and liveness. A pid alone is not an identity: pids are reused, so every record
-// that names a process also stores the kernel's start time for it, and "alive" means both match.
+// that names a process also stores when it started, and "alive" means both match.
+//
+// Three sources, chosen once per process (the first that works):
+//   "proc"  Linux: /proc/<pid>/stat (start in clock ticks since boot, state, parent, group).
+//   "ps"    macOS, or Linux with WRANGLER_X_PROCESS_INFO=portable: `ps -o stat=,ppid=,pgid=,lstart=`.
+//   "none"  neither (no /proc and no working ps): kill(pid, 0) only; nothing is signalled on a pid
+//           alone, see `leftoverGroup` for the one proof that needs no process table.
+// Records stay comparable across sources: each carries `started` (whole seconds since the epoch,
+// what `ps -o lstart=` prints; /proc gives the same value as btime + ticks / 100, which is how
+// procps computes lstart) and, where /proc was read, `startTime` (ticks, exact). Ticks are compared
+// when both sides have them, else `started`.
+import { execFileSync } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
+import os from "node:os";
 
 export interface ProcessIdentity {
   pid: number;
-  /** Start time in clock ticks since boot (field 22 of /proc/<pid>/stat); absent where /proc is not. */
+  /** Start time in clock ticks since boot (field 22 of /proc/<pid>/stat); absent where /proc is not read. */
   startTime?: string;
+  /** Start time in whole seconds since the epoch (`ps -o lstart=`; /proc: btime + ticks / 100). */
+  started?: string;
+  /**
+   * Never recorded: the members left in the process group that dead `pid` led (its workerd),
+   * from `leftoverGroup`. Signalling it signals the group.
+   */
+  group?: true;
 }
+
+export type InfoSource = "proc" | "ps" | "none";
 
 interface ProcStat {
   state: string;
   ppid: number;
   pgrp: number;
-  startTime: string;
+  startTime?: string;
+  started: string;
+}
+
+/** Linux's USER_HZ, the unit of /proc's start times (100 on every architecture Node runs on). */
+const CLOCK_TICKS_PER_SECOND = 100;
+/** A `ps` that takes longer than this counts as unavailable for that call (the answer "unknown"). */
+const PS_TIMEOUT_MS = 3000;
+/** How long one `ps` answer about a pid is reused: liveness checks run every 50 ms in loops. */
+const PS_ANSWER_TTL_MS = 250;
+
+/**
+ * Facts fixed for the life of this process (which source works, our own identity, the boot
+ * time), and recent `ps` answers. The only module state here, and none of it is ever stale
+ * beyond PS_ANSWER_TTL_MS.
+ */
+const memo: {
+  source?: InfoSource;
+  self?: ProcessIdentity;
+  btime?: number;
+  answers: Map<number, { at: number; stat: ProcStat | null | undefined }>;
+} = { answers: new Map() };
+
+/** WRANGLER_X_PROCESS_INFO=portable: behave exactly as where there is no /proc. */
+export function portableForced(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env.WRANGLER_X_PROCESS_INFO === "portable";
+}
+
+export function infoSource(): InfoSource {
+  if (memo.source === undefined) {
+    if (!portableForced() && readProcStat(process.pid) !== undefined) memo.source = "proc";
+    else {
+      const self = psStat(process.pid);
+      memo.source = self ? "ps" : "none";
+      if (self) memo.answers.set(process.pid, { at: Date.now(), stat: self });
+    }
+  }
+  return memo.source;
+}
+
+function bootSeconds(): number | undefined {
+  if (memo.btime === undefined) {
+    try {
+      memo.btime = Number(/^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"))?.[1]);
+    } catch {
+      return undefined;
+    }
+  }
+  return Number.isFinite(memo.btime) ? memo.btime : undefined;
 }
 
 function readProcStat(pid: number): ProcStat | undefined {
@@ -26,22 +95,123 @@ function readProcStat(pid: number): ProcStat | undefined {
   const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
   const [state, ppid, pgrp] = fields;
   const startTime = fields[19];
-  if (state === undefined || ppid === undefined || pgrp === undefined || startTime === undefined) {
+  const btime = bootSeconds();
+  if (
+    state === undefined ||
+    ppid === undefined ||
+    pgrp === undefined ||
+    startTime === undefined ||
+    btime === undefined
+  ) {
     return undefined;
   }
-  return { state, ppid: Number(ppid), pgrp: Number(pgrp), startTime };
+  const started = String(btime + Math.floor(Number(startTime) / CLOCK_TICKS_PER_SECOND));
+  return { state, ppid: Number(ppid), pgrp: Number(pgrp), startTime, started };
+}
+
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+
+/** `ps -o lstart=` as printed with TZ=UTC LC_ALL=C ("Wed Dec  2 04:59:03 2026"): epoch seconds. */
+export function parseLstart(text: string): string | undefined {
+  const m = /^\w{3}\s+(\w{3})\s+(\d{1,2})\s+(\d{2}):(\d{2}):(\d{2})\s+(\d{4})$/.exec(text.trim());
+  const month = m ? MONTHS.indexOf(m[1]!) : -1;
+  if (!m || month < 0) return undefined;
+  const [day, h, min, s, year] = [m[2], m[3], m[4], m[5], m[6]].map(Number) as number[];
+  return String(Date.UTC(year!, month, day!, h!, min!, s!) / 1000);
+}
+
+const LSTART = String.raw`(\w{3}\s+\w{3}\s+\d{1,2}\s+\d{2}:\d{2}:\d{2}\s+\d{4})`;
+
+/** One line of `ps -o stat=,ppid=,pgid=,lstart=`. */
+export function parsePsStat(line: string): ProcStat | undefined {
+  const m = new RegExp(String.raw`^\s*(\S+)\s+(\d+)\s+(\d+)\s+${LSTART}\s*$`).exec(line);
+  const started = m ? parseLstart(m[4]!) : undefined;
+  if (!m || started === undefined) return undefined;
+  // ps prints the state with flags ("Ss", "Sl+", "T"): the first letter is /proc's state.
+  return { state: m[1]![0]!, ppid: Number(m[2]), pgrp: Number(m[3]), started };
+}
+
+export interface PsProcess {
+  pid: number;
+  ppid: number;
+  state: string;
+  started: string;
+  command: string;
+}
+
+/** `ps -A -o pid=,ppid=,stat=,lstart=,command=`, one process a line; unparsable lines skipped. */
+export function parsePsList(text: string): PsProcess[] {
+  const line = new RegExp(String.raw`^\s*(\d+)\s+(\d+)\s+(\S+)\s+${LSTART}\s+(.*)$`);
+  return text.split("\n").flatMap((row) => {
+    const m = line.exec(row);
+    const started = m ? parseLstart(m[4]!) : undefined;
+    if (!m || started === undefined) return [];
+    return [
+      { pid: Number(m[1]), ppid: Number(m[2]), state: m[3]![0]!, started, command: m[5]!.trim() },
+    ];
+  });
+}
+
+/** Runs ps; "" when it ran and found nothing (exit 1), undefined when it could not answer. */
+function runPs(args: string[]): string | undefined {
+  try {
+    return execFileSync("ps", args, {
+      encoding: "utf8",
+      timeout: PS_TIMEOUT_MS,
+      stdio: ["ignore", "pipe", "ignore"],
+      // Fixed zone and language: every reader turns lstart into the same epoch second.
+      env: { ...process.env, TZ: "UTC", LC_ALL: "C" },
+    });
+  } catch (error) {
+    const { status, stdout } = error as { status?: number; stdout?: string };
+    return status === 1 && !stdout ? "" : undefined;
+  }
+}
+
+/** null: no such process; undefined: ps could not say. */
+function psStat(pid: number): ProcStat | null | undefined {
+  const out = runPs(["-o", "stat=,ppid=,pgid=,lstart=", "-p", String(pid)]);
+  if (out === undefined) return undefined;
+  if (out.trim() === "") return null;
+  return parsePsStat(out.trim().split("\n")[0]!) ?? undefined;
+}
+
+/** What the current source says about `pid`: null if it has no such process, undefined if unknown. */
+function stat(pid: number): ProcStat | null | undefined {
+  const source = infoSource();
+  if (source === "proc") return readProcStat(pid) ?? null;
+  if (source === "none") return undefined;
+  const now = Date.now();
+  const cached = memo.answers.get(pid);
+  if (cached && now - cached.at < PS_ANSWER_TTL_MS) return cached.stat;
+  const answer = psStat(pid);
+  if (memo.answers.size > 256) memo.answers.clear();
+  memo.answers.set(pid, { at: now, stat: answer });
+  return answer;
 }
 
 export function hasProcFs(): boolean {
-  return readProcStat(process.pid) !== undefined;
+  return infoSource() === "proc";
 }
 
+/** /proc's start time in ticks (Linux, for tests and the harness); undefined elsewhere. */
 export function readStartTime(pid: number): string | undefined {
   return readProcStat(pid)?.startTime;
 }
 
+/** Who `pid` is now, as a record should store it; only the pid where no source can tell. */
+export function identityOf(pid: number): ProcessIdentity {
+  const found = stat(pid);
+  return {
+    pid,
+    ...(found?.startTime === undefined ? {} : { startTime: found.startTime }),
+    ...(found?.started === undefined ? {} : { started: found.started }),
+  };
+}
+
 export function currentIdentity(): ProcessIdentity {
-  return { pid: process.pid, startTime: readStartTime(process.pid) };
+  memo.self ??= identityOf(process.pid);
+  return { ...memo.self };
 }
 
 function pidExists(pid: number): boolean {
@@ -53,43 +223,80 @@ function pidExists(pid: number): boolean {
   }
 }
 
+/** A process group `pgid` has members we may signal (EPERM: someone else's; treated as none). */
+function groupExists(pgid: number): boolean {
+  try {
+    process.kill(-pgid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 export type Liveness = "alive" | "dead" | "reused";
 
-/** "reused": the pid exists but belongs to another process than the one recorded. */
+type Match = "same" | "other" | "unknown";
+
+/** Compares a recorded identity with what the source says now: ticks if both have them, else seconds. */
+function compare(identity: ProcessIdentity, now: ProcStat): Match {
+  if (identity.startTime !== undefined && now.startTime !== undefined)
+    return identity.startTime === now.startTime ? "same" : "other";
+  if (identity.started !== undefined) return identity.started === now.started ? "same" : "other";
+  return "unknown";
+}
+
+/**
+ * "reused": the pid exists but belongs to another process than the one recorded. A record that
+ * carries no start time the source can compare counts as alive while its pid exists (never as
+ * proof: see `signalIfOurs`).
+ */
 export function liveness(identity: ProcessIdentity): Liveness {
   if (!Number.isInteger(identity.pid) || identity.pid <= 0) return "dead";
-  const stat = readProcStat(identity.pid);
-  if (stat === undefined) return pidExists(identity.pid) && !hasProcFs() ? "alive" : "dead";
+  if (identity.group) return groupExists(identity.pid) ? "alive" : "dead";
+  // kill(pid, 0) first: a gone pid needs no process table (and no ps spawn).
+  if (!pidExists(identity.pid)) return "dead";
+  const now = stat(identity.pid);
+  if (now === null) return "dead";
+  if (now === undefined) return "alive";
   // A zombie has exited; only its parent has not reaped it yet.
-  if (stat.state === "Z" || stat.state === "X") return "dead";
-  if (identity.startTime !== undefined && stat.startTime !== identity.startTime) return "reused";
-  return "alive";
+  if (now.state === "Z" || now.state === "X") return "dead";
+  return compare(identity, now) === "other" ? "reused" : "alive";
 }
 
 export function isAlive(identity: ProcessIdentity): boolean {
   return liveness(identity) === "alive";
 }
 
+/** Alive and proven to be the process recorded: its start time matches. */
+function proven(identity: ProcessIdentity): boolean {
+  if (identity.group) return groupExists(identity.pid);
+  if (!pidExists(identity.pid)) return false;
+  const now = stat(identity.pid);
+  return !!now && now.state !== "Z" && now.state !== "X" && compare(identity, now) === "same";
+}
+
 /** True when the process is stopped (SIGSTOP, debugger): alive, but not answering. */
 export function isStopped(pid: number): boolean {
-  const state = readProcStat(pid)?.state;
+  const state = stat(pid)?.state;
   return state === "T" || state === "t";
 }
 
-/** Every live process whose process group is `pgid`: for the test harness, which started them. */
+/** Every live process whose process group is `pgid`: for the test harness, which started them (Linux). */
 export function processGroupMembers(pgid: number): number[] {
-  if (!hasProcFs()) return [];
+  if (readProcStat(process.pid) === undefined) return [];
   const members: number[] = [];
   for (const entry of readdirSync("/proc")) {
     const pid = Number(entry);
     if (!Number.isInteger(pid)) continue;
-    const stat = readProcStat(pid);
-    if (stat && stat.pgrp === pgid && stat.state !== "Z") members.push(pid);
+    const found = readProcStat(pid);
+    if (found && found.pgrp === pgid && found.state !== "Z") members.push(pid);
   }
   return members;
 }
 
+/** A process's command line from /proc; "" where /proc is not read. */
 export function commandLine(pid: number): string {
+  if (infoSource() !== "proc") return "";
   try {
     return readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
   } catch {
@@ -101,19 +308,40 @@ export type SignalOutcome = "signalled" | "gone" | "unproven";
 
 /**
  * The only way this package signals a process it did not start itself in this run: the pid must
- * still carry the kernel start time that was recorded for it. A pid without a recorded start
- * time, or on a system without /proc, is never signalled ("unproven"): pids are reused.
+ * still carry the start time recorded for it (ticks from /proc or seconds from ps). A record
+ * without one, or a source that cannot tell (no /proc, no ps), is never signalled ("unproven"):
+ * pids are reused. A `group` identity (from `leftoverGroup`) signals that group.
  */
 export function signalIfOurs(identity: ProcessIdentity, signal: NodeJS.Signals): SignalOutcome {
-  if (identity.startTime === undefined || !hasProcFs()) return "unproven";
   const state = liveness(identity);
-  if (state === "reused") return "unproven";
   if (state === "dead") return "gone";
+  if (!proven(identity)) return "unproven";
   try {
-    process.kill(identity.pid, signal);
+    process.kill(identity.group ? -identity.pid : identity.pid, signal);
+    // Its state changes now (a SIGKILLed process becomes a zombie): ask ps afresh.
+    memo.answers.delete(identity.pid);
     return "signalled";
   } catch {
     return "gone"; // exited between the check and the signal
+  }
+}
+
+/**
+ * Where no start time can be checked: signals `pid` only right after `answersAsOurs` proved it
+ * (the owner's lifeline answering with its record's token, src/lifeline.ts).
+ */
+export async function signalIfAnswers(
+  pid: number,
+  answersAsOurs: () => Promise<boolean>,
+  signal: NodeJS.Signals,
+): Promise<SignalOutcome> {
+  if (!pidExists(pid)) return "gone";
+  if (!(await answersAsOurs())) return "unproven";
+  try {
+    process.kill(pid, signal);
+    return "signalled";
+  } catch {
+    return "gone";
   }
 }
 
@@ -121,25 +349,54 @@ export function signalIfOurs(identity: ProcessIdentity, signal: NodeJS.Signals):
 export function killIdentities(identities: ProcessIdentity[], dryRun = false): number[] {
   return identities
     .filter((identity) =>
-      dryRun
-        ? identity.startTime !== undefined && liveness(identity) === "alive"
-        : signalIfOurs(identity, "SIGKILL") === "signalled",
+      dryRun ? proven(identity) : signalIfOurs(identity, "SIGKILL") === "signalled",
     )
     .map((identity) => identity.pid);
 }
 
 /** Direct children of `pid` whose command line contains `name`, with their start times. */
 export function childProcesses(pid: number, name: string): ProcessIdentity[] {
-  if (!hasProcFs()) return [];
+  const source = infoSource();
+  if (source === "ps") {
+    const out = runPs(["-A", "-o", "pid=,ppid=,stat=,lstart=,command="]);
+    return parsePsList(out ?? "")
+      .filter((p) => p.ppid === pid && p.state !== "Z" && p.command.includes(name))
+      .map((p) => ({ pid: p.pid, started: p.started }));
+  }
+  if (source === "none") return [];
   const found: ProcessIdentity[] = [];
   for (const entry of readdirSync("/proc")) {
     const child = Number(entry);
     if (!Number.isInteger(child)) continue;
-    const stat = readProcStat(child);
-    if (stat?.ppid !== pid || stat.state === "Z" || stat.state === "X") continue;
-    if (commandLine(child).includes(name)) found.push({ pid: child, startTime: stat.startTime });
+    const s = readProcStat(child);
+    if (s?.ppid !== pid || s.state === "Z" || s.state === "X") continue;
+    if (commandLine(child).includes(name))
+      found.push({ pid: child, startTime: s.startTime, started: s.started });
   }
   return found;
+}
+
+/** How recent a dead leader's last sign of life must be for `leftoverGroup` to trust its group. */
+const GROUP_TRUST_MS = 30_000;
+
+/**
+ * Without any process table ("none"), the workerd of a dead owner is found as the rest of the
+ * owner's process group: the owner is a group leader (started detached), workerd stays in its
+ * group, and a group's id cannot be taken by a new process while the group has members (POSIX).
+ * So while leader `pid` is gone (ESRCH) but its group lives, the members are what it left, unless
+ * the pid was reused by another leader that died too since: excluded by requiring the leader's
+ * last heartbeat within 30 s and after this boot. Returns undefined in every other case.
+ */
+export function leftoverGroup(leader: {
+  pid: number;
+  heartbeatAt: string;
+}): ProcessIdentity | undefined {
+  if (infoSource() !== "none" || pidExists(leader.pid) || !groupExists(leader.pid))
+    return undefined;
+  const lastSeen = Date.parse(leader.heartbeatAt);
+  const bootedAt = Date.now() - os.uptime() * 1000;
+  const recent = Date.now() - lastSeen < GROUP_TRUST_MS && lastSeen > bootedAt;
+  return recent ? { pid: leader.pid, group: true } : undefined;
 }
 
 /** Blocks the thread: for the preload's election, which runs before wrangler builds its Miniflare. */
@@ -157,15 +414,25 @@ export function waitUntilGoneSync(identities: ProcessIdentity[], timeoutMs = 200
   return true;
 }
 
-/** Waits (bounded) until none of `identities` is alive; a SIGKILLed process takes a moment to exit. */
+/**
+ * Waits (bounded) until none of `identities` is alive; a SIGKILLed process takes a moment to exit.
+ * A group (no process table) stays visible until its zombies are reaped, by init, which may take a
+ * second or two; `groupExited` (e.g. the dead owner's workerd port refusing connections: the
+ * kernel closes every file of a process at once when it exits) ends that wait sooner.
+ */
 export async function waitUntilGone(
   identities: ProcessIdentity[],
   timeoutMs = 2000,
+  groupExited?: () => Promise<boolean>,
 ): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
-  while (identities.some((identity) => liveness(identity) === "alive")) {
+  let groupsGone = false;
+  const alive = (identity: ProcessIdentity) =>
+    !(identity.group && groupsGone) && liveness(identity) === "alive";
+  while (identities.some(alive)) {
     if (Date.now() > deadline) return false;
     await new Promise((resolve) => setTimeout(resolve, 10));
+    if (groupExited && identities.some((i) => i.group)) groupsGone = await groupExited();
   }
   return true;
 }

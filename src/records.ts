@@ -18,7 +18,8 @@
 //
 // Nothing read from a record becomes a path: every path is derived from the persist root and the
 // registry the reader resolved itself. Pids in records are signalled only through
-// `signalIfOurs` (pid + recorded start time).
+// `signalIfOurs` (pid + recorded start time: `startTime` ticks and/or `started` seconds, see
+// process-info.ts); an owner's or standby's `token` is what its lifeline answers.
 import { errnoCode, errorCode } from "./errors.js";
 import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
@@ -107,6 +108,8 @@ export interface OwnerRecord extends ProcessIdentity {
   instanceId?: string;
   /** The owner's workerd process(es): the only other processes anyone may signal for it. */
   workerd?: ProcessIdentity[];
+  /** Random, answered on the lifeline: proves the process there is this owner (src/lifeline.ts). */
+  token?: string;
   versions: Versions;
   startedAt: string;
   heartbeatAt: string;
@@ -136,6 +139,9 @@ export interface StandbyRecord extends ProcessIdentity {
   debugAddress?: string;
   instanceId?: string;
   workerd?: ProcessIdentity[];
+  /** As the owner's: its lifeline and the token it answers there. */
+  lifelinePort?: number;
+  token?: string;
   since: string;
   versions: Versions;
 }
@@ -199,6 +205,11 @@ function checkFields(
       return `field "${name}" is not a ${type}`;
   }
   if ("pid" in fields && !isProcessId(record.pid)) return `field "pid" is not a process id`;
+  // Runtime-only (process-info.ts: a dead leader's process group); a record naming it would make
+  // a reader signal a whole group.
+  if (record.group !== undefined) return `field "group" is not a record field`;
+  if (record.started !== undefined && !/^\d+$/.test(String(record.started)))
+    return `field "started" is not a number of seconds`;
   if (record.workerd !== undefined) {
     const ok =
       Array.isArray(record.workerd) &&
@@ -207,9 +218,11 @@ function checkFields(
           typeof w === "object" &&
           w !== null &&
           isProcessId((w as ProcessIdentity).pid) &&
-          typeof (w as ProcessIdentity).startTime === "string",
+          (typeof (w as ProcessIdentity).startTime === "string" ||
+            typeof (w as ProcessIdentity).started === "string") &&
+          (w as ProcessIdentity).group === undefined,
       );
-    if (!ok) return `field "workerd" is not a list of {pid, startTime}`;
+    if (!ok) return `field "workerd" is not a list of {pid, startTime or started}`;
   }
   for (const name of ["persistRoot", "registryPath"]) {
     if (typeof record[name] === "string" && !path.isAbsolute(record[name] as string))
@@ -237,6 +250,8 @@ export function validateOwner(value: unknown): string | undefined {
     },
     {
       startTime: "string",
+      started: "string",
+      token: "string",
       debugAddress: "string",
       instanceId: "string",
       spawnedBy: "number",
@@ -263,7 +278,7 @@ export function validateClient(value: unknown): string | undefined {
       cwd: "string",
       versions: "object",
     },
-    { startTime: "string", port: "number", registryPath: "string" },
+    { startTime: "string", started: "string", port: "number", registryPath: "string" },
   );
 }
 
@@ -277,12 +292,23 @@ export function validateStandby(value: unknown): string | undefined {
       since: "string",
       versions: "object",
     },
-    { startTime: "string", debugAddress: "string", instanceId: "string" },
+    {
+      startTime: "string",
+      started: "string",
+      token: "string",
+      lifelinePort: "number",
+      debugAddress: "string",
+      instanceId: "string",
+    },
   );
 }
 
 export function validateLockHolder(value: unknown): string | undefined {
-  return checkFields(value, { pid: "number", acquiredAt: "string" }, { startTime: "string" });
+  return checkFields(
+    value,
+    { pid: "number", acquiredAt: "string" },
+    { startTime: "string", started: "string" },
+  );
 }
 
 export function validatePointer(value: unknown): string | undefined {

@@ -28,11 +28,14 @@ import {
 const WORKERS = ["api", "jobs", "admin"];
 
 describe.each([
-  ["with a standby (default)", true],
-  ["with WRANGLER_X_OWNER_STANDBY=0", false],
-])("owner killed with kill -9 of its process group, %s", (_, standby) => {
+  ["of its process group, with a standby (default)", true, false],
+  ["of its process group, with WRANGLER_X_OWNER_STANDBY=0", false, false],
+  // As on macOS: start times from ps, no /proc; the owner alone, so its workerd is left to us.
+  ["of the owner alone, with WRANGLER_X_PROCESS_INFO=portable", true, true],
+])("owner killed with kill -9 %s", (_, standby, portable) => {
   const sandbox = new Sandbox();
   if (!standby) sandbox.env.WRANGLER_X_OWNER_STANDBY = "0";
+  if (portable) sandbox.env.WRANGLER_X_PROCESS_INFO = "portable";
   let sessions: Session[];
   beforeAll(async () => {
     sessions = await Promise.all(WORKERS.map((w) => sandbox.startSession(w)));
@@ -74,8 +77,17 @@ describe.each([
     const sampler = sampleHolders(sandbox.persistRoot, 50);
     const load = steadyLoad(sessions, "crash");
     await sleep(1000);
+    if (portable) {
+      // Recorded by ps's start time only (what macOS gives), and its workerd with it.
+      expect(dead.startTime).toBeUndefined();
+      expect(dead.started).toMatch(/^\d+$/);
+      expect(dead.workerd?.length).toBeGreaterThan(0);
+      for (const w of dead.workerd ?? [])
+        expect(w).toEqual({ pid: w.pid, started: expect.any(String) });
+    }
     const killedAt = Date.now();
-    killGroup(dead.pid, "SIGKILL");
+    if (portable) process.kill(dead.pid, "SIGKILL");
+    else killGroup(dead.pid, "SIGKILL");
     const next = await waitFor(
       "a new owner to serve",
       () => {
@@ -92,7 +104,7 @@ describe.each([
 
     const window = failedWindow(load.results, killedAt);
     console.log(
-      `kill -9 of owner group (standby ${standby ? "on" : "off"}): ${window.failures} failed / ${window.successes} ok requests after the kill; ` +
+      `kill -9 of owner ${portable ? "alone, portable" : "group"} (standby ${standby ? "on" : "off"}): ${window.failures} failed / ${window.successes} ok requests after the kill; ` +
         `failed window ${window.windowMs} ms, last failure ${window.recoveredAfterMs} ms after the kill; ` +
         `new owner pid ${next.pid} (was ${dead.pid}); ${sampler.samples.length} fd samples, max gap ${maxGap(sampler.samples)} ms` +
         (window.sample ? `; e.g. ${window.sample}` : ""),

@@ -69,6 +69,31 @@ describe("an owner that cannot start", () => {
   });
 });
 
+describe.each([
+  ["", false],
+  [", with WRANGLER_X_PROCESS_INFO=portable", true],
+])("an owner that crashes during start-up%s", (_, portable) => {
+  const sandbox = new Sandbox();
+  if (portable) sandbox.env.WRANGLER_X_PROCESS_INFO = "portable";
+  afterAll(() => sandbox.cleanup());
+
+  it("is seen dead while a zombie of the waiting session: it gives up after three tries, not at the timeout", async () => {
+    // Its "workerd" kills the owner: a crash that leaves the record saying "starting", and a
+    // zombie, since the session that spawned it waits synchronously and cannot reap it.
+    const crash = path.join(sandbox.dir, "crash-owner.sh");
+    writeFileSync(crash, "#!/bin/sh\nkill -9 $PPID\n", { mode: 0o755 });
+    const env = {
+      WRANGLER_X_OWNER_WORKERD_PATH: crash,
+      WRANGLER_X_OWNER_START_TIMEOUT_MS: "25000",
+    };
+    const session = await sandbox.startSession("api", { env, wait: false });
+    expect(await session.exited).not.toBe(0);
+    expect(session.output()).toContain("the storage owner exited during startup 3 times");
+    expect(session.output()).not.toContain("within 25000 ms");
+    expect(await sandbox.settledLeftovers()).toEqual([]);
+  });
+});
+
 describe("an owner log that cannot be opened", () => {
   const sandbox = new Sandbox();
   afterAll(() => sandbox.cleanup());

@@ -19,7 +19,7 @@ import {
   rootPaths,
   writeRecordAtomic,
 } from "../src/records.js";
-import { oursIsOldest, ownerCandidateFile } from "../src/storage-candidate.js";
+import { oursIsOldest, ownerCandidateFile, publish } from "../src/storage-candidate.js";
 import {
   failedWindow,
   maxGap,
@@ -78,12 +78,18 @@ function expectOnlyRecordedHolders(
   for (const { holders } of samples) for (const pid of holders) expect(recorded).toContain(pid);
 }
 
-describe("a pid in a stale record that now belongs to an unrelated process", () => {
+describe.each([
+  ["", false],
+  // As on macOS (ps, no /proc): also what a record from before a reboot looks like there.
+  [", with WRANGLER_X_PROCESS_INFO=portable", true],
+])("a pid in a stale record that now belongs to an unrelated process%s", (_, portable) => {
   const sandbox = new Sandbox();
+  if (portable) sandbox.env.WRANGLER_X_PROCESS_INFO = "portable";
   // Not ours: its own process group, a command line that says "workerd".
   const decoy = spawn("sleep", ["600"], { argv0: "workerd", detached: true, stdio: "ignore" });
   const paths = rootPaths(sandbox.persistRoot);
-  const stale = { pid: decoy.pid!, startTime: "1" }; // another start time: a reused pid
+  // Another start time, by /proc's ticks and by ps's seconds: a reused pid.
+  const stale = { pid: decoy.pid!, startTime: "1", started: "1" };
   afterAll(async () => {
     decoy.kill("SIGKILL");
     await sandbox.cleanup();
@@ -112,6 +118,13 @@ describe("a pid in a stale record that now belongs to an unrelated process", () 
       since: now,
       versions: versions(),
     });
+    // The dead owner's candidate, left pointing at a port nothing serves (as after a reboot).
+    publish(
+      sandbox.registry,
+      sandbox.persistRoot,
+      { debugAddress: "127.0.0.1:1", instanceId: "gone" },
+      () => {},
+    );
   }
 
   /** Adds the decoy (with its wrong start time) to a live owner's record of its workerd. */
@@ -139,6 +152,8 @@ describe("a pid in a stale record that now belongs to an unrelated process", () 
     expect(isAlive({ pid: decoy.pid!, startTime: readStartTime(decoy.pid!) })).toBe(true);
     const first = sandbox.owner()!;
     expect(first.pid).not.toBe(decoy.pid);
+    // Not revived: the record was judged dead and a new owner took the candidate over.
+    for (const s of sessions) expect((await post(s.url("/d1/insert?who=rebooted"))).ok).toBe(true);
 
     // A failover: the dead owner's record names the decoy; its standby reclaims that record.
     await readyStandby(sandbox, first.pid);

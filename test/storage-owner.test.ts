@@ -36,8 +36,13 @@ interface StatusJson {
   problems: string[];
 }
 
-describe("storage-owner with live sessions", () => {
+describe.each([
+  ["", false],
+  // Every process as on macOS: ps start times, no /proc (gc then cannot look for orphans).
+  [", with WRANGLER_X_PROCESS_INFO=portable", true],
+])("storage-owner with live sessions%s", (_, portable) => {
   const sandbox = new Sandbox({ graceMs: 3000, idleMs: 1000 });
+  if (portable) sandbox.env.WRANGLER_X_PROCESS_INFO = "portable";
   let sessions: Session[];
   const cli = (...args: string[]) =>
     sandbox.run(["storage-owner", ...args, "--persist-to", sandbox.persistTo]);
@@ -160,6 +165,8 @@ describe("storage-owner with live sessions", () => {
       JSON.parse(gc.stdout) as { roots: { removed: { what: string; path: string }[] }[] }
     ).roots[0]!.removed;
     expect(removed.map((r) => r.what)).toContain("record of dead owner");
+    const { notes } = (JSON.parse(gc.stdout) as { roots: { notes: string[] }[] }).roots[0]!;
+    expect(notes.length).toBe(portable ? 1 : 0);
     expect(removed.filter((r) => r.what === "client presence")).toHaveLength(2);
     for (const name of leftCandidates)
       expect(removed.map((r) => path.basename(r.path))).toContain(name);

@@ -22,7 +22,17 @@ import {
   STANDBY_PRIORITY_MS,
   standbyTakingOver,
 } from "../src/owner/assessment.js";
-import { currentIdentity, liveness } from "../src/process-info.js";
+import { execFileSync } from "node:child_process";
+import { parseHello } from "../src/lifeline.js";
+import { instanceDirIdentity } from "../src/owner/instance.js";
+import {
+  currentIdentity,
+  identityOf,
+  liveness,
+  parseLstart,
+  parsePsList,
+  parsePsStat,
+} from "../src/process-info.js";
 import {
   readRecord,
   rootPaths,
@@ -80,6 +90,22 @@ describe("records", () => {
       'field "worker" is missing or not a string',
     );
     expect(validateClient({ ...good, port: "8787" })).toBe('field "port" is not a number');
+    expect(validateClient({ ...good, started: 5 })).toBe('field "started" is not a string');
+  });
+
+  it("accepts workerd recorded by either start time, never a group", () => {
+    expect(validateOwner(owner({ workerd: [{ pid: 5, started: "17" }] }))).toBeUndefined();
+    expect(validateOwner(owner({ workerd: [{ pid: 5, startTime: "17" }] }))).toBeUndefined();
+    expect(validateOwner(owner({ workerd: [{ pid: 5 }] }))).toBe(
+      'field "workerd" is not a list of {pid, startTime or started}',
+    );
+    expect(validateOwner(owner({ workerd: [{ pid: 5, started: "1", group: true }] }))).toBe(
+      'field "workerd" is not a list of {pid, startTime or started}',
+    );
+    expect(validateOwner(owner({ group: true }))).toBe('field "group" is not a record field');
+    expect(validateOwner(owner({ started: "soon" }))).toBe(
+      'field "started" is not a number of seconds',
+    );
   });
 });
 
@@ -131,6 +157,80 @@ describe("owner state", () => {
     expect(liveness({ pid: process.pid, startTime: "1" })).toBe("reused");
     expect(liveness({ pid: 2 ** 22 + 7 })).toBe("dead");
     expect(liveness({ pid: 0 })).toBe("dead");
+  });
+
+  it("judges a record by its portable start (seconds) where it has no ticks", () => {
+    const self = currentIdentity();
+    expect(self.started).toMatch(/^\d+$/);
+    expect(liveness({ pid: process.pid, started: self.started })).toBe("alive");
+    expect(liveness({ pid: process.pid, started: String(Number(self.started) - 3600) })).toBe(
+      "reused",
+    );
+    // Ticks win where both sides have them.
+    expect(liveness({ pid: process.pid, startTime: "1", started: self.started })).toBe("reused");
+  });
+
+  it("gives the same identity from /proc and, with WRANGLER_X_PROCESS_INFO=portable, from ps", () => {
+    // Written by one source, compared by the other: both must say the same seconds.
+    const script = `import("${path.join(process.cwd(), "dist/process-info.js")}").then((m) => console.log(JSON.stringify({ source: m.infoSource(), self: m.currentIdentity(), parent: m.identityOf(${process.pid}), alive: m.liveness(${JSON.stringify(currentIdentity())}), reused: m.liveness({ pid: ${process.pid}, startTime: "1", started: "1" }) })))`;
+    const out = JSON.parse(
+      execFileSync(process.execPath, ["-e", script], {
+        env: { ...process.env, WRANGLER_X_PROCESS_INFO: "portable" },
+        encoding: "utf8",
+      }),
+    );
+    expect(out.source).toBe("ps");
+    expect(out.self.startTime).toBeUndefined();
+    expect(out.parent).toEqual({ pid: process.pid, started: currentIdentity().started });
+    expect(out.alive).toBe("alive");
+    expect(out.reused).toBe("reused");
+    expect(identityOf(out.self.pid).pid).toBe(out.self.pid);
+  });
+
+  it("parses ps output: lstart in UTC, state letter, parent, group, command", () => {
+    expect(parseLstart("Wed Dec  2 04:59:03 2026")).toBe(
+      String(Date.UTC(2026, 11, 2, 4, 59, 3) / 1000),
+    );
+    expect(parseLstart("Thu Jan 1 00:00:00 1970")).toBe("0");
+    expect(parseLstart("yesterday")).toBeUndefined();
+    expect(parseLstart("Wed Foo  2 04:59:03 2026")).toBeUndefined();
+    expect(parsePsStat("Ss+      1   812 Wed Dec  2 04:59:03 2026")).toEqual({
+      state: "S",
+      ppid: 1,
+      pgrp: 812,
+      started: parseLstart("Wed Dec  2 04:59:03 2026"),
+    });
+    expect(parsePsStat("Z 5 5 Wed Dec  2 04:59:03 2026")?.state).toBe("Z");
+    expect(parsePsStat("garbage")).toBeUndefined();
+    // macOS prints the full path; command lines may contain anything.
+    const list = parsePsList(
+      [
+        "  812     1 Ss   Wed Dec  2 04:59:03 2026 /usr/local/bin/node owner.js --persist-root /a b",
+        "  900   812 S    Wed Dec  2 04:59:04 2026 /x/workerd serve --binary -",
+        "  901   812 Z    Wed Dec  2 04:59:05 2026 (workerd)",
+        "not a line",
+      ].join("\n"),
+    );
+    expect(list.map((p) => [p.pid, p.ppid, p.state])).toEqual([
+      [812, 1, "S"],
+      [900, 812, "S"],
+      [901, 812, "Z"],
+    ]);
+    expect(list[0]!.command).toBe("/usr/local/bin/node owner.js --persist-root /a b");
+    expect(list[1]!.started).toBe(String(Number(list[0]!.started) + 1));
+  });
+
+  it("names instance dirs by whichever start time the process had, and reads them back", () => {
+    expect(instanceDirIdentity("12-3456")).toEqual({ pid: 12, startTime: "3456" });
+    expect(instanceDirIdentity("12-s1764651543")).toEqual({ pid: 12, started: "1764651543" });
+    expect(instanceDirIdentity("12-0")).toEqual({ pid: 12 });
+    expect(instanceDirIdentity("12-x")).toBeUndefined();
+  });
+
+  it("reads the lifeline's hello line, nothing else", () => {
+    expect(parseHello("x-shared-storage 42 00ff\n")).toEqual({ pid: 42, token: "00ff" });
+    expect(parseHello("HTTP/1.1 400 Bad Request")).toBeUndefined();
+    expect(parseHello("x-shared-storage 42")).toBeUndefined();
   });
 
   it("compares versions by package only (miniflare and workerd may differ)", () => {

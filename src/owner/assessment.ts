@@ -5,6 +5,7 @@ import { sameDirectory } from "../canonical-root.js";
 import {
   isAlive,
   isStopped,
+  leftoverGroup,
   liveness,
   type Liveness,
   type ProcessIdentity,
@@ -47,9 +48,22 @@ export function assessOwnerNow(record: OwnerRecord): OwnerAssessment {
   return assessOwner(record, liveness(record), Date.now(), isStopped(record.pid));
 }
 
-/** What is left of an owner or standby: its recorded workerd processes that are still alive. */
-export function ownerLeftovers(record: { workerd?: ProcessIdentity[] }): ProcessIdentity[] {
-  return (record.workerd ?? []).filter((w) => liveness(w) === "alive");
+/**
+ * What is left of an owner or standby: its recorded workerd processes that are still alive, and
+ * where no process table can be read, what is left of a dead owner's process group (its workerd:
+ * see `leftoverGroup`).
+ */
+export function ownerLeftovers(record: {
+  pid: number;
+  workerd?: ProcessIdentity[];
+  heartbeatAt?: string;
+}): ProcessIdentity[] {
+  const recorded = (record.workerd ?? []).filter((w) => liveness(w) === "alive");
+  const group =
+    record.heartbeatAt === undefined
+      ? undefined
+      : leftoverGroup({ pid: record.pid, heartbeatAt: record.heartbeatAt });
+  return group ? [...recorded, group] : recorded;
 }
 
 /** The owner process and every workerd it recorded have exited. */

@@ -5,7 +5,7 @@
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
 import net from "node:net";
 import path from "node:path";
-import { commandLine, killIdentities, liveness } from "../process-info.js";
+import { commandLine, hasProcFs, killIdentities, liveness } from "../process-info.js";
 import {
   listClients,
   type OwnerRecord,
@@ -34,6 +34,8 @@ export interface GcReport {
   removed: GcAction[];
   killed: GcAction[];
   kept: GcAction[];
+  /** What gc could not check on this system, one line each. */
+  notes: string[];
 }
 
 function portAnswers(address: string, timeoutMs = 300): Promise<boolean> {
@@ -55,9 +57,11 @@ function portAnswers(address: string, timeoutMs = 300): Promise<boolean> {
 
 /**
  * workerd processes that hold this root's storage files but whose parent is gone. No record proves
- * them ours (a plain `wrangler dev` leaves such orphans too), so gc only reports them.
+ * them ours (a plain `wrangler dev` leaves such orphans too), so gc only reports them. Needs the
+ * fd walk of /proc: undefined where it is not read (macOS, WRANGLER_X_PROCESS_INFO=portable).
  */
-function orphanedHolders(persistRoot: string, liveOwnerPid?: number): number[] {
+function orphanedHolders(persistRoot: string, liveOwnerPid?: number): number[] | undefined {
+  if (!hasProcFs()) return undefined;
   const orphans: number[] = [];
   for (const entry of readdirSync("/proc")) {
     const pid = Number(entry);
@@ -134,7 +138,7 @@ export async function collectGarbage(
   dryRun: boolean,
 ): Promise<GcReport> {
   const paths = rootPaths(persistRoot);
-  const report: GcReport = { persistRoot, removed: [], killed: [], kept: [] };
+  const report: GcReport = { persistRoot, removed: [], killed: [], kept: [], notes: [] };
   const remove = (action: GcAction) => {
     if (dryRun || (action.path && removeFile(action.path))) report.removed.push(action);
   };
@@ -283,7 +287,13 @@ export async function collectGarbage(
     }
   }
 
-  for (const pid of orphanedHolders(persistRoot, liveOwner?.pid)) {
+  const orphans = orphanedHolders(persistRoot, liveOwner?.pid);
+  if (orphans === undefined) {
+    report.notes.push(
+      "orphaned workerd processes were not looked for: seeing which process holds the files needs /proc (absent here, or WRANGLER_X_PROCESS_INFO=portable)",
+    );
+  }
+  for (const pid of orphans ?? []) {
     report.kept.push({
       what: "orphaned workerd",
       pid,

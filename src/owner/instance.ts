@@ -33,9 +33,24 @@ function readAddress(privateRegistry: string, persistRoot: string): ServingAddre
   return address;
 }
 
-/** An instance's own files (private registry, the placeholder's Cache): one dir per process. */
+/**
+ * An instance's own files (private registry, the placeholder's Cache): one dir per process,
+ * named `<pid>-<ticks>` where /proc gave the start time, `<pid>-s<seconds>` where only ps did,
+ * `<pid>-0` where nothing did.
+ */
 export function instanceDir(paths: RootPaths, identity: ProcessIdentity): string {
-  return path.join(paths.instancesDir, `${identity.pid}-${identity.startTime ?? "0"}`);
+  const start =
+    identity.startTime ?? (identity.started === undefined ? "0" : `s${identity.started}`);
+  return path.join(paths.instancesDir, `${identity.pid}-${start}`);
+}
+
+/** The identity an instance dir's name records (see `instanceDir`). */
+export function instanceDirIdentity(name: string): ProcessIdentity | undefined {
+  const match = /^(\d+)-(s?)(\d+)$/.exec(name);
+  if (!match) return undefined;
+  const pid = Number(match[1]);
+  if (match[2]) return { pid, started: match[3] };
+  return match[3] === "0" ? { pid } : { pid, startTime: match[3] };
 }
 
 /**
@@ -111,9 +126,8 @@ export function deadInstanceDirs(paths: RootPaths): string[] {
     return [];
   }
   return names.flatMap((name) => {
-    const match = /^(\d+)-(\d+)$/.exec(name);
-    if (!match) return [];
-    const identity = { pid: Number(match[1]), startTime: match[2] };
+    const identity = instanceDirIdentity(name);
+    if (!identity) return [];
     return liveness(identity) === "alive" ? [] : [path.join(paths.instancesDir, name)];
   });
 }

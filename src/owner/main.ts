@@ -47,7 +47,12 @@ process.on("uncaughtException", (error) => {
 // Open before anything is recorded: a standby's too, so that the record it publishes when it
 // takes over names its lifeline from the first write.
 try {
-  proc.lifelinePort = await openLifeline();
+  proc.lifelinePort = await openLifeline({
+    pid: proc.identity.pid,
+    token: proc.token,
+    // `storage-owner stop` where no signal can be proven ours (no /proc, no ps; Windows).
+    onStopRequest: () => void proc.exit("stop requested", true),
+  });
 } catch (error) {
   proc.log(`no lifeline for sessions (${String(error)}); they will check our lease by polling`);
 }

@@ -3,6 +3,7 @@
 // once no client session remains. Its state and timers are fields of `OwnerRole`; `dispose()`
 // clears them, on the one exit path (`OwnerProcess.exit`).
 import { ownerTimings, standbyEnabled, versions } from "../environment.js";
+import { askLifeline } from "../lifeline.js";
 import { childProcesses, isAlive, killIdentities, signalIfOurs } from "../process-info.js";
 import {
   HEARTBEAT_INTERVAL_MS,
@@ -59,6 +60,7 @@ class OwnerRole {
       schema: SCHEMA_VERSION,
       phase: "starting",
       ...proc.identity,
+      token: proc.token,
       persistRoot: proc.persistRoot,
       registryPath: proc.registryPath,
       versions: versions(),
@@ -254,7 +256,13 @@ class OwnerRole {
     candidate.withdraw(proc.registryPath, proc.persistRoot);
     writeRecordAtomic(proc.paths.ownerRecord, { ...this.record, phase: "stopping" });
     const standby = this.liveStandby();
-    if (standby) signalIfOurs(standby, "SIGTERM");
+    if (standby && signalIfOurs(standby, "SIGTERM") === "unproven") {
+      // No start time to prove it by (no /proc, no ps): ask over its lifeline; it exits on its own
+      // anyway when our pipe to its stdin closes and no client remains.
+      const { lifelinePort, token, pid } = standby;
+      if (lifelinePort !== undefined && token !== undefined)
+        void askLifeline(lifelinePort, { pid, token }, { stop: true });
+    }
   }
 
   private afterDispose(): void {

@@ -1,5 +1,6 @@
 // What the owner program's two roles share: who this process is, where it logs, which sessions
 // count, and how it exits. The roles themselves are owner.ts and standby.ts.
+import { randomBytes } from "node:crypto";
 import { sameVersions, versions } from "../environment.js";
 import { currentIdentity, isAlive, type ProcessIdentity } from "../process-info.js";
 import { listClients, type RootPaths, rootPaths } from "../records.js";
@@ -10,6 +11,8 @@ export type Role = "owner" | "standby";
 export class OwnerProcess {
   readonly paths: RootPaths;
   readonly identity: ProcessIdentity = currentIdentity();
+  /** Recorded in our record and answered on our lifeline: proof of who we are without a process table. */
+  readonly token = randomBytes(16).toString("hex");
   readonly startedAt = Date.now();
   role: Role;
   instance?: Instance;

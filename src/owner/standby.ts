@@ -18,6 +18,7 @@ import {
   writeRecordAtomic,
 } from "../records.js";
 import { deadInstanceDirs, releaseStartupLocks, startInstance, type Instance } from "./instance.js";
+import { refuses } from "../lifeline.js";
 import { serve } from "./owner.js";
 import type { OwnerProcess } from "./process.js";
 import { replaceDeadOwnerWithin } from "./succession.js";
@@ -28,11 +29,14 @@ const PROMOTION_LOCK_WAIT_MS = 2000;
 export async function runStandby(proc: OwnerProcess): Promise<void> {
   const owner = readOwner(proc.paths);
   if (!owner?.ok || !isAlive(owner.value)) return proc.exit("no owner to back", false);
-  const backed: ProcessIdentity = { pid: owner.value.pid, startTime: owner.value.startTime };
+  const { pid, startTime, started } = owner.value;
+  const backed: ProcessIdentity = { pid, startTime, started };
   let standby: StandbyRecord = {
     schema: SCHEMA_VERSION,
     phase: "starting",
     ...proc.identity,
+    token: proc.token,
+    ...(proc.lifelinePort === undefined ? {} : { lifelinePort: proc.lifelinePort }),
     backs: backed.pid,
     since: new Date().toISOString(),
     versions: versions(),
@@ -141,6 +145,9 @@ async function promote(
         serve(proc, instance);
       },
       workerdExitMs: 5000,
+      // Without a process table, its workerd's port closing shows it exited before init reaps it.
+      groupExited: (dead) =>
+        dead.debugAddress === undefined ? Promise.resolve(false) : refuses(dead.debugAddress),
     },
     PROMOTION_LOCK_WAIT_MS,
   );

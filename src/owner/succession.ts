@@ -8,8 +8,16 @@
 // is `decide`, pure, from what `observe` read: the same rules for the first election and for a
 // failover.
 import { ownerTimings, sameVersions, versions } from "../environment.js";
-import { signalIfOurs, killIdentities, sleepSync, waitUntilGoneSync } from "../process-info.js";
-import { isAlive } from "../process-info.js";
+import {
+  isAlive,
+  killIdentities,
+  type ProcessIdentity,
+  signalIfOurs,
+  sleepSync,
+  waitUntilGone,
+  waitUntilGoneSync,
+} from "../process-info.js";
+import { sleep } from "../wait.js";
 import { listClients, type OwnerRecord, readOwner, type RootPaths } from "../records.js";
 import { keepFresh, oursIsOldest } from "../storage-candidate.js";
 import {
@@ -129,6 +137,11 @@ export interface Successor {
   withdrawCandidate?: () => boolean;
   /** How long a dead owner's SIGKILLed workerd may take to exit before the successor gives up. */
   workerdExitMs?: number;
+  /**
+   * For the async wait only, without a process table: whether the dead owner's process group has
+   * exited (its workerd's debug port refusing connections) before init reaps it.
+   */
+  groupExited?: (dead: OwnerRecord) => Promise<boolean>;
 }
 
 export type SuccessionOutcome = { notes: string[] } & (
@@ -140,12 +153,22 @@ export type SuccessionOutcome = { notes: string[] } & (
   | { kind: "replaced"; dead?: OwnerRecord; reclaimed?: ReclaimReport; started?: number }
 );
 
-/** The critical section of every succession (see the header); one attempt at the lock. */
-export function replaceDeadOwner(
+/** What the critical section waits for, still holding the lock: a dead owner's killed workerd. */
+interface WaitForExit {
+  killed: ProcessIdentity[];
+  dead: OwnerRecord;
+}
+
+/**
+ * The critical section of every succession (see the header); one attempt at the lock. Written
+ * once, as a generator: it yields where it must wait for the dead owner's workerd to exit, and
+ * its two drivers wait synchronously (the preload's election) or on the event loop.
+ */
+function* criticalSection(
   paths: RootPaths,
   registryPath: string,
-  successor: Successor = {},
-): SuccessionOutcome {
+  successor: Successor,
+): Generator<WaitForExit, SuccessionOutcome, boolean> {
   const notes: string[] = [];
   const lock = tryAcquireSpawnLock(paths);
   if (lock.reclaimed) notes.push(`reclaimed ${lock.reclaimed}`);
@@ -162,7 +185,8 @@ export function replaceDeadOwner(
         withdrawCandidate: successor.withdrawCandidate?.() ?? false,
       });
       const pids = reclaimed.killed.map((w) => w.pid);
-      if (!waitUntilGoneSync(reclaimed.killed, successor.workerdExitMs ?? 2000))
+      // Its workerd must have let go of the files before a successor may open them.
+      if (!(yield { killed: reclaimed.killed, dead }))
         return { kind: "lingering", dead, pids, notes };
       notes.push(
         `reclaimed dead owner pid ${dead.pid}` +
@@ -179,7 +203,20 @@ export function replaceDeadOwner(
   }
 }
 
-/** `replaceDeadOwner`, retrying while another process holds the lock, for at most `timeoutMs`. */
+/** The critical section, waiting synchronously: for the preload's election. */
+export function replaceDeadOwner(
+  paths: RootPaths,
+  registryPath: string,
+  successor: Successor = {},
+): SuccessionOutcome {
+  const section = criticalSection(paths, registryPath, successor);
+  let step = section.next();
+  while (!step.done)
+    step = section.next(waitUntilGoneSync(step.value.killed, successor.workerdExitMs ?? 2000));
+  return step.value;
+}
+
+/** The critical section on the event loop, retrying while another process holds the lock. */
 export async function replaceDeadOwnerWithin(
   paths: RootPaths,
   registryPath: string,
@@ -189,9 +226,17 @@ export async function replaceDeadOwnerWithin(
 ): Promise<SuccessionOutcome> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const outcome = replaceDeadOwner(paths, registryPath, successor);
-    if (outcome.kind !== "busy" || Date.now() > deadline) return outcome;
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    const section = criticalSection(paths, registryPath, successor);
+    let step = section.next();
+    while (!step.done) {
+      const { killed, dead } = step.value;
+      const groupExited = successor.groupExited && (() => successor.groupExited!(dead));
+      step = section.next(
+        await waitUntilGone(killed, successor.workerdExitMs ?? 2000, groupExited),
+      );
+    }
+    if (step.value.kind !== "busy" || Date.now() > deadline) return step.value;
+    await sleep(intervalMs);
   }
 }
 

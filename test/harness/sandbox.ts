@@ -1,7 +1,7 @@
 // Real processes for tests, the demo and the bench: a temp persist root and registry, sessions
 // in their own process groups, and a teardown that kills only what it started, by pid, then
 // checks that nothing of it is left.
-import { spawn, type ChildProcess } from "node:child_process";
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
 import { cpSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -142,10 +142,18 @@ export class Sandbox {
   /** Any command of ours or of the real wrangler, to completion. */
   async run(
     args: string[],
-    options: { cwd?: string; env?: NodeJS.ProcessEnv; bin?: string; timeoutMs?: number } = {},
+    options: {
+      cwd?: string;
+      env?: NodeJS.ProcessEnv;
+      bin?: string;
+      timeoutMs?: number;
+      /** A launcher instead of node and a bin, as for `startSession`. */
+      via?: string[];
+    } = {},
   ): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
     const started = Date.now();
-    const child = spawn(NODE, [options.bin ?? OUR_BIN, ...args], {
+    const [command, ...launcher] = options.via ?? [NODE, options.bin ?? OUR_BIN];
+    const child = spawn(command!, [...launcher, ...args], {
       cwd: options.cwd ?? this.project,
       env: { ...this.env, ...options.env },
       stdio: ["ignore", "pipe", "pipe"],
@@ -425,6 +433,28 @@ export async function getJson<T>(url: string): Promise<T> {
   const response = await fetch(url);
   if (!response.ok) throw new Error(`${url}: ${response.status} ${await response.text()}`);
   return (await response.json()) as T;
+}
+
+/**
+ * A launcher that runs our bin in a mount namespace whose /proc is an empty tmpfs: every process
+ * it starts (session, owner, standby, workerd, the CLI) sees no /proc, as on macOS, while the test
+ * observes them through the host's. Node by absolute path: without /proc it cannot find itself.
+ * Undefined, with the reason, where `unshare -m` is not possible (not root, no namespaces).
+ */
+export function withoutProc(): { via: string[] } | { skip: string } {
+  const script = 'mount -t tmpfs none /proc && exec "$@"';
+  const check = spawnSync(
+    "unshare",
+    ["-m", "sh", "-c", script, "sh", "sh", "-c", "test ! -e /proc/self"],
+    {
+      encoding: "utf8",
+    },
+  );
+  if (check.error || check.status !== 0)
+    return {
+      skip: `unshare -m with a tmpfs over /proc failed here (${check.error?.message ?? check.stderr.trim() ?? `exit ${check.status}`})`,
+    };
+  return { via: ["unshare", "-m", "sh", "-c", script, "sh", NODE, OUR_BIN] };
 }
 
 /**

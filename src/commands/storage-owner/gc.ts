@@ -49,6 +49,7 @@ export const gcCommand = createCommand({
       for (const a of report.removed) console.log(`  ${verb} ${a.what} ${a.path}: ${a.why}`);
       for (const a of report.kept)
         console.log(`  kept ${a.what} ${a.path ?? ""}${a.pid ? ` (pid ${a.pid})` : ""}: ${a.why}`);
+      for (const note of report.notes) console.log(`  note: ${note}`);
     }
     if (reports.length === 0) console.log("No persist root on this machine has owner records.");
     for (const problem of scope.problems) console.log(`⚠ ${problem}`);

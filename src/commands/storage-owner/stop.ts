@@ -1,3 +1,4 @@
+import { askLifeline } from "../../lifeline.js";
 import { inspectRoot } from "../../owner/inspect.js";
 import { ownerLeftovers } from "../../owner/assessment.js";
 import { acquireSpawnLock } from "../../owner/spawn-lock.js";
@@ -7,9 +8,10 @@ import {
   killIdentities,
   liveness,
   type ProcessIdentity,
+  signalIfAnswers,
   signalIfOurs,
 } from "../../process-info.js";
-import { listClients, readOwner, readStandby, rootPaths } from "../../records.js";
+import { listClients, type OwnerRecord, readOwner, readStandby, rootPaths } from "../../records.js";
 import { sleep } from "../../wait.js";
 import { createCommand, UserError } from "../create-command.js";
 import { table } from "./format.js";
@@ -107,11 +109,14 @@ async function stopOne(
     liveness(standbyRead.value) === "alive"
       ? standbyRead.value
       : undefined;
+  // A signal where the start time proves the pid ours; else a stop request over its lifeline,
+  // which only the process holding the record's token obeys (no /proc and no ps; Windows).
   const sent = signalIfOurs(record.value, "SIGTERM");
-  if (sent === "unproven") {
+  if (sent === "unproven" && !(await askToStop(record.value))) {
     console.error(
       `✘ Not stopping pid ${owner.pid}: the owner record ${paths.ownerRecord} does not prove that this pid is the ` +
-        `storage owner (no start time recorded, or no /proc to check it against). Stop it yourself if it is.`,
+        `storage owner (no start time that /proc or ps can check, and no lifeline answered with the recorded token). ` +
+        `Stop it yourself if it is.`,
     );
     return false;
   }
@@ -122,6 +127,12 @@ async function stopOne(
   if (!gone(record.value)) {
     // Only what the record proves ours: the owner and the workerd it recorded.
     const killed = killIdentities([record.value, ...ownerLeftovers(record.value)]);
+    const answered = () => answersAsOwner(record.value);
+    if (
+      !killed.includes(owner.pid) &&
+      (await signalIfAnswers(owner.pid, answered, "SIGKILL")) === "signalled"
+    )
+      killed.push(owner.pid);
     const killDeadline = Date.now() + 5000;
     while (!gone(record.value) && Date.now() < killDeadline) await sleep(50);
     await reclaimUnderLock(paths, registryPath);
@@ -167,6 +178,18 @@ async function stopOne(
     }
   }
   return true;
+}
+
+function askToStop(record: OwnerRecord): Promise<boolean> {
+  if (record.lifelinePort === undefined || record.token === undefined)
+    return Promise.resolve(false);
+  return askLifeline(record.lifelinePort, { pid: record.pid, token: record.token }, { stop: true });
+}
+
+function answersAsOwner(record: OwnerRecord): Promise<boolean> {
+  if (record.lifelinePort === undefined || record.token === undefined)
+    return Promise.resolve(false);
+  return askLifeline(record.lifelinePort, { pid: record.pid, token: record.token });
 }
 
 function ownerPid(paths: ReturnType<typeof rootPaths>): number | undefined {
