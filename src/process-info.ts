@@ -10,6 +10,8 @@
 // what `ps -o lstart=` prints; /proc gives the same value as btime + ticks / 100, which is how
 // procps computes lstart) and, where /proc was read, `startTime` (ticks, exact). Ticks are compared
 // when both sides have them, else `started`.
+import { errnoCode } from "./errors.js";
+import { sleepSync } from "./wait.js";
 import { execFileSync } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import os from "node:os";
@@ -219,7 +221,7 @@ function pidExists(pid: number): boolean {
     process.kill(pid, 0);
     return true;
   } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
+    return errnoCode(error) === "EPERM";
   }
 }
 
@@ -397,11 +399,6 @@ export function leftoverGroup(leader: {
   const bootedAt = Date.now() - os.uptime() * 1000;
   const recent = Date.now() - lastSeen < GROUP_TRUST_MS && lastSeen > bootedAt;
   return recent ? { pid: leader.pid, group: true } : undefined;
-}
-
-/** Blocks the thread: for the preload's election, which runs before wrangler builds its Miniflare. */
-export function sleepSync(ms: number): void {
-  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
 /** The same, synchronously: for the election, which runs before wrangler builds its Miniflare. */

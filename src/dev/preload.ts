@@ -10,6 +10,7 @@
 //   CommonJS loader, so that whichever miniflare copy a process loads, ESM or CommonJS, gets ours.
 // Before the first persisting instance starts, this session registers its presence and makes sure
 // the root's dedicated owner serves.
+import { errorCode } from "../errors.js";
 import { existsSync, mkdirSync } from "node:fs";
 import type * as MiniflareModule from "miniflare";
 import { onExit } from "signal-exit";
@@ -58,7 +59,7 @@ function canonical(dir: string): string {
     // The one spelling of the directory: miniflare elects by this string (its storageScope).
     return canonicalRoot(dir);
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    const code = errorCode(error);
     fail(`cannot create the persist directory ${dir} (${code}). Pass a writable --persist-to.`);
   }
 }
@@ -84,7 +85,7 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
     // Presence first: an owner that sees no client may idle out under a session that routes.
     presence = writePresence(paths, registryPath, { worker, command, port: presencePort });
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? String(error);
+    const code = errorCode(error);
     fail(
       `cannot write session records under ${paths.stateDir} (${code}). Is the persist directory writable?`,
     );

@@ -9,7 +9,8 @@ import path from "node:path";
 import type * as MiniflareModule from "miniflare";
 import { MINIFLARE_ENTRY, requireFromWrangler } from "../environment.js";
 import { removeTreeWithRetrySync } from "../fs-retry.js";
-import { childProcesses, liveness, type ProcessIdentity, sleepSync } from "../process-info.js";
+import { childProcesses, liveness, type ProcessIdentity } from "../process-info.js";
+import { sleepSync } from "../wait.js";
 import type { RootPaths } from "../records.js";
 import { instanceAddress, type ServingAddress } from "../storage-candidate.js";
 

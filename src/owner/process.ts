@@ -1,5 +1,6 @@
 // What the owner program's two roles share: who this process is, where it logs, which sessions
 // count, and how it exits. The roles themselves are owner.ts and standby.ts.
+import { errnoCode } from "../errors.js";
 import { randomBytes } from "node:crypto";
 import { sameVersions, versions } from "../environment.js";
 import { currentIdentity, isAlive, type ProcessIdentity } from "../process-info.js";
@@ -87,7 +88,7 @@ export class OwnerProcess {
     try {
       action();
     } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
+      const code = errnoCode(error);
       this.log(`${what} failed: ${code ? `${code} ` : ""}${(error as Error).message ?? error}`);
     }
   }

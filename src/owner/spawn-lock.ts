@@ -4,7 +4,8 @@
 import { rmSync, statSync } from "node:fs";
 import lockfile from "proper-lockfile";
 import { errnoCode } from "../errors.js";
-import { currentIdentity, liveness, sleepSync } from "../process-info.js";
+import { currentIdentity, liveness } from "../process-info.js";
+import { sleepSync } from "../wait.js";
 import {
   readLockHolder,
   removeFile,

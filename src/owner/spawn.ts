@@ -6,7 +6,8 @@ import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { errorCode } from "../errors.js";
-import { liveness, sleepSync } from "../process-info.js";
+import { liveness } from "../process-info.js";
+import { sleepSync } from "../wait.js";
 import { readOwner, type RootPaths } from "../records.js";
 
 export const OWNER_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), "main.js");

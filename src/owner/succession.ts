@@ -13,11 +13,10 @@ import {
   killIdentities,
   type ProcessIdentity,
   signalIfOurs,
-  sleepSync,
   waitUntilGone,
   waitUntilGoneSync,
 } from "../process-info.js";
-import { sleep } from "../wait.js";
+import { sleep, sleepSync } from "../wait.js";
 import { listClients, type OwnerRecord, readOwner, type RootPaths } from "../records.js";
 import { keepFresh, oursIsOldest } from "../storage-candidate.js";
 import {

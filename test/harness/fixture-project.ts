@@ -17,7 +17,7 @@ import {
 import os from "node:os";
 import path from "node:path";
 import lockfile from "proper-lockfile";
-import { sleepSync } from "../../src/process-info.js";
+import { sleepSync } from "../../src/wait.js";
 import { REPO } from "./sandbox.js";
 
 /** What all the commands of one fixture install may take together. */
