@@ -3,13 +3,19 @@
 // miniflare's persist-root-lock.spec.ts: one holder at a time, a dead holder's lock reclaimed,
 // released only by its holder.
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { decide, type ElectionView } from "../src/owner/succession.js";
-import { rootPaths } from "../src/records.js";
-import { commandLine, liveness, readStartTime, signalIfOurs } from "../src/process-info.js";
+import { rootPaths, writeRecordAtomic } from "../src/records.js";
+import {
+  commandLine,
+  currentIdentity,
+  liveness,
+  readStartTime,
+  signalIfOurs,
+} from "../src/process-info.js";
 import { FIRST_RECORD_TIMEOUT_MS } from "../src/owner/spawn.js";
 import { ownerRecordFixture } from "./harness/records.js";
 import { NODE, REPO } from "./harness/sandbox.js";
@@ -270,5 +276,45 @@ describe("an owner too slow to write its first record before the spawn wait ends
     while (ownersOfRoot().length > 0 && Date.now() < deadline)
       await new Promise((resolve) => setTimeout(resolve, 100));
     expect(ownersOfRoot()).toEqual([]);
+  });
+});
+
+describe("an owner that finds another's record when it starts", () => {
+  it("exits at once: it loads no miniflare and leaves no instance directory", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-superseded-"));
+    try {
+      const root = path.join(dir, "state", "v3");
+      const registry = path.join(dir, "registry");
+      const paths = rootPaths(root);
+      mkdirSync(paths.stateDir, { recursive: true });
+      // The record names a live process that is not the new owner: this test process.
+      writeRecordAtomic(
+        paths.ownerRecord,
+        ownerRecordFixture({ ...currentIdentity(), persistRoot: root, registryPath: registry }),
+      );
+      const child = spawn(
+        NODE,
+        [
+          path.join(REPO, "dist", "owner", "main.js"),
+          "--persist-root",
+          root,
+          "--registry",
+          registry,
+        ],
+        {
+          env: { ...process.env, WRANGLER_X_OWNER_STANDBY: "0" },
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      let log = "";
+      child.stdout.on("data", (d) => (log += d));
+      child.stderr.on("data", (d) => (log += d));
+      expect(await new Promise((resolve) => child.on("exit", resolve))).toBe(0);
+      expect(log).toContain(`owner record now names pid ${process.pid}; exiting`);
+      expect(log).not.toContain("starting for");
+      expect(existsSync(paths.instancesDir) ? readdirSync(paths.instancesDir) : []).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
