@@ -6,7 +6,7 @@ import { spawn } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decide, type ElectionView } from "../src/owner/succession.js";
 import { rootPaths, writeRecordAtomic } from "../src/records.js";
 import {
@@ -209,10 +209,16 @@ describe("the election lock across processes", () => {
 });
 
 describe("an owner too slow to write its first record before the spawn wait ends", () => {
-  const dir = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-slow-owner-"));
-  const root = path.join(dir, "state", "v3");
-  const registry = path.join(dir, "registry");
-  mkdirSync(root, { recursive: true });
+  // Created when the test runs (a filtered-out describe runs no afterAll to remove it).
+  let dir = "";
+  let root = "";
+  let registry = "";
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-slow-owner-"));
+    root = path.join(dir, "state", "v3");
+    registry = path.join(dir, "registry");
+    mkdirSync(root, { recursive: true });
+  });
   const env: NodeJS.ProcessEnv = {};
   for (const [key, value] of Object.entries(process.env))
     if (!key.startsWith("CLOUDFLARE_") && !key.startsWith("WRANGLER_")) env[key] = value;
@@ -234,6 +240,7 @@ describe("an owner too slow to write its first record before the spawn wait ends
     });
   afterAll(async () => {
     // Only the owner programs of this test's root (its temp dir is in their command line).
+    if (!dir) return;
     for (const pid of ownersOfRoot())
       signalIfOurs({ pid, startTime: readStartTime(pid) }, "SIGKILL");
     rmSync(dir, { recursive: true, force: true });
