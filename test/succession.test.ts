@@ -3,13 +3,20 @@
 // miniflare's persist-root-lock.spec.ts: one holder at a time, a dead holder's lock reclaimed,
 // released only by its holder.
 import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decide, type ElectionView } from "../src/owner/succession.js";
-import { rootPaths } from "../src/records.js";
-import { liveness } from "../src/process-info.js";
+import { rootPaths, writeRecordAtomic } from "../src/records.js";
+import {
+  commandLine,
+  currentIdentity,
+  liveness,
+  readStartTime,
+  signalIfOurs,
+} from "../src/process-info.js";
+import { FIRST_RECORD_TIMEOUT_MS } from "../src/owner/spawn.js";
 import { ownerRecordFixture } from "./harness/records.js";
 import { NODE, REPO } from "./harness/sandbox.js";
 
@@ -199,4 +206,122 @@ describe("the election lock across processes", () => {
     const child = spawn(NODE, ["--input-type=module", "-e", script], { stdio: "inherit" });
     return new Promise((resolve) => child.on("exit", (code) => resolve(code === 3)));
   }
+});
+
+describe("an owner too slow to write its first record before the spawn wait ends", () => {
+  // Created when the test runs (a filtered-out describe runs no afterAll to remove it).
+  let dir = "";
+  let root = "";
+  let registry = "";
+  beforeAll(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-slow-owner-"));
+    root = path.join(dir, "state", "v3");
+    registry = path.join(dir, "registry");
+    mkdirSync(root, { recursive: true });
+  });
+  const env: NodeJS.ProcessEnv = {};
+  for (const [key, value] of Object.entries(process.env))
+    if (!key.startsWith("CLOUDFLARE_") && !key.startsWith("WRANGLER_")) env[key] = value;
+  Object.assign(env, {
+    WRANGLER_X_OWNER_STANDBY: "0",
+    WRANGLER_X_OWNER_GRACE_MS: "1000",
+    WRANGLER_X_OWNER_IDLE_MS: "1000",
+    NODE_OPTIONS: `--import=${path.join(REPO, "test", "fixtures", "slow-owner-start.mjs")}`,
+    // Past the electing session's wait for the owner's record, as on an overloaded machine.
+    SLOW_OWNER_START_MS: String(FIRST_RECORD_TIMEOUT_MS + 1500),
+  });
+  /** Owner programs of this root (their command line names it), by pid. */
+  const ownersOfRoot = () =>
+    readdirSync("/proc").flatMap((entry) => {
+      const pid = Number(entry);
+      return Number.isInteger(pid) && commandLine(pid).includes(`--persist-root ${root}`)
+        ? [pid]
+        : [];
+    });
+  afterAll(async () => {
+    // Only the owner programs of this test's root (its temp dir is in their command line).
+    if (!dir) return;
+    for (const pid of ownersOfRoot())
+      signalIfOurs({ pid, startTime: readStartTime(pid) }, "SIGKILL");
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("is the only owner started: the next election waits for it instead of spawning another", async () => {
+    const seen = new Set<number>();
+    const watch = setInterval(() => ownersOfRoot().forEach((pid) => seen.add(pid)), 20);
+    const elector = () => {
+      const child = spawn(
+        NODE,
+        [
+          path.join(REPO, "test", "fixtures", "elector.mjs"),
+          path.join(REPO, "dist"),
+          root,
+          registry,
+          "2000",
+        ],
+        { env, stdio: ["ignore", "pipe", "inherit"] },
+      );
+      let out = "";
+      child.stdout.on("data", (d) => (out += d));
+      return new Promise<{ owner?: number; error?: string; notes: string[] }>((resolve) =>
+        child.on("exit", () => resolve(JSON.parse(out.trim()))),
+      );
+    };
+    const results = await Promise.all([elector(), elector()]);
+    clearInterval(watch);
+    for (const result of results) expect(result.error).toBeUndefined();
+    expect(results[0]!.owner).toBe(results[1]!.owner);
+    const started = results.flatMap((r) =>
+      r.notes.filter((n) => n.startsWith("started storage owner")),
+    );
+    expect(started, started.join("\n")).toHaveLength(1);
+    const log = readFileSync(rootPaths(root).ownerLog, "utf8");
+    expect(log.match(/: starting for /g), log).toHaveLength(1);
+    expect([...seen], log).toEqual([results[0]!.owner]);
+    // With no session left, the owner idles out by itself.
+    const deadline = Date.now() + 20_000;
+    while (ownersOfRoot().length > 0 && Date.now() < deadline)
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(ownersOfRoot()).toEqual([]);
+  });
+});
+
+describe("an owner that finds another's record when it starts", () => {
+  it("exits at once: it loads no miniflare and leaves no instance directory", async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-superseded-"));
+    try {
+      const root = path.join(dir, "state", "v3");
+      const registry = path.join(dir, "registry");
+      const paths = rootPaths(root);
+      mkdirSync(paths.stateDir, { recursive: true });
+      // The record names a live process that is not the new owner: this test process.
+      writeRecordAtomic(
+        paths.ownerRecord,
+        ownerRecordFixture({ ...currentIdentity(), persistRoot: root, registryPath: registry }),
+      );
+      const child = spawn(
+        NODE,
+        [
+          path.join(REPO, "dist", "owner", "main.js"),
+          "--persist-root",
+          root,
+          "--registry",
+          registry,
+        ],
+        {
+          env: { ...process.env, WRANGLER_X_OWNER_STANDBY: "0" },
+          stdio: ["ignore", "pipe", "pipe"],
+        },
+      );
+      let log = "";
+      child.stdout.on("data", (d) => (log += d));
+      child.stderr.on("data", (d) => (log += d));
+      expect(await new Promise((resolve) => child.on("exit", resolve))).toBe(0);
+      expect(log).toContain(`owner record now names pid ${process.pid}; exiting`);
+      expect(log).not.toContain("starting for");
+      expect(existsSync(paths.instancesDir) ? readdirSync(paths.instancesDir) : []).toEqual([]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

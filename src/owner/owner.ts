@@ -32,6 +32,8 @@ const CLIENT_CHECK_MS = 2000;
 export async function runOwner(proc: OwnerProcess): Promise<void> {
   const role = new OwnerRole(proc);
   role.publish("starting");
+  // Another owner's record was there: we are on our way out, and must not start an instance.
+  if (proc.shuttingDown) return;
   proc.log(
     `starting for ${proc.persistRoot} (registry ${proc.registryPath}; process up ${Math.round(process.uptime() * 1000)} ms)`,
   );

@@ -6,14 +6,21 @@ import { closeSync, mkdirSync, openSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { errorCode } from "../errors.js";
-import { liveness } from "../process-info.js";
+import { versions } from "../environment.js";
+import { identityOf, liveness, type ProcessIdentity } from "../process-info.js";
+import {
+  type OwnerRecord,
+  readOwner,
+  type RootPaths,
+  SCHEMA_VERSION,
+  writeRecordAtomic,
+} from "../records.js";
 import { sleepSync } from "../wait.js";
-import { readOwner, type RootPaths } from "../records.js";
 
 export const OWNER_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), "main.js");
 
 /** A spawned owner has this long to write its `starting` record before the election goes on. */
-const FIRST_RECORD_TIMEOUT_MS = 10_000;
+export const FIRST_RECORD_TIMEOUT_MS = 10_000;
 
 export class OwnerStartError extends Error {}
 
@@ -65,13 +72,38 @@ export function startOwnerProcess(
  */
 export function spawnOwner(paths: RootPaths, registryPath: string): number {
   const pid = startOwnerProcess(paths, registryPath);
+  const identity = identityOf(pid);
   const deadline = Date.now() + FIRST_RECORD_TIMEOUT_MS;
-  while (Date.now() < deadline && liveness({ pid }) === "alive") {
+  while (liveness(identity) === "alive") {
     const record = readOwner(paths);
-    if (record?.ok && record.value.pid === pid) break;
+    if (record?.ok && record.value.pid === pid) return pid;
+    if (Date.now() >= deadline) {
+      // Too slow to write it (a loaded machine): record it `starting` for it, still under the
+      // lock, or the next election would find no record and start a second owner beside it.
+      if (record === undefined) writeStartingRecord(paths, registryPath, identity);
+      break;
+    }
     sleepSync(10);
   }
   return pid;
+}
+
+/** The record a spawned owner would write first; it overwrites it with its own. */
+function writeStartingRecord(paths: RootPaths, registryPath: string, identity: ProcessIdentity) {
+  const now = new Date().toISOString();
+  const starting: OwnerRecord = {
+    schema: SCHEMA_VERSION,
+    phase: "starting",
+    ...identity,
+    persistRoot: paths.persistRoot,
+    registryPath,
+    versions: versions(),
+    startedAt: now,
+    heartbeatAt: now,
+    logFile: paths.ownerLog,
+    spawnedBy: process.pid,
+  };
+  writeRecordAtomic(paths.ownerRecord, starting);
 }
 
 export function tailOfLog(file: string, lines = 15): string {
