@@ -105,13 +105,17 @@ async function reclaimOwner(
   paths: RootPaths,
   registryPath: string,
   dead: OwnerRecord,
-  options: { dryRun: boolean; withdrawCandidate: boolean },
+  options: { dryRun: boolean; withdrawCandidate: () => boolean },
 ): Promise<ReclaimReport | { kept: GcAction }> {
-  if (options.dryRun) return reclaimDeadOwner(paths, registryPath, dead, options);
+  if (options.dryRun)
+    return reclaimDeadOwner(paths, registryPath, dead, {
+      dryRun: true,
+      withdrawCandidate: options.withdrawCandidate(),
+    });
   const outcome = await replaceDeadOwnerWithin(
     paths,
     registryPath,
-    { withdrawCandidate: () => options.withdrawCandidate },
+    { withdrawCandidate: options.withdrawCandidate },
     5000,
   );
   const kept = (why: string): { kept: GcAction } => ({
@@ -169,7 +173,9 @@ export async function collectGarbage(
     } else {
       const reclaimed = await reclaimOwner(paths, registryPath, owner.value, {
         dryRun,
-        withdrawCandidate: liveClients === 0,
+        // Counted again under the lock: a session may arrive while gc runs.
+        withdrawCandidate: () =>
+          !listClients(paths).some((c) => c.record.ok && liveness(c.record.value) === "alive"),
       });
       if ("kept" in reclaimed) report.kept.push(reclaimed.kept);
       else {

@@ -74,11 +74,6 @@ export class OwnerProcess {
       this.log(`dispose failed: ${String(error)}`);
     }
     this.step("exit", () => this.afterDispose());
-    // Stopped while booting, miniflare would leave its startup lock behind (stale only after 30 s,
-    // stalling the next owner): the lock goes with us when it holds our token.
-    this.step("exit", () =>
-      releaseStartupLocks(this.paths, [instanceDir(this.paths, this.identity)]),
-    );
     this.log("stopped");
     process.exit(code);
   }

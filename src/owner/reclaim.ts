@@ -2,6 +2,7 @@
 // from the record; only processes whose recorded identity still matches are signalled. Callers
 // hold the election lock (succession.ts), except gc's dry run, which changes nothing.
 import { existsSync } from "node:fs";
+import { errnoCode } from "../errors.js";
 import { removeTreeWithRetrySync, renameWithRetrySync } from "../fs-retry.js";
 import { killIdentities, liveness, type ProcessIdentity } from "../process-info.js";
 import {
@@ -92,6 +93,12 @@ export function reclaimDeadOwner(
 /** A corrupt owner record is ours but unreadable: keep it for diagnosis, out of the way. */
 export function setAsideCorrupt(file: string): string {
   const aside = `${file}.corrupt-${Date.now()}`;
-  renameWithRetrySync(file, aside);
+  try {
+    renameWithRetrySync(file, aside);
+  } catch (error) {
+    // Removed meanwhile (gc deletes a corrupt record): nothing is left to set aside.
+    if (errnoCode(error) === "ENOENT") return `(already removed: ${file})`;
+    throw error;
+  }
   return aside;
 }

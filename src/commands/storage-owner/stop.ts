@@ -135,9 +135,9 @@ async function stopOne(
       killed.push(owner.pid);
     const killDeadline = Date.now() + 5000;
     while (!gone(record.value) && Date.now() < killDeadline) await sleep(50);
-    await reclaimUnderLock(paths, registryPath);
+    const reclaim = await reclaimUnderLock(paths, registryPath);
     console.log(
-      `Storage owner pid ${owner.pid} did not exit within ${timeoutMs / 1000}s; killed it and its workerd (${killed.join(", ")}) and reclaimed its records.`,
+      `Storage owner pid ${owner.pid} did not exit within ${timeoutMs / 1000}s; killed it and its workerd (${killed.join(", ")}); ${reclaim}.`,
     );
   } else {
     console.log(`Stopped storage owner pid ${owner.pid}.`);
@@ -205,8 +205,8 @@ function ownerPid(paths: ReturnType<typeof rootPaths>): number | undefined {
 async function reclaimUnderLock(
   paths: ReturnType<typeof rootPaths>,
   registryPath: string,
-): Promise<void> {
-  await replaceDeadOwnerWithin(
+): Promise<string> {
+  const outcome = await replaceDeadOwnerWithin(
     paths,
     registryPath,
     {
@@ -215,6 +215,16 @@ async function reclaimUnderLock(
     },
     5000,
   );
+  switch (outcome.kind) {
+    case "replaced":
+      return `reclaimed its records (${paths.ownerRecord})`;
+    case "taken":
+      return `owner pid ${outcome.owner.pid} took over meanwhile; its records were left to it`;
+    case "busy":
+      return `the election lock is held by ${outcome.heldBy}, whose election reclaims ${paths.ownerRecord}`;
+    case "lingering":
+      return `its workerd ${outcome.pids.join(", ")} has not exited yet, so ${paths.ownerRecord} was kept; run \`wrangler storage-owner gc\` shortly`;
+  }
 }
 
 async function waitForSuccessor(
