@@ -15,6 +15,7 @@ import {
   type StandbyRecord,
   writeRecordAtomic,
 } from "../records.js";
+import { servePooled, withdrawPooled } from "../pooled/owner-sockets.js";
 import * as candidate from "../storage-candidate.js";
 import { startInstance, type Instance } from "./instance.js";
 import { startOwnerProcess } from "./lifecycle.js";
@@ -88,9 +89,12 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
   const log = (message: string) => proc.log(message);
   record = { ...(record ?? startingRecord(proc)), ...proc.identity };
   const how = candidate.publish(proc.registryPath, proc.persistRoot, instance.address, log);
+  // Only now, after any previous owner's workerd is gone, may the pooled sockets' link move here.
+  let pooledSockets = servePooled(instance.pooled, proc.identity, log);
   const recordServing = () => {
     record = {
       ...record,
+      pooledSockets,
       debugAddress: instance.address.debugAddress,
       instanceId: instance.address.instanceId,
       workerd: instance.workerd,
@@ -127,6 +131,10 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
     if (proc.shuttingDown) return clearInterval(heartbeat);
     proc.step("heartbeat", () => {
       instance.checkRestart();
+      if (instance.pooled && !pooledSockets) {
+        pooledSockets = servePooled(instance.pooled, proc.identity, log);
+        if (pooledSockets) recordServing();
+      }
       publishRecord(proc, "running");
       // Missing only if withdrawn under us (gc, a user) or expired while we and every session
       // were stopped: while we serve, it must exist.
@@ -231,6 +239,7 @@ function beforeExit(proc: OwnerProcess, reason: string, graceful: boolean): void
 
 function afterDispose(proc: OwnerProcess): void {
   if (clientsAtExit > 0) return;
+  withdrawPooled(proc.instance?.pooled);
   const current = readOwner(proc.paths);
   if (current?.ok && current.value.pid === proc.identity.pid) {
     removeFile(proc.paths.ownerRecord);
