@@ -30,6 +30,7 @@ import { ownerGone } from "../owner/lifecycle.js";
 import { processGroupMembers } from "../process-info.js";
 import { median, percentile, round } from "./stats.js";
 import { profile } from "./profile.js";
+import { storageRoutes } from "./route.js";
 
 type Contender = "plain" | "upstream" | "ours";
 const CONTENDERS: Contender[] = ["plain", "upstream", "ours"];
@@ -445,7 +446,12 @@ async function latencyAndMemory() {
     }
     const result = {} as Record<
       Contender,
-      { latency: (typeof latency)[Contender]; sessionRssMiB: number; ownerRssMiB?: number }
+      {
+        latency: (typeof latency)[Contender];
+        sessionRssMiB: number;
+        ownerRssMiB?: number;
+        storageRoute?: string;
+      }
     >;
     for (const contender of CONTENDERS) {
       const sessionRss = groupRssMiB(session[contender].pid);
@@ -462,6 +468,7 @@ async function latencyAndMemory() {
         latency: latency[contender],
         sessionRssMiB: round(sessionRss, 1),
         ownerRssMiB: ownerRss === undefined ? undefined : round(ownerRss, 1),
+        storageRoute: contender === "ours" ? storageRoutes(sandboxes.ours.persistRoot) : undefined,
       };
     }
     return result;
@@ -797,7 +804,7 @@ async function main(): Promise<void> {
     const u = latencyBy.upstream.latency[op];
     const o = latencyBy.ours.latency[op];
     lines.push([
-      `${op} p50 / p95 ms (n=${p?.samples}, interleaved; miniflare shared: a non-owning session)`,
+      `${op} p50 / p95 ms (n=${p?.samples}, interleaved; miniflare shared: a non-owning session; ours: ${latencyBy.ours.storageRoute})`,
       `${p?.p50} / ${p?.p95}`,
       `${u?.p50} / ${u?.p95}`,
       `${o?.p50} / ${o?.p95}`,

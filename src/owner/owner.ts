@@ -90,7 +90,16 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
   record = { ...(record ?? startingRecord(proc)), ...proc.identity };
   const how = candidate.publish(proc.registryPath, proc.persistRoot, instance.address, log);
   // Only now, after any previous owner's workerd is gone, may the pooled sockets' link move here.
-  let pooledSockets = servePooled(instance.pooled, proc.identity, log);
+  let pooledSockets = servePooled(
+    instance.pooled,
+    proc.identity,
+    log,
+    () => !proc.shuttingDown,
+    (stable) => {
+      pooledSockets = stable;
+      recordServing();
+    },
+  );
   const recordServing = () => {
     record = {
       ...record,
@@ -131,10 +140,6 @@ export function serve(proc: OwnerProcess, instance: Instance): void {
     if (proc.shuttingDown) return clearInterval(heartbeat);
     proc.step("heartbeat", () => {
       instance.checkRestart();
-      if (instance.pooled && !pooledSockets) {
-        pooledSockets = servePooled(instance.pooled, proc.identity, log);
-        if (pooledSockets) recordServing();
-      }
       publishRecord(proc, "running");
       // Missing only if withdrawn under us (gc, a user) or expired while we and every session
       // were stopped: while we serve, it must exist.

@@ -124,20 +124,38 @@ export function disposeSockets(sockets: PooledSockets | undefined): void {
     rmSync(sockets.dir, { recursive: true, force: true });
 }
 
+/** How often a refused link move is tried again: soon (the previous workerd exits in ms), then slower. */
+const RETRY_FAST_MS = 20;
+const RETRY_FAST_FOR_MS = 10_000;
+const RETRY_SLOW_MS = 1000;
+
 /**
- * When the instance serves (and again on each heartbeat until it succeeds): points the root's
- * stable path at its sockets. Returns the stable path to name in the owner record, or undefined
- * while the link may not move (its previous holder still lives: it moves once that is gone).
+ * When the instance serves: points the root's stable path at its sockets and returns it (to name
+ * in the owner record). While the previous holder still lives the link may not move: returns
+ * undefined and tries again until it can (while `serving()`), then calls `offered`.
  */
 export function servePooled(
   sockets: PooledSockets | undefined,
   self: ProcessIdentity,
   log: (message: string) => void,
+  serving: () => boolean,
+  offered: (stable: string) => void,
 ): string | undefined {
   if (!sockets) return undefined;
   const refused = pointStableLink(sockets.stable, sockets.dir, self);
   if (!refused) return sockets.stable;
-  log(`pooled storage sockets not offered yet: ${refused}`);
+  log(`pooled storage sockets wait: ${refused}`);
+  const since = Date.now();
+  const retry = () => {
+    if (!serving()) return;
+    if (pointStableLink(sockets.stable, sockets.dir, self) === undefined) {
+      log(`pooled storage sockets offered ${Date.now() - since} ms later`);
+      offered(sockets.stable);
+      return;
+    }
+    setTimeout(retry, Date.now() - since < RETRY_FAST_FOR_MS ? RETRY_FAST_MS : RETRY_SLOW_MS);
+  };
+  setTimeout(retry, RETRY_FAST_MS);
   return undefined;
 }
 
