@@ -7,6 +7,7 @@ import path from "node:path";
 import type * as MiniflareModule from "miniflare";
 import { afterAll, describe, expect, it } from "vitest";
 import { MINIFLARE_ENTRY } from "../environment.js";
+import { prepareOwnerSockets } from "../pooled/owner-sockets.js";
 import {
   describeRoutes,
   externalServiceName,
@@ -213,6 +214,62 @@ describe("the stable socket link", () => {
       expect(() => lstatSync(first)).toThrow();
     } finally {
       for (const file of [stable, first, second]) rmSync(file, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("prepareOwnerSockets", () => {
+  const root = path.join(tmp, "owner-root");
+  const identity = { pid: 999_999_992, startTime: "7" };
+  const entryWorker = (code: string) => ({ modules: [{ name: "entry.js", esModule: code }] });
+  function fakeModule(code: string) {
+    const plugin = (entry: string) => ({
+      getServices: async (..._args: unknown[]): Promise<unknown> => [
+        { name: entry, worker: entryWorker(code) },
+        { name: "other" },
+      ],
+    });
+    return {
+      KV_PLUGIN: plugin("kv:ns:entry"),
+      R2_PLUGIN: plugin("r2:bucket:entry"),
+      D1_PLUGIN: plugin("d1:db:entry"),
+    };
+  }
+
+  it("adds a socket per kind onto the entry service when it reads the namespace header", async () => {
+    const module = fakeModule(`request.headers.get("MF-Namespace")`);
+    const sockets = prepareOwnerSockets(
+      module as unknown as typeof MiniflareModule,
+      root,
+      identity,
+    )!;
+    try {
+      expect(sockets.stable).toBe(stableSocketDir(root));
+      const result = (await module.D1_PLUGIN.getServices()) as { sockets: unknown[] };
+      expect(result.sockets).toEqual([
+        {
+          name: "x-ss-pooled-d1",
+          address: `unix:${path.join(sockets.dir, "d1")}`,
+          service: { name: "d1:db:entry" },
+          http: {},
+        },
+      ]);
+    } finally {
+      rmSync(sockets.dir, { recursive: true, force: true });
+    }
+  });
+
+  it("adds none where the entry worker reads only props (older miniflare)", async () => {
+    const module = fakeModule(`ctx.props.MINIFLARE_NAMESPACE`);
+    const sockets = prepareOwnerSockets(
+      module as unknown as typeof MiniflareModule,
+      root,
+      identity,
+    )!;
+    try {
+      expect(Array.isArray(await module.KV_PLUGIN.getServices())).toBe(true);
+    } finally {
+      rmSync(sockets.dir, { recursive: true, force: true });
     }
   });
 });

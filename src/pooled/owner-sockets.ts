@@ -13,6 +13,7 @@ import {
   ENTRY_SERVICE,
   instanceSocketDir,
   linkTarget,
+  NAMESPACE_HEADER,
   pointStableLink,
   POOLED_KINDS,
   type PooledKind,
@@ -27,10 +28,17 @@ import {
 type Plugin = {
   getServices: (this: unknown, ...args: unknown[]) => unknown;
 };
+type Service = { name?: string; worker?: { modules?: { esModule?: unknown }[] } };
 type ServicesResult =
-  | { name?: string }[]
-  | { services: { name?: string }[]; extensions: unknown[]; sockets?: unknown[] }
+  | Service[]
+  | { services: Service[]; extensions: unknown[]; sockets?: unknown[] }
   | undefined;
+
+function readsNamespaceHeader(service: Service): boolean {
+  return (service.worker?.modules ?? []).some(
+    (m) => typeof m.esModule === "string" && m.esModule.includes(NAMESPACE_HEADER),
+  );
+}
 
 const PLUGIN_EXPORT: Record<PooledKind, string> = {
   kv: "KV_PLUGIN",
@@ -85,7 +93,10 @@ function wrapGetServices(plugin: Plugin, kind: PooledKind, dir: string): void {
   plugin.getServices = async function (this: unknown, ...args: unknown[]) {
     const result = (await original.apply(this, args)) as ServicesResult;
     const services = Array.isArray(result) ? result : result?.services;
-    if (!services?.some((service) => service.name === ENTRY_SERVICE[kind])) return result;
+    const entry = services?.find((service) => service.name === ENTRY_SERVICE[kind]);
+    // Sessions name the namespace in a header; an entry worker that reads only props (older
+    // miniflare) gets no socket, so this owner offers no pooled path.
+    if (!entry || !readsNamespaceHeader(entry)) return result;
     const file = socketPath(wrapped[SOCKET_DIR]!, kind);
     // workerd leaves the socket file behind: a restart after a crash would find it in use.
     rmSync(file, { force: true });

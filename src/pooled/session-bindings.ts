@@ -7,7 +7,13 @@
 // shape, and D1 under `d1_binding_jsrpc` (JS RPC, not HTTP), stay as miniflare built them.
 import type * as MiniflareModule from "miniflare";
 import path from "node:path";
-import { ENTRY_SERVICE, POOLED_KINDS, type PooledKind, socketPath } from "./sockets.js";
+import {
+  ENTRY_SERVICE,
+  NAMESPACE_HEADER,
+  POOLED_KINDS,
+  type PooledKind,
+  socketPath,
+} from "./sockets.js";
 
 /** The route one kind's bindings take: pooled, or miniflare's proxy (and why, when pooled was offered). */
 export type KindRoute = "pooled" | "proxy" | `proxy (${string})`;
@@ -34,7 +40,6 @@ const PLUGIN_EXPORT: Record<PooledKind, string> = {
 const PROXY_SERVICE = "core:user:dev-registry-proxy";
 const PROXY_ENTRYPOINT = "ExternalServiceProxy";
 const NAMESPACE_PROP = "MINIFLARE_NAMESPACE";
-const NAMESPACE_HEADER = "MF-Namespace";
 /** Compatibility flags under which a kind's binding does not speak HTTP to its target. */
 const NOT_HTTP_FLAGS: Record<PooledKind, string[]> = {
   kv: ["kv_direct_binding"],

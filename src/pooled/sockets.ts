@@ -29,6 +29,9 @@ export const ENTRY_SERVICE: Record<PooledKind, string> = {
   d1: "d1:db:entry",
 };
 
+/** The header sessions name the namespace in; miniflare's object-entry workers read it. */
+export const NAMESPACE_HEADER = "MF-Namespace";
+
 /** Set to 0 to keep every session on miniflare's proxy path (the bench compares the two). */
 export const POOLED_ENV = "WRANGLER_X_POOLED_STORAGE";
 
