@@ -178,7 +178,7 @@ function removeDeadSiblings(stable: string, self: ProcessIdentity): void {
     return;
   }
   for (const name of names) {
-    const match = new RegExp(`^${prefix.replace(".", "\\.")}(\\d+)-(\\d+)$`).exec(name);
+    const match = name.startsWith(prefix) ? /^(\d+)-(\d+)$/.exec(name.slice(prefix.length)) : null;
     if (!match) continue;
     const dir = path.join(path.dirname(stable), name);
     if (dir === current) continue;
