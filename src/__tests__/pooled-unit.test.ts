@@ -1,6 +1,14 @@
 // Pure logic of the pooled storage path (src/pooled): the target shape miniflare builds, the
 // rewrite of bindings, the route summary, and the stable link's guard.
-import { lstatSync, mkdirSync, mkdtempSync, readlinkSync, rmSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readlinkSync,
+  rmSync,
+  symlinkSync,
+} from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
@@ -196,9 +204,14 @@ describe("the stable socket link", () => {
 
   it("moves only once the directory it points at has no live holder", () => {
     const stable = stableSocketDir(root);
-    const first = `${stable}.1-1`;
-    const second = `${stable}.2-2`;
+    const first = instanceSocketDir(root, currentIdentity())!; // this process's own
+    const second = `${stable}.999999997-1`;
     for (const dir of [first, second]) mkdirSync(dir, { recursive: true });
+    // The second instance is up (a live workerd, this process): no sweep may take its directory.
+    writeHolder(second, {
+      owner: { pid: 999_999_997, startTime: "1" },
+      workerd: [currentIdentity()],
+    });
     try {
       // The first holder is this test process: alive.
       writeHolder(first, { owner: currentIdentity(), workerd: [] });
@@ -214,6 +227,36 @@ describe("the stable socket link", () => {
       expect(() => lstatSync(first)).toThrow();
     } finally {
       for (const file of [stable, first, second]) rmSync(file, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the stable link's sweep", () => {
+  it("removes dead instances' directories of any root and links left dangling, nothing live", () => {
+    const stable = stableSocketDir(path.join(tmp, "sweep-root"));
+    const base = path.dirname(stable);
+    const other = path.join(base, "00000000000000aa");
+    const dead = `${other}.999999993-1`;
+    const live = `${other}.999999994-1`;
+    const mine = `${stable}.999999995-1`;
+    mkdirSync(dead, { recursive: true });
+    mkdirSync(live, { recursive: true });
+    mkdirSync(mine, { recursive: true });
+    writeHolder(live, {
+      owner: { pid: 999_999_994, startTime: "1" },
+      workerd: [currentIdentity()],
+    });
+    rmSync(other, { force: true });
+    symlinkSync(path.basename(dead), other);
+    try {
+      expect(pointStableLink(stable, mine, { pid: 999_999_995, startTime: "1" })).toBeUndefined();
+      expect(existsSync(dead)).toBe(false);
+      expect(() => lstatSync(other)).toThrow(); // its link pointed at nothing once it went
+      expect(existsSync(live)).toBe(true); // its workerd (this process) lives
+      expect(linkTarget(stable)).toBe(mine);
+    } finally {
+      for (const file of [stable, other, dead, live, mine])
+        rmSync(file, { recursive: true, force: true });
     }
   });
 });

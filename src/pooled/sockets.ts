@@ -5,6 +5,7 @@
 // holder's workerd is gone (`pointStableLink`).
 import { createHash } from "node:crypto";
 import {
+  existsSync,
   lstatSync,
   mkdirSync,
   readdirSync,
@@ -167,26 +168,36 @@ export function pointStableLink(
   return undefined;
 }
 
-/** Socket dirs of this root left by instances that died (kill -9 leaves them), never the link's. */
+/**
+ * Socket dirs left by instances that died (kill -9 leaves them), of any root, and the links left
+ * pointing at nothing: never a directory whose owner or workerd lives. A root whose owner is
+ * gone loses nothing by it (a call to a removed socket fails as one to a dead socket does), and
+ * its next owner links its own directory.
+ */
 function removeDeadSiblings(stable: string, self: ProcessIdentity): void {
-  const prefix = `${path.basename(stable)}.`;
-  const current = linkTarget(stable);
+  const base = path.dirname(stable);
   let names: string[];
   try {
-    names = readdirSync(path.dirname(stable));
+    names = readdirSync(base);
   } catch {
     return;
   }
   for (const name of names) {
-    const match = name.startsWith(prefix) ? /^(\d+)-(\d+)$/.exec(name.slice(prefix.length)) : null;
+    const file = path.join(base, name);
+    if (/^[0-9a-f]{16}$/.test(name)) continue; // links: once their directory goes, below
+    const match = /^[0-9a-f]{16}\.(\d+)-(\d+)$/.exec(name);
     if (!match) continue;
-    const dir = path.join(path.dirname(stable), name);
-    if (dir === current) continue;
     const owner = { pid: Number(match[1]), startTime: match[2] };
     if (owner.pid === self.pid || liveness(owner) === "alive") continue;
-    const holder = readHolder(dir);
+    const holder = readHolder(file);
     if (holder && liveHolders(holder, self).length > 0) continue;
-    rmSync(dir, { recursive: true, force: true });
+    rmSync(file, { recursive: true, force: true });
+  }
+  for (const name of names) {
+    const file = path.join(base, name);
+    // A link whose directory is gone (existsSync follows it); the stable one is ours to keep.
+    if (/^[0-9a-f]{16}$/.test(name) && file !== stable && !existsSync(file))
+      rmSync(file, { force: true });
   }
 }
 
