@@ -114,7 +114,7 @@ export function reportTable(sizes: Sizes, figures: Figures): string {
     const u = latencyBy.upstream.latency[op];
     const o = latencyBy.ours.latency[op];
     lines.push([
-      `${op} p50 / p95 ms (n=${p?.samples}, interleaved; miniflare shared: a non-owning session)`,
+      `${op} p50 / p95 ms (n=${p?.samples}, interleaved; miniflare shared: a non-owning session; ours: ${latencyBy.ours.storageRoute})`,
       `${p?.p50} / ${p?.p95}`,
       `${u?.p50} / ${u?.p95}`,
       `${o?.p50} / ${o?.p95}`,

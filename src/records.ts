@@ -115,6 +115,8 @@ export interface OwnerRecord extends ProcessIdentity {
   heartbeatAt: string;
   logFile: string;
   spawnedBy?: number;
+  /** The stable socket path (src/pooled/sockets.ts) when this owner serves pooled storage sockets. */
+  pooledSockets?: string;
 }
 
 export interface ClientRecord extends ProcessIdentity {
@@ -128,6 +130,8 @@ export interface ClientRecord extends ProcessIdentity {
   cwd: string;
   /** Versions the client runs; an owner of other versions must not serve it. */
   versions: Versions;
+  /** How its KV/R2/D1 calls reach the owner: "pooled", "proxy", or per kind (session-bindings.ts). */
+  storageRoute?: string;
 }
 
 /** A started owner that is not yet serving: it takes over when the owner it `backs` dies. */
@@ -256,6 +260,7 @@ export function validateOwner(value: unknown): string | undefined {
       instanceId: "string",
       spawnedBy: "number",
       lifelinePort: "number",
+      pooledSockets: "string",
     },
   );
   if (problem) return problem;
@@ -278,7 +283,13 @@ export function validateClient(value: unknown): string | undefined {
       cwd: "string",
       versions: "object",
     },
-    { startTime: "string", started: "string", port: "number", registryPath: "string" },
+    {
+      startTime: "string",
+      started: "string",
+      port: "number",
+      registryPath: "string",
+      storageRoute: "string",
+    },
   );
 }
 

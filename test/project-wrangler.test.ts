@@ -85,6 +85,11 @@ describe.each(["4.160.0", "4.126.0"])("a project that pins wrangler %s", (wrangl
       npx(["storage-owner", "status", "--persist-to", sandbox.persistTo, "--json"]),
     );
     expect(status.owners[0].versions.wrangler).toBe(wrangler);
+    // 4.160.0's miniflare opens plugin sockets and reads the namespace header: pooled. 4.126.0's
+    // does neither: its owner offers no sockets, and its sessions keep miniflare's proxy path.
+    expect(status.owners[0].clients.map((c: { storageRoute?: string }) => c.storageRoute)).toEqual(
+      wrangler === "4.126.0" ? ["proxy", "proxy"] : ["pooled", "pooled"],
+    );
     await sandbox.stopAllSessions();
     await waitFor("the owner to leave", () => ownerGone(owner), 15_000);
     expect(await sandbox.settledLeftovers()).toEqual([]);
@@ -179,6 +184,16 @@ describe("an owner of wrangler 4.160.0's miniflare, a session of 4.126.0's (olde
       });
     }
     expect(holders).toEqual(owner.workerd!.map((w) => w.pid));
+    // The older session's miniflare builds the same targets: it routes pooled to the newer owner.
+    const routes = listClients(rootPaths(sandbox.persistRoot)).flatMap((c) =>
+      c.record.ok ? [[c.record.value.worker, c.record.value.storageRoute]] : [],
+    );
+    expect(new Map(routes as [string, string][])).toEqual(
+      new Map([
+        ["api", "pooled"],
+        ["jobs", "pooled"],
+      ]),
+    );
     await sandbox.stopAllSessions();
     await waitFor("the owner to leave", () => ownerGone(owner), 15_000);
     expect(await sandbox.settledLeftovers()).toEqual([]);

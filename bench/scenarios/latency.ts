@@ -1,5 +1,6 @@
 // p50/p95 of single storage requests, all contenders interleaved, and the memory behind them.
 import { sleep, type Session } from "../../test/harness/sandbox.js";
+import { storageRoutes } from "../route.js";
 import { median, percentile, round } from "../stats.js";
 import {
   type Bench,
@@ -77,7 +78,12 @@ export async function latencyAndMemory(bench: Bench) {
     }
     const result = {} as Record<
       Contender,
-      { latency: (typeof latency)[Contender]; sessionRssMiB: number; ownerRssMiB?: number }
+      {
+        latency: (typeof latency)[Contender];
+        sessionRssMiB: number;
+        ownerRssMiB?: number;
+        storageRoute?: string;
+      }
     >;
     for (const contender of CONTENDERS) {
       const sessionRss = groupRssMiB(session[contender].pid);
@@ -94,6 +100,7 @@ export async function latencyAndMemory(bench: Bench) {
         latency: latency[contender],
         sessionRssMiB: round(sessionRss, 1),
         ownerRssMiB: ownerRss === undefined ? undefined : round(ownerRss, 1),
+        storageRoute: contender === "ours" ? storageRoutes(sandboxes.ours.persistRoot) : undefined,
       };
     }
     return result;

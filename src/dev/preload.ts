@@ -34,6 +34,9 @@ import {
   type RootPaths,
 } from "../records.js";
 import { acquireSpawnLockSync } from "../owner/spawn-lock.js";
+import { installPooledBindings } from "../pooled/session-bindings.js";
+import { SessionRoutes } from "../pooled/session-routes.js";
+import { pooledAvailable } from "../pooled/sockets.js";
 import { adoptLegacyLayout, severalSessionsOf, severalSessionsWarning } from "./continuity.js";
 import { watchOwner } from "./failover.js";
 import { writePresence } from "./presence.js";
@@ -51,6 +54,8 @@ const say = (message: string) => process.stderr.write(`⎔ [x-shared-storage] ${
 
 /** Persist roots this session is connected to (presence written, owner serving). */
 const connections = new Map<string, RootPaths>();
+/** Per connected root: whether KV/R2/D1 calls take the owner's pooled sockets (src/pooled). */
+const routes = new SessionRoutes();
 let presencePort: number | undefined;
 
 function canonical(dir: string): string {
@@ -97,6 +102,7 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
     const owner = new Election(paths, registryPath).untilServedSync(say);
     say(`storage for ${persistRoot} is served by owner pid ${owner.pid} at ${owner.debugAddress}`);
     watchOwner(paths, registryPath, owner, say);
+    routes.connected(persistRoot, presence);
   } catch (error) {
     removeFile(presence);
     fail(error instanceof OwnerElectionError ? error.message : String(error));
@@ -269,6 +275,7 @@ export function sharedStorageModule(
   if (done) return done;
   const schema = (real as { InstanceOptionsSchema?: { shape?: object } }).InstanceOptionsSchema;
   const copy: Copy = { real, entry, knownOptions: new Set(Object.keys(schema?.shape ?? {})) };
+  if (!upstreamOnly && pooledAvailable()) installPooledBindings(real, routes);
   class SharedStorageMiniflare extends real.Miniflare {
     constructor(options: MiniflareOptions) {
       super(prepareOrRefuse(copy, options));

@@ -20,6 +20,8 @@ export interface ClientStatus {
   worker: string;
   command: string;
   port?: number;
+  /** How its KV/R2/D1 calls reach the owner ("pooled", "proxy", ...), when it said. */
+  storageRoute?: string;
   since: string;
   file: string;
 }
@@ -84,6 +86,9 @@ export function inspectRoot(persistRoot: string, now = Date.now()): RootReport {
       worker: record.value.worker,
       command: record.value.command,
       ...(record.value.port === undefined ? {} : { port: record.value.port }),
+      ...(record.value.storageRoute === undefined
+        ? {}
+        : { storageRoute: record.value.storageRoute }),
       since: record.value.since,
       file,
     });

@@ -10,6 +10,13 @@ import type * as MiniflareModule from "miniflare";
 import { MINIFLARE_ENTRY, requireFromWrangler } from "../environment.js";
 import { removeTreeWithRetrySync } from "../fs-retry.js";
 import { childProcesses, liveness, type ProcessIdentity } from "../process-info.js";
+import {
+  disposeSockets,
+  prepareOwnerSockets,
+  socketsOpened,
+  type PooledSockets,
+} from "../pooled/owner-sockets.js";
+import { writeHolder } from "../pooled/sockets.js";
 import { sleepSync } from "../wait.js";
 import type { RootPaths } from "../records.js";
 import { instanceAddress, type ServingAddress } from "../storage-candidate.js";
@@ -19,6 +26,8 @@ export interface Instance {
   address: ServingAddress;
   /** The workerd process(es) this instance runs, recorded so that only they are ever signalled. */
   workerd: ProcessIdentity[];
+  /** Its workerd's pooled storage sockets (src/pooled), where this miniflare can open them. */
+  pooled?: PooledSockets;
   /** Called after miniflare restarted a crashed workerd (new pid, new debug port). */
   onRestart?: () => void;
   /** Called when miniflare reports that workerd crashed, before it restarts it. */
@@ -174,12 +183,15 @@ export async function startInstance(
     if (!instance) return;
     instance.address = readAddress(privateRegistry, persistRoot);
     instance.workerd = childProcesses(process.pid, "workerd");
+    if (instance.pooled)
+      writeHolder(instance.pooled.dir, { owner: identity, workerd: instance.workerd });
     instance.onRestart?.();
   };
   // Features are detected, not versions: older miniflare (wrangler 4.126.0's) rejects unknown keys.
   const known = (miniflare as { InstanceOptionsSchema?: { shape?: object } }).InstanceOptionsSchema
     ?.shape;
   const restartHook = known !== undefined && "unsafeHandleRuntimeRestart" in known;
+  const sockets = prepareOwnerSockets(miniflare, persistRoot, identity);
   const mf = new miniflare.Miniflare({
     ...options,
     unsafeEnableSharedStorage: true,
@@ -192,14 +204,17 @@ export async function startInstance(
     } finally {
       // workerd may still be letting go of files in it on Windows (EBUSY): retried.
       removeTreeWithRetrySync(dir);
+      disposeSockets(sockets);
     }
   };
   try {
     await mf.ready;
+    const workerd = childProcesses(process.pid, "workerd");
     instance = {
       mf,
       address: readAddress(privateRegistry, persistRoot),
-      workerd: childProcesses(process.pid, "workerd"),
+      workerd,
+      pooled: socketsOpened(sockets, identity, workerd),
       dispose,
       // Without the hook, a restart shows as a new address in the private registry.
       checkRestart: () => {

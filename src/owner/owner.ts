@@ -17,6 +17,7 @@ import {
   type StandbyRecord,
   writeRecordAtomic,
 } from "../records.js";
+import { servePooled, withdrawPooled } from "../pooled/owner-sockets.js";
 import * as candidate from "../storage-candidate.js";
 import { startInstance, type Instance } from "./instance.js";
 import type { OwnerProcess } from "./process.js";
@@ -92,9 +93,21 @@ class OwnerRole {
     proc.role = "owner";
     const log = (message: string) => proc.log(message);
     const how = candidate.publish(proc.registryPath, proc.persistRoot, instance.address, log);
+    // Only now, after any previous owner's workerd is gone, may the pooled sockets' link move here.
+    let pooledSockets = servePooled(
+      instance.pooled,
+      proc.identity,
+      log,
+      () => !proc.shuttingDown,
+      (stable) => {
+        pooledSockets = stable;
+        recordServing();
+      },
+    );
     const recordServing = () => {
       this.record = {
         ...this.record,
+        pooledSockets,
         debugAddress: instance.address.debugAddress,
         instanceId: instance.address.instanceId,
         workerd: instance.workerd,
@@ -270,6 +283,7 @@ class OwnerRole {
   private afterDispose(): void {
     if (this.clientsAtExit > 0) return;
     const { proc } = this;
+    withdrawPooled(proc.instance?.pooled);
     const current = readOwner(proc.paths);
     if (current?.ok && current.value.pid === proc.identity.pid) {
       removeFile(proc.paths.ownerRecord);

@@ -110,12 +110,13 @@ function render(reports: RootReport[], scopeProblems: string[], all: boolean): s
       );
       out.push(
         table(
-          ["PID", "WORKER", "COMMAND", "PORT", "SINCE", "ALIVE"],
+          ["PID", "WORKER", "COMMAND", "PORT", "STORAGE", "SINCE", "ALIVE"],
           report.clients.map((c) => [
             String(c.pid),
             c.worker,
             c.command,
             c.port === undefined ? "-" : String(c.port),
+            c.storageRoute ?? "-",
             c.since,
             c.alive ? "yes" : c.liveness === "reused" ? "no (pid reused)" : "no",
           ]),

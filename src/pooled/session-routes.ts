@@ -1,0 +1,52 @@
+// Which route a session's storage calls take, per persist root it is connected to: decided at
+// each config assembly from the root's owner record (an owner that serves pooled sockets names
+// their stable path there), and noted in the session's presence record for `storage-owner status`.
+import { readFileSync } from "node:fs";
+import { readOwner, rootPaths, writeRecordAtomic } from "../records.js";
+import { describeRoutes, type KindRoute, type PooledBindingHooks } from "./session-bindings.js";
+import type { PooledKind } from "./sockets.js";
+
+interface Root {
+  presence: string;
+  routes: Map<PooledKind, KindRoute>;
+  described?: string;
+}
+
+export class SessionRoutes implements PooledBindingHooks {
+  readonly #roots = new Map<string, Root>();
+
+  /** The session wrote its presence at `presenceFile` and the root's owner serves. */
+  connected(persistRoot: string, presenceFile: string): void {
+    if (!this.#roots.has(persistRoot))
+      this.#roots.set(persistRoot, { presence: presenceFile, routes: new Map() });
+  }
+
+  socketDirFor(storageScope: string): string | undefined {
+    // Only roots this session connected to: their owner serves (or fails over) for it.
+    if (!this.#roots.has(storageScope)) return undefined;
+    const owner = readOwner(rootPaths(storageScope));
+    return owner?.ok ? owner.value.pooledSockets : undefined;
+  }
+
+  onRoute(storageScope: string, kind: PooledKind, route: KindRoute): void {
+    const root = this.#roots.get(storageScope);
+    if (!root) return;
+    root.routes.set(kind, route);
+    const described = describeRoutes(root.routes);
+    if (described === undefined || described === root.described) return;
+    root.described = described;
+    notePresence(root.presence, described);
+  }
+}
+
+/** Adds the route to our presence record (as written by writePresence; its other fields stay). */
+function notePresence(file: string, storageRoute: string): void {
+  let record: Record<string, unknown>;
+  try {
+    record = JSON.parse(readFileSync(file, "utf8")) as Record<string, unknown>;
+  } catch {
+    return; // removed at exit, or not yet readable: the next assembly notes it
+  }
+  if (record.pid !== process.pid) return;
+  writeRecordAtomic(file, { ...record, storageRoute });
+}

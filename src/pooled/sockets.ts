@@ -1,0 +1,208 @@
+// Where the pooled storage sockets live. The owner's workerd listens on one Unix socket per
+// storage kind (KV, R2, D1) in its own directory; sessions' workerds connect through a stable
+// per-root path, a symlink that the serving instance points at its directory. A session's config
+// therefore never changes across failover: only the link moves, and only once the previous
+// holder's workerd is gone (`pointStableLink`).
+import { createHash } from "node:crypto";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { liveness, type ProcessIdentity } from "../process-info.js";
+
+export const POOLED_KINDS = ["kv", "r2", "d1"] as const;
+export type PooledKind = (typeof POOLED_KINDS)[number];
+
+/** miniflare's entry services that the sockets open onto (the object-entry workers). */
+export const ENTRY_SERVICE: Record<PooledKind, string> = {
+  kv: "kv:ns:entry",
+  r2: "r2:bucket:entry",
+  d1: "d1:db:entry",
+};
+
+/** The header sessions name the namespace in; miniflare's object-entry workers read it. */
+export const NAMESPACE_HEADER = "MF-Namespace";
+
+/** Set to 0 to keep every session on miniflare's proxy path (the bench compares the two). */
+export const POOLED_ENV = "WRANGLER_X_POOLED_STORAGE";
+
+/** sun_path holds 104 bytes on macOS, 108 on Linux; stay below both with the NUL. */
+const MAX_SOCKET_PATH = 100;
+const HOLDER_FILE = "holder.json";
+
+/** Who serves a socket directory: the owner process and the workerd(s) it runs. */
+export interface SocketHolder {
+  owner: ProcessIdentity;
+  workerd: ProcessIdentity[];
+}
+
+/** Unix sockets exist (not on Windows) and the path is not turned off. */
+export function pooledAvailable(env: NodeJS.ProcessEnv = process.env): boolean {
+  return process.platform !== "win32" && env[POOLED_ENV] !== "0";
+}
+
+/**
+ * Our 0700 directory for every root's sockets, under the temp dir (short paths), per user. Throws
+ * when it exists but is not ours or others can enter it.
+ */
+function baseDir(): string {
+  const uid = typeof process.getuid === "function" ? process.getuid() : 0;
+  const dir = path.join(os.tmpdir(), `x-ss-${uid}`);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  const stat = lstatSync(dir);
+  if (!stat.isDirectory() || stat.uid !== uid || (stat.mode & 0o077) !== 0)
+    throw new Error(
+      `${dir} must be a directory of uid ${uid} with mode 0700 to hold storage sockets`,
+    );
+  return dir;
+}
+
+/** The stable path sessions connect through: the same for every owner of `persistRoot`. */
+export function stableSocketDir(persistRoot: string): string {
+  const hash = createHash("sha256").update(persistRoot).digest("hex").slice(0, 16);
+  return path.join(baseDir(), hash);
+}
+
+/** One instance's own directory beside the stable link; undefined when its paths would not fit. */
+export function instanceSocketDir(
+  persistRoot: string,
+  identity: ProcessIdentity,
+): string | undefined {
+  const dir = `${stableSocketDir(persistRoot)}.${identity.pid}-${identity.startTime ?? "0"}`;
+  return path.join(dir, "kv").length <= MAX_SOCKET_PATH ? dir : undefined;
+}
+
+export function socketPath(dir: string, kind: PooledKind): string {
+  return path.join(dir, kind);
+}
+
+/** A fresh socket directory for this instance (what an earlier process of the same pid left goes). */
+export function createSocketDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { mode: 0o700 });
+}
+
+export function writeHolder(dir: string, holder: SocketHolder): void {
+  const tmp = path.join(dir, `${HOLDER_FILE}.${process.pid}.tmp`);
+  writeFileSync(tmp, JSON.stringify(holder));
+  renameSync(tmp, path.join(dir, HOLDER_FILE));
+}
+
+export function readHolder(dir: string): SocketHolder | undefined {
+  try {
+    const value = JSON.parse(readFileSync(path.join(dir, HOLDER_FILE), "utf8")) as SocketHolder;
+    return typeof value.owner?.pid === "number" && Array.isArray(value.workerd) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Every socket of the directory exists (workerd created them; an older miniflare may not). */
+export function socketsListening(dir: string): boolean {
+  return POOLED_KINDS.every((kind) => {
+    try {
+      return lstatSync(socketPath(dir, kind)).isSocket();
+    } catch {
+      return false;
+    }
+  });
+}
+
+/** The directory the stable link points at now, if any. */
+export function linkTarget(stable: string): string | undefined {
+  try {
+    return path.resolve(path.dirname(stable), readlinkSync(stable));
+  } catch {
+    return undefined;
+  }
+}
+
+/** Processes of `holder` still alive, other than `self`. */
+function liveHolders(holder: SocketHolder, self: ProcessIdentity): ProcessIdentity[] {
+  return [holder.owner, ...holder.workerd].filter(
+    (p) => p.pid !== self.pid && liveness(p) === "alive",
+  );
+}
+
+/**
+ * Points the stable link at `dir` (atomically: a new link renamed over the old). Refused while
+ * the directory it points at now is held by a live process other than us: a kept-alive pooled
+ * connection, or a new one, must never reach a live previous workerd. Removes that previous
+ * directory once it is ours to remove. Returns why it refused, or undefined.
+ */
+export function pointStableLink(
+  stable: string,
+  dir: string,
+  self: ProcessIdentity,
+): string | undefined {
+  const previous = linkTarget(stable);
+  if (previous !== dir) {
+    const holder = previous ? readHolder(previous) : undefined;
+    const live = holder ? liveHolders(holder, self) : [];
+    if (live.length > 0)
+      return `${stable} points at ${previous}, still served by live pid(s) ${live.map((p) => p.pid).join(", ")}`;
+    let stat;
+    try {
+      stat = lstatSync(stable);
+    } catch {
+      stat = undefined;
+    }
+    if (stat && !stat.isSymbolicLink()) return `${stable} exists and is not a symlink`;
+    const tmp = `${stable}.link-${process.pid}`;
+    rmSync(tmp, { force: true });
+    symlinkSync(path.basename(dir), tmp);
+    renameSync(tmp, stable);
+    if (previous) rmSync(previous, { recursive: true, force: true });
+  }
+  removeDeadSiblings(stable, self);
+  return undefined;
+}
+
+/**
+ * Socket dirs left by instances that died (kill -9 leaves them), of any root, and the links left
+ * pointing at nothing: never a directory whose owner or workerd lives. A root whose owner is
+ * gone loses nothing by it (a call to a removed socket fails as one to a dead socket does), and
+ * its next owner links its own directory.
+ */
+function removeDeadSiblings(stable: string, self: ProcessIdentity): void {
+  const base = path.dirname(stable);
+  let names: string[];
+  try {
+    names = readdirSync(base);
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    const file = path.join(base, name);
+    if (/^[0-9a-f]{16}$/.test(name)) continue; // links: once their directory goes, below
+    const match = /^[0-9a-f]{16}\.(\d+)-(\d+)$/.exec(name);
+    if (!match) continue;
+    const owner = { pid: Number(match[1]), startTime: match[2] };
+    if (owner.pid === self.pid || liveness(owner) === "alive") continue;
+    const holder = readHolder(file);
+    if (holder && liveHolders(holder, self).length > 0) continue;
+    rmSync(file, { recursive: true, force: true });
+  }
+  for (const name of names) {
+    const file = path.join(base, name);
+    // A link whose directory is gone (existsSync follows it); the stable one is ours to keep.
+    if (/^[0-9a-f]{16}$/.test(name) && file !== stable && !existsSync(file))
+      rmSync(file, { force: true });
+  }
+}
+
+/** At a graceful exit with no client: our directory goes, and the link when it points at it. */
+export function removeSocketDir(stable: string, dir: string): void {
+  if (linkTarget(stable) === dir) rmSync(stable, { force: true });
+  rmSync(dir, { recursive: true, force: true });
+}
