@@ -1,6 +1,7 @@
 // Pure logic of the pooled storage path (src/pooled): the target shape miniflare builds, the
 // rewrite of bindings, the route summary, and the stable link's guard.
 import {
+  chmodSync,
   existsSync,
   lstatSync,
   mkdirSync,
@@ -31,7 +32,9 @@ import {
   stableSocketDir,
   writeHolder,
 } from "../src/pooled/sockets.js";
+import { SessionRoutes } from "../src/pooled/session-routes.js";
 import { currentIdentity } from "../src/process-info.js";
+import { rootPaths, SCHEMA_VERSION, writeRecordAtomic } from "../src/records.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "x-ss-pooled-unit-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -314,5 +317,71 @@ describe("prepareOwnerSockets", () => {
     } finally {
       rmSync(sockets.dir, { recursive: true, force: true });
     }
+  });
+});
+
+describe("the sockets' base directory, another user's or open to others", () => {
+  const uid = process.getuid!();
+  const withTmp = <T>(fn: (tmpdir: string) => T): T => {
+    const dir = mkdtempSync(path.join(tmp, "tmpdir-"));
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = dir;
+    try {
+      return fn(dir);
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
+  };
+
+  it("costs the owner its pooled path only, never its start", () => {
+    withTmp((dir) => {
+      mkdirSync(path.join(dir, `x-ss-${uid}`), { mode: 0o755 });
+      chmodSync(path.join(dir, `x-ss-${uid}`), 0o755); // umask aside
+      const module = {
+        KV_PLUGIN: { getServices: async () => [] },
+        R2_PLUGIN: { getServices: async () => [] },
+        D1_PLUGIN: { getServices: async () => [] },
+      };
+      const root = path.join(tmp, "open-base-root");
+      const identity = { pid: 999_999_989, startTime: "3" };
+      expect(
+        prepareOwnerSockets(module as unknown as typeof MiniflareModule, root, identity),
+      ).toBeUndefined();
+    });
+  });
+
+  it("a session takes a recorded socket path only where it is the root's stable link in our 0700 dir", () => {
+    const root = path.join(tmp, "session-root");
+    const stable = stableSocketDir(root);
+    const routes = new SessionRoutes();
+    routes.connected(root, path.join(tmp, "session-presence.json"));
+    const recording = (pooledSockets: string) => {
+      const now = new Date().toISOString();
+      writeRecordAtomic(rootPaths(root).ownerRecord, {
+        schema: SCHEMA_VERSION,
+        phase: "running",
+        pid: 999_999_988,
+        persistRoot: root,
+        registryPath: path.join(tmp, "registry"),
+        versions: {},
+        startedAt: now,
+        heartbeatAt: now,
+        logFile: path.join(tmp, "owner.log"),
+        pooledSockets,
+      });
+      return routes.socketDirFor(root);
+    };
+    expect(recording(stable)).toBe(stable);
+    // Another root's link, a path elsewhere, a relative one, one beside an open directory: none.
+    expect(recording(stableSocketDir(path.join(tmp, "other-root")))).toBeUndefined();
+    expect(recording(path.join(tmp, path.basename(stable)))).toBeUndefined();
+    expect(recording(`relative/${path.basename(stable)}`)).toBeUndefined();
+    withTmp((dir) => {
+      const open = path.join(dir, `x-ss-${uid}`);
+      mkdirSync(open);
+      chmodSync(open, 0o755);
+      expect(recording(path.join(open, path.basename(stable)))).toBeUndefined();
+    });
   });
 });

@@ -51,26 +51,56 @@ export function pooledAvailable(env: NodeJS.ProcessEnv = process.env): boolean {
   return process.platform !== "win32" && env[POOLED_ENV] !== "0";
 }
 
+function currentUid(): number {
+  return typeof process.getuid === "function" ? process.getuid() : 0;
+}
+
+/** Why `dir` may not hold our sockets (not a directory of ours, or others can enter it), or undefined. */
+function notOurs(dir: string, uid: number): string | undefined {
+  let stat;
+  try {
+    stat = lstatSync(dir, { throwIfNoEntry: false });
+  } catch {
+    stat = undefined; // EACCES on the way to it: not ours either
+  }
+  if (stat?.isDirectory() && stat.uid === uid && (stat.mode & 0o077) === 0) return undefined;
+  return `${dir} must be a directory of uid ${uid} with mode 0700 to hold storage sockets`;
+}
+
 /**
  * Our 0700 directory for every root's sockets, under the temp dir (short paths), per user. Throws
  * when it exists but is not ours or others can enter it.
  */
 function baseDir(): string {
-  const uid = typeof process.getuid === "function" ? process.getuid() : 0;
+  const uid = currentUid();
   const dir = path.join(os.tmpdir(), `x-ss-${uid}`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const stat = lstatSync(dir);
-  if (!stat.isDirectory() || stat.uid !== uid || (stat.mode & 0o077) !== 0)
-    throw new Error(
-      `${dir} must be a directory of uid ${uid} with mode 0700 to hold storage sockets`,
-    );
+  const problem = notOurs(dir, uid);
+  if (problem) throw new Error(problem);
   return dir;
+}
+
+function rootHash(persistRoot: string): string {
+  return createHash("sha256").update(persistRoot).digest("hex").slice(0, 16);
 }
 
 /** The stable path sessions connect through: the same for every owner of `persistRoot`. */
 export function stableSocketDir(persistRoot: string): string {
-  const hash = createHash("sha256").update(persistRoot).digest("hex").slice(0, 16);
-  return path.join(baseDir(), hash);
+  return path.join(baseDir(), rootHash(persistRoot));
+}
+
+/**
+ * A stable path read from `persistRoot`'s owner record, if it is that root's link in a 0700
+ * directory of ours (the owner's temp dir may differ from ours); else undefined. A record names no
+ * path anyone connects to unchecked.
+ */
+export function verifiedStableDir(persistRoot: string, recorded: string): string | undefined {
+  const uid = currentUid();
+  const base = path.dirname(recorded);
+  if (!path.isAbsolute(recorded) || path.basename(recorded) !== rootHash(persistRoot))
+    return undefined;
+  if (path.basename(base) !== `x-ss-${uid}` || notOurs(base, uid)) return undefined;
+  return recorded;
 }
 
 /** One instance's own directory beside the stable link; undefined when its paths would not fit. */
