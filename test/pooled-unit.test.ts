@@ -385,3 +385,35 @@ describe("the sockets' base directory, another user's or open to others", () => 
     });
   });
 });
+
+describe("the sweep, across identity sources", () => {
+  it("keeps a starting instance's directory named without ticks (no /proc, or ps only) while its pid lives", () => {
+    const stable = stableSocketDir(path.join(tmp, "mixed-root"));
+    const base = path.dirname(stable);
+    // This process as an owner that could read no start time, or only ps's seconds; its workerd
+    // still booting, so no holder file yet.
+    const none = path.join(base, `00000000000000bb.${process.pid}-0`);
+    const seconds = path.join(
+      base,
+      `00000000000000bc.${process.pid}-s${currentIdentity().started}`,
+    );
+    const mine = `${stable}.999999987-1`;
+    for (const dir of [none, seconds, mine]) mkdirSync(dir, { recursive: true });
+    try {
+      expect(pointStableLink(stable, mine, { pid: 999_999_987, startTime: "1" })).toBeUndefined();
+      expect(existsSync(none)).toBe(true);
+      expect(existsSync(seconds)).toBe(true);
+    } finally {
+      for (const file of [stable, none, seconds, mine])
+        rmSync(file, { recursive: true, force: true });
+    }
+  });
+
+  it("names an instance's directory by ps's seconds where it has no ticks", () => {
+    const root = path.join(tmp, "seconds-root");
+    expect(instanceSocketDir(root, { pid: 42, started: "1700000000" })).toBe(
+      `${stableSocketDir(root)}.42-s1700000000`,
+    );
+    expect(instanceSocketDir(root, { pid: 42 })).toBe(`${stableSocketDir(root)}.42-0`);
+  });
+});

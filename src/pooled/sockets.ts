@@ -108,7 +108,10 @@ export function instanceSocketDir(
   persistRoot: string,
   identity: ProcessIdentity,
 ): string | undefined {
-  const dir = `${stableSocketDir(persistRoot)}.${identity.pid}-${identity.startTime ?? "0"}`;
+  // Named as instance dirs are (owner/instance.ts): ticks, else ps's seconds, else nothing.
+  const start =
+    identity.startTime ?? (identity.started === undefined ? "0" : `s${identity.started}`);
+  const dir = `${stableSocketDir(persistRoot)}.${identity.pid}-${start}`;
   return path.join(dir, "kv").length <= MAX_SOCKET_PATH ? dir : undefined;
 }
 
@@ -215,9 +218,16 @@ function removeDeadSiblings(stable: string, self: ProcessIdentity): void {
   for (const name of names) {
     const file = path.join(base, name);
     if (/^[0-9a-f]{16}$/.test(name)) continue; // links: once their directory goes, below
-    const match = /^[0-9a-f]{16}\.(\d+)-(\d+)$/.exec(name);
+    const match = /^[0-9a-f]{16}\.(\d+)-(s?)(\d+)$/.exec(name);
     if (!match) continue;
-    const owner = { pid: Number(match[1]), startTime: match[2] };
+    // "-0": its owner could tell no start time; its pid alone then (alive while it exists), never
+    // a start time of 0 that any live process would fail to match.
+    const pid = Number(match[1]);
+    const owner: ProcessIdentity = match[2]
+      ? { pid, started: match[3] }
+      : match[3] === "0"
+        ? { pid }
+        : { pid, startTime: match[3] };
     if (owner.pid === self.pid || liveness(owner) === "alive") continue;
     const holder = readHolder(file);
     if (holder && liveHolders(holder, self).length > 0) continue;
