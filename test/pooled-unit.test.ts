@@ -417,3 +417,24 @@ describe("the sweep, across identity sources", () => {
     expect(instanceSocketDir(root, { pid: 42 })).toBe(`${stableSocketDir(root)}.42-0`);
   });
 });
+
+describe("sun_path", () => {
+  it("counts the socket path in bytes: a temp dir with non-ASCII letters gets no pooled path that would not bind", () => {
+    const saved = process.env.TMPDIR;
+    const identity = { pid: 999_999_986, startTime: "123456" };
+    const root = path.join(tmp, "utf8-root");
+    // Fewer than 100 characters, more than 108 bytes (sun_path on Linux).
+    const rest = `/x-ss-${process.getuid!()}/0123456789abcdef.999999986-123456/kv`.length;
+    const dir = path.join(tmp, "é".repeat(96 - tmp.length - 1 - rest));
+    mkdirSync(dir, { recursive: true });
+    process.env.TMPDIR = dir;
+    try {
+      const sockets = instanceSocketDir(root, identity);
+      expect(`${stableSocketDir(root)}.999999986-123456/kv`.length).toBe(96);
+      expect(sockets).toBeUndefined(); // 96 characters, but over 108 bytes
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
+  });
+});

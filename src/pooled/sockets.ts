@@ -36,7 +36,7 @@ export const NAMESPACE_HEADER = "MF-Namespace";
 /** Set to 0 to keep every session on miniflare's proxy path (the bench compares the two). */
 export const POOLED_ENV = "WRANGLER_X_POOLED_STORAGE";
 
-/** sun_path holds 104 bytes on macOS, 108 on Linux; stay below both with the NUL. */
+/** sun_path holds 104 bytes on macOS, 108 on Linux (bytes, not characters); stay below both with the NUL. */
 const MAX_SOCKET_PATH = 100;
 const HOLDER_FILE = "holder.json";
 
@@ -112,7 +112,7 @@ export function instanceSocketDir(
   const start =
     identity.startTime ?? (identity.started === undefined ? "0" : `s${identity.started}`);
   const dir = `${stableSocketDir(persistRoot)}.${identity.pid}-${start}`;
-  return path.join(dir, "kv").length <= MAX_SOCKET_PATH ? dir : undefined;
+  return Buffer.byteLength(path.join(dir, "kv")) <= MAX_SOCKET_PATH ? dir : undefined;
 }
 
 export function socketPath(dir: string, kind: PooledKind): string {
