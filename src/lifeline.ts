@@ -6,9 +6,17 @@
 // owner that recorded no lifeline or one that could not be reached.
 //
 // It is also the identity proof that needs no process table (Windows, no /proc, no ps): on every
-// connection the owner (or standby) first writes one line, `x-shared-storage <pid> <token>`, the
-// random token of its record; a client that sends `stop <token>` asks it to exit as on SIGTERM.
+// connection the owner (or standby) first writes one line, `x-shared-storage <pid> <proof>`, the
+// proof a hash of the random token of its record; a client that sends `stop <token>` asks it to
+// exit as on SIGTERM. The token itself is never sent: whoever connects (any local user) learns
+// only the hash, which stops nothing.
+import { createHash } from "node:crypto";
 import net from "node:net";
+
+/** What the hello carries for `token`: proves the token's holder without revealing it. */
+function proofOf(token: string): string {
+  return createHash("sha256").update(`x-shared-storage lifeline ${token}`).digest("hex");
+}
 
 export interface LifelineOwner {
   pid: number;
@@ -23,7 +31,7 @@ export function openLifeline(owner: LifelineOwner): Promise<number> {
     const server = net.createServer((socket) => {
       socket.on("error", () => {}); // a session that went away
       socket.unref();
-      socket.write(`x-shared-storage ${owner.pid} ${owner.token}\n`);
+      socket.write(`x-shared-storage ${owner.pid} ${proofOf(owner.token)}\n`);
       let received = "";
       socket.on("data", (chunk) => {
         received = (received + String(chunk)).slice(-200);
@@ -69,7 +77,8 @@ export function askLifeline(
       const newline = received.indexOf("\n");
       if (newline < 0) return;
       const hello = parseHello(received.slice(0, newline));
-      if (hello?.pid !== expected.pid || hello.token !== expected.token) return done(false);
+      if (hello?.pid !== expected.pid || hello.token !== proofOf(expected.token))
+        return done(false);
       if (!options.stop) return done(true);
       socket.end(`stop ${expected.token}\n`, () => done(true));
     });

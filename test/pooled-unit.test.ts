@@ -1,6 +1,7 @@
 // Pure logic of the pooled storage path (src/pooled): the target shape miniflare builds, the
 // rewrite of bindings, the route summary, and the stable link's guard.
 import {
+  chmodSync,
   existsSync,
   lstatSync,
   mkdirSync,
@@ -31,7 +32,9 @@ import {
   stableSocketDir,
   writeHolder,
 } from "../src/pooled/sockets.js";
+import { SessionRoutes } from "../src/pooled/session-routes.js";
 import { currentIdentity } from "../src/process-info.js";
+import { rootPaths, SCHEMA_VERSION, writeRecordAtomic } from "../src/records.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "x-ss-pooled-unit-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -313,6 +316,125 @@ describe("prepareOwnerSockets", () => {
       expect(Array.isArray(await module.KV_PLUGIN.getServices())).toBe(true);
     } finally {
       rmSync(sockets.dir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe("the sockets' base directory, another user's or open to others", () => {
+  const uid = process.getuid!();
+  const withTmp = <T>(fn: (tmpdir: string) => T): T => {
+    const dir = mkdtempSync(path.join(tmp, "tmpdir-"));
+    const saved = process.env.TMPDIR;
+    process.env.TMPDIR = dir;
+    try {
+      return fn(dir);
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
+    }
+  };
+
+  it("costs the owner its pooled path only, never its start", () => {
+    withTmp((dir) => {
+      mkdirSync(path.join(dir, `x-ss-${uid}`), { mode: 0o755 });
+      chmodSync(path.join(dir, `x-ss-${uid}`), 0o755); // umask aside
+      const module = {
+        KV_PLUGIN: { getServices: async () => [] },
+        R2_PLUGIN: { getServices: async () => [] },
+        D1_PLUGIN: { getServices: async () => [] },
+      };
+      const root = path.join(tmp, "open-base-root");
+      const identity = { pid: 999_999_989, startTime: "3" };
+      expect(
+        prepareOwnerSockets(module as unknown as typeof MiniflareModule, root, identity),
+      ).toBeUndefined();
+    });
+  });
+
+  it("a session takes a recorded socket path only where it is the root's stable link in our 0700 dir", () => {
+    const root = path.join(tmp, "session-root");
+    const stable = stableSocketDir(root);
+    const routes = new SessionRoutes();
+    routes.connected(root, path.join(tmp, "session-presence.json"));
+    const recording = (pooledSockets: string) => {
+      const now = new Date().toISOString();
+      writeRecordAtomic(rootPaths(root).ownerRecord, {
+        schema: SCHEMA_VERSION,
+        phase: "running",
+        pid: 999_999_988,
+        persistRoot: root,
+        registryPath: path.join(tmp, "registry"),
+        versions: {},
+        startedAt: now,
+        heartbeatAt: now,
+        logFile: path.join(tmp, "owner.log"),
+        pooledSockets,
+      });
+      return routes.socketDirFor(root);
+    };
+    expect(recording(stable)).toBe(stable);
+    // Another root's link, a path elsewhere, a relative one, one beside an open directory: none.
+    expect(recording(stableSocketDir(path.join(tmp, "other-root")))).toBeUndefined();
+    expect(recording(path.join(tmp, path.basename(stable)))).toBeUndefined();
+    expect(recording(`relative/${path.basename(stable)}`)).toBeUndefined();
+    withTmp((dir) => {
+      const open = path.join(dir, `x-ss-${uid}`);
+      mkdirSync(open);
+      chmodSync(open, 0o755);
+      expect(recording(path.join(open, path.basename(stable)))).toBeUndefined();
+    });
+  });
+});
+
+describe("the sweep, across identity sources", () => {
+  it("keeps a starting instance's directory named without ticks (no /proc, or ps only) while its pid lives", () => {
+    const stable = stableSocketDir(path.join(tmp, "mixed-root"));
+    const base = path.dirname(stable);
+    // This process as an owner that could read no start time, or only ps's seconds; its workerd
+    // still booting, so no holder file yet.
+    const none = path.join(base, `00000000000000bb.${process.pid}-0`);
+    const seconds = path.join(
+      base,
+      `00000000000000bc.${process.pid}-s${currentIdentity().started}`,
+    );
+    const mine = `${stable}.999999987-1`;
+    for (const dir of [none, seconds, mine]) mkdirSync(dir, { recursive: true });
+    try {
+      expect(pointStableLink(stable, mine, { pid: 999_999_987, startTime: "1" })).toBeUndefined();
+      expect(existsSync(none)).toBe(true);
+      expect(existsSync(seconds)).toBe(true);
+    } finally {
+      for (const file of [stable, none, seconds, mine])
+        rmSync(file, { recursive: true, force: true });
+    }
+  });
+
+  it("names an instance's directory by ps's seconds where it has no ticks", () => {
+    const root = path.join(tmp, "seconds-root");
+    expect(instanceSocketDir(root, { pid: 42, started: "1700000000" })).toBe(
+      `${stableSocketDir(root)}.42-s1700000000`,
+    );
+    expect(instanceSocketDir(root, { pid: 42 })).toBe(`${stableSocketDir(root)}.42-0`);
+  });
+});
+
+describe("sun_path", () => {
+  it("counts the socket path in bytes: a temp dir with non-ASCII letters gets no pooled path that would not bind", () => {
+    const saved = process.env.TMPDIR;
+    const identity = { pid: 999_999_986, startTime: "123456" };
+    const root = path.join(tmp, "utf8-root");
+    // Fewer than 100 characters, more than 108 bytes (sun_path on Linux).
+    const rest = `/x-ss-${process.getuid!()}/0123456789abcdef.999999986-123456/kv`.length;
+    const dir = path.join(tmp, "é".repeat(96 - tmp.length - 1 - rest));
+    mkdirSync(dir, { recursive: true });
+    process.env.TMPDIR = dir;
+    try {
+      const sockets = instanceSocketDir(root, identity);
+      expect(`${stableSocketDir(root)}.999999986-123456/kv`.length).toBe(96);
+      expect(sockets).toBeUndefined(); // 96 characters, but over 108 bytes
+    } finally {
+      if (saved === undefined) delete process.env.TMPDIR;
+      else process.env.TMPDIR = saved;
     }
   });
 });

@@ -23,7 +23,8 @@ import {
   standbyTakingOver,
 } from "../src/owner/assessment.js";
 import { execFileSync } from "node:child_process";
-import { parseHello } from "../src/lifeline.js";
+import { askLifeline, openLifeline, parseHello } from "../src/lifeline.js";
+import net from "node:net";
 import { instanceDirIdentity } from "../src/owner/instance.js";
 import {
   currentIdentity,
@@ -539,3 +540,37 @@ describe("output helpers", () => {
     expect(table(["A", "BB"], [["xxx", "y"]])).toBe("A    BB\nxxx  y");
   });
 });
+
+describe("the lifeline's token", () => {
+  it("is never sent to whoever connects: a client that only read the hello cannot stop the owner", async () => {
+    const token = "0123456789abcdef0123456789abcdef";
+    let stops = 0;
+    const port = await openLifeline({ pid: 4242, token, onStopRequest: () => stops++ });
+    // Anyone on the machine may connect; echo back whatever the hello carried, as a stop request.
+    const hello = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect({ host: "127.0.0.1", port });
+      let received = "";
+      socket.on("error", reject);
+      socket.on("data", (chunk) => {
+        received += String(chunk);
+        const line = received.split("\n")[0]!;
+        if (!received.includes("\n")) return;
+        socket.end(`stop ${line.split(" ")[2]}\n`, () => resolve(line));
+      });
+    });
+    expect(hello).toMatch(/^x-shared-storage 4242 [0-9a-f]+$/);
+    expect(hello).not.toContain(token);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(stops).toBe(0);
+    // Who read the token from the owner's record proves it and may stop it.
+    expect(await askLifeline(port, { pid: 4242, token: "f".repeat(32) })).toBe(false);
+    expect(await askLifeline(port, { pid: 4242, token })).toBe(true);
+    expect(await askLifeline(port, { pid: 4242, token }, { stop: true })).toBe(true);
+    await waitForValue(() => stops === 1);
+  });
+});
+
+async function waitForValue(check: () => boolean): Promise<void> {
+  for (let i = 0; i < 100 && !check(); i++) await new Promise((r) => setTimeout(r, 10));
+  expect(check()).toBe(true);
+}

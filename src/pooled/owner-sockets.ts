@@ -77,11 +77,19 @@ export function prepareOwnerSockets(
   if (!pooledAvailable()) return undefined;
   const plugins = POOLED_KINDS.map((kind) => [kind, pluginOf(miniflare, kind)] as const);
   if (plugins.some(([, plugin]) => plugin === undefined)) return undefined;
-  const dir = instanceSocketDir(persistRoot, identity);
-  if (!dir) return undefined;
-  createSocketDir(dir);
-  for (const [kind, plugin] of plugins) wrapGetServices(plugin!, kind, dir);
-  return { stable: stableSocketDir(persistRoot), dir };
+  let sockets: PooledSockets;
+  try {
+    const dir = instanceSocketDir(persistRoot, identity);
+    if (!dir) return undefined;
+    createSocketDir(dir);
+    sockets = { stable: stableSocketDir(persistRoot), dir };
+  } catch {
+    // The temp dir's socket directory is not ours or not 0700 (another user made it first):
+    // the proxy path still serves; the owner must start all the same.
+    return undefined;
+  }
+  for (const [kind, plugin] of plugins) wrapGetServices(plugin!, kind, sockets.dir);
+  return sockets;
 }
 
 function wrapGetServices(plugin: Plugin, kind: PooledKind, dir: string): void {

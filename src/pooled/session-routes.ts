@@ -4,7 +4,7 @@
 import { readFileSync } from "node:fs";
 import { readOwner, rootPaths, writeRecordAtomic } from "../records.js";
 import { describeRoutes, type KindRoute, type PooledBindingHooks } from "./session-bindings.js";
-import type { PooledKind } from "./sockets.js";
+import { type PooledKind, verifiedStableDir } from "./sockets.js";
 
 interface Root {
   presence: string;
@@ -25,7 +25,8 @@ export class SessionRoutes implements PooledBindingHooks {
     // Only roots this session connected to: their owner serves (or fails over) for it.
     if (!this.#roots.has(storageScope)) return undefined;
     const owner = readOwner(rootPaths(storageScope));
-    return owner?.ok ? owner.value.pooledSockets : undefined;
+    const recorded = owner?.ok ? owner.value.pooledSockets : undefined;
+    return recorded === undefined ? undefined : verifiedStableDir(storageScope, recorded);
   }
 
   onRoute(storageScope: string, kind: PooledKind, route: KindRoute): void {

@@ -36,7 +36,7 @@ export const NAMESPACE_HEADER = "MF-Namespace";
 /** Set to 0 to keep every session on miniflare's proxy path (the bench compares the two). */
 export const POOLED_ENV = "WRANGLER_X_POOLED_STORAGE";
 
-/** sun_path holds 104 bytes on macOS, 108 on Linux; stay below both with the NUL. */
+/** sun_path holds 104 bytes on macOS, 108 on Linux (bytes, not characters); stay below both with the NUL. */
 const MAX_SOCKET_PATH = 100;
 const HOLDER_FILE = "holder.json";
 
@@ -51,26 +51,56 @@ export function pooledAvailable(env: NodeJS.ProcessEnv = process.env): boolean {
   return process.platform !== "win32" && env[POOLED_ENV] !== "0";
 }
 
+function currentUid(): number {
+  return typeof process.getuid === "function" ? process.getuid() : 0;
+}
+
+/** Why `dir` may not hold our sockets (not a directory of ours, or others can enter it), or undefined. */
+function notOurs(dir: string, uid: number): string | undefined {
+  let stat;
+  try {
+    stat = lstatSync(dir, { throwIfNoEntry: false });
+  } catch {
+    stat = undefined; // EACCES on the way to it: not ours either
+  }
+  if (stat?.isDirectory() && stat.uid === uid && (stat.mode & 0o077) === 0) return undefined;
+  return `${dir} must be a directory of uid ${uid} with mode 0700 to hold storage sockets`;
+}
+
 /**
  * Our 0700 directory for every root's sockets, under the temp dir (short paths), per user. Throws
  * when it exists but is not ours or others can enter it.
  */
 function baseDir(): string {
-  const uid = typeof process.getuid === "function" ? process.getuid() : 0;
+  const uid = currentUid();
   const dir = path.join(os.tmpdir(), `x-ss-${uid}`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const stat = lstatSync(dir);
-  if (!stat.isDirectory() || stat.uid !== uid || (stat.mode & 0o077) !== 0)
-    throw new Error(
-      `${dir} must be a directory of uid ${uid} with mode 0700 to hold storage sockets`,
-    );
+  const problem = notOurs(dir, uid);
+  if (problem) throw new Error(problem);
   return dir;
+}
+
+function rootHash(persistRoot: string): string {
+  return createHash("sha256").update(persistRoot).digest("hex").slice(0, 16);
 }
 
 /** The stable path sessions connect through: the same for every owner of `persistRoot`. */
 export function stableSocketDir(persistRoot: string): string {
-  const hash = createHash("sha256").update(persistRoot).digest("hex").slice(0, 16);
-  return path.join(baseDir(), hash);
+  return path.join(baseDir(), rootHash(persistRoot));
+}
+
+/**
+ * A stable path read from `persistRoot`'s owner record, if it is that root's link in a 0700
+ * directory of ours (the owner's temp dir may differ from ours); else undefined. A record names no
+ * path anyone connects to unchecked.
+ */
+export function verifiedStableDir(persistRoot: string, recorded: string): string | undefined {
+  const uid = currentUid();
+  const base = path.dirname(recorded);
+  if (!path.isAbsolute(recorded) || path.basename(recorded) !== rootHash(persistRoot))
+    return undefined;
+  if (path.basename(base) !== `x-ss-${uid}` || notOurs(base, uid)) return undefined;
+  return recorded;
 }
 
 /** One instance's own directory beside the stable link; undefined when its paths would not fit. */
@@ -78,8 +108,11 @@ export function instanceSocketDir(
   persistRoot: string,
   identity: ProcessIdentity,
 ): string | undefined {
-  const dir = `${stableSocketDir(persistRoot)}.${identity.pid}-${identity.startTime ?? "0"}`;
-  return path.join(dir, "kv").length <= MAX_SOCKET_PATH ? dir : undefined;
+  // Named as instance dirs are (owner/instance.ts): ticks, else ps's seconds, else nothing.
+  const start =
+    identity.startTime ?? (identity.started === undefined ? "0" : `s${identity.started}`);
+  const dir = `${stableSocketDir(persistRoot)}.${identity.pid}-${start}`;
+  return Buffer.byteLength(path.join(dir, "kv")) <= MAX_SOCKET_PATH ? dir : undefined;
 }
 
 export function socketPath(dir: string, kind: PooledKind): string {
@@ -185,9 +218,16 @@ function removeDeadSiblings(stable: string, self: ProcessIdentity): void {
   for (const name of names) {
     const file = path.join(base, name);
     if (/^[0-9a-f]{16}$/.test(name)) continue; // links: once their directory goes, below
-    const match = /^[0-9a-f]{16}\.(\d+)-(\d+)$/.exec(name);
+    const match = /^[0-9a-f]{16}\.(\d+)-(s?)(\d+)$/.exec(name);
     if (!match) continue;
-    const owner = { pid: Number(match[1]), startTime: match[2] };
+    // "-0": its owner could tell no start time; its pid alone then (alive while it exists), never
+    // a start time of 0 that any live process would fail to match.
+    const pid = Number(match[1]);
+    const owner: ProcessIdentity = match[2]
+      ? { pid, started: match[3] }
+      : match[3] === "0"
+        ? { pid }
+        : { pid, startTime: match[3] };
     if (owner.pid === self.pid || liveness(owner) === "alive") continue;
     const holder = readHolder(file);
     if (holder && liveHolders(holder, self).length > 0) continue;
