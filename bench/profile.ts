@@ -33,7 +33,7 @@ const log = (message: string) =>
   process.stderr.write(`[profile ${new Date().toISOString().slice(11, 19)}] ${message}\n`);
 
 /** The example worker plus `/loop/<op>?n=N`: N storage calls in one request, elapsed ms. */
-const LOOP_WORKER = `import { createHandler } from "../src/../shared/handler.js";
+const LOOP_WORKER = `import { createHandler } from "../../shared/handler.js";
 const inner = createHandler("NAME");
 const ops = {
   "kv-get": (env) => env.KV.get("bench"),
