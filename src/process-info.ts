@@ -273,6 +273,8 @@ export function isAlive(identity: ProcessIdentity): boolean {
 function proven(identity: ProcessIdentity): boolean {
   if (identity.group) return groupExists(identity.pid);
   if (!pidExists(identity.pid)) return false;
+  // A signal rests on a fresh answer, never on one up to PS_ANSWER_TTL_MS old.
+  memo.answers.delete(identity.pid);
   const now = stat(identity.pid);
   return !!now && now.state !== "Z" && now.state !== "X" && compare(identity, now) === "same";
 }

@@ -395,7 +395,8 @@ export function writeRecordAtomic(
 ): void {
   mkdirSync(path.dirname(file), { recursive: true });
   const temp = `${file}.${process.pid}.tmp`;
-  writeFileSync(temp, JSON.stringify(value, null, 2) + "\n", { mode: 0o644 });
+  // Owner-only: owner and standby records carry the token their lifeline is stopped with.
+  writeFileSync(temp, JSON.stringify(value, null, 2) + "\n", { mode: 0o600 });
   try {
     rename(temp, file);
   } catch (error) {
