@@ -44,19 +44,41 @@ import { SESSION_ENV } from "./shared-storage.js";
 
 type MiniflareOptions = ConstructorParameters<typeof MiniflareModule.Miniflare>[0];
 
-const command = process.env[SESSION_ENV] ?? "dev";
-/** For `npm run bench` only: shared storage as upstream miniflare does it, with no owner. */
-const upstreamOnly = process.env.WRANGLER_X_BENCH_UPSTREAM_SHARED_STORAGE === "1";
-// Children that wrangler spawns must not run this preload again.
-delete process.env[SESSION_ENV];
-
 const say = (message: string) => process.stderr.write(`⎔ [x-shared-storage] ${message}\n`);
 
-/** Persist roots this session is connected to (presence written, owner serving). */
-const connections = new Map<string, RootPaths>();
-/** Per connected root: whether KV/R2/D1 calls take the owner's pooled sockets (src/pooled). */
-const routes = new SessionRoutes();
-let presencePort: number | undefined;
+/**
+ * What this process shares, as one object: created by the first entry that needs it (the preload
+ * at start, the register when a miniflare loads), never at import.
+ */
+class Session {
+  readonly command: string;
+  /** For `npm run bench` only: shared storage as upstream miniflare does it, with no owner. */
+  readonly upstreamOnly = process.env.WRANGLER_X_BENCH_UPSTREAM_SHARED_STORAGE === "1";
+  /** Persist roots this session is connected to (presence written, owner serving). */
+  readonly connections = new Map<string, RootPaths>();
+  /** Per connected root: whether KV/R2/D1 calls take the owner's pooled sockets (src/pooled). */
+  readonly routes = new SessionRoutes();
+  /** Workers of this session whose layout was checked, per persist root. */
+  readonly checkedLayouts = new Set<string>();
+  /** The miniflare copy this session shares through (see `bindCopy`). */
+  boundEntry: string | undefined;
+  /** The session's own port, from a Miniflare that does not persist (wrangler's proxy). */
+  presencePort: number | undefined;
+  /** Each miniflare module object met, with ours in its place. */
+  readonly installed = new WeakMap<object, typeof MiniflareModule>();
+
+  constructor() {
+    this.command = process.env[SESSION_ENV] ?? "dev";
+    // Children that wrangler spawns must not run this preload again.
+    delete process.env[SESSION_ENV];
+  }
+}
+
+let current: Session | undefined;
+/** This process's session, created on first use. */
+function session(): Session {
+  return (current ??= new Session());
+}
 
 function canonical(dir: string): string {
   try {
@@ -75,6 +97,7 @@ function fail(message: string): never {
 }
 
 function connect(persistRoot: string, registryPath: string, worker: string): RootPaths {
+  const { connections, routes, command, presencePort } = session();
   const existing = connections.get(persistRoot);
   if (existing) return existing;
   const paths = rootPaths(persistRoot);
@@ -111,15 +134,13 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
   return paths;
 }
 
-/** Workers of this session whose layout was checked, per persist root. */
-const checkedLayouts = new Set<string>();
-
 /**
  * Once per worker and root: warns when other live sessions of the same worker share the root, and
  * moves what an earlier version kept under `.x-shared-storage/isolated/<worker>/` into plain
  * wrangler's layout (not while another session of the worker may have those files open).
  */
 function checkLayout(paths: RootPaths, worker: string): void {
+  const { checkedLayouts } = session();
   const key = `${paths.persistRoot}\0${worker}`;
   if (checkedLayouts.has(key)) return;
   checkedLayouts.add(key);
@@ -188,7 +209,8 @@ interface Copy {
 
 function prepare(copy: Copy, options: MiniflareOptions): MiniflareOptions {
   if (options.resourcePersistencePath === undefined) {
-    if (typeof options.port === "number" && options.port > 0) presencePort ??= options.port;
+    if (typeof options.port === "number" && options.port > 0)
+      session().presencePort ??= options.port;
     return options;
   }
   bindCopy(copy);
@@ -200,7 +222,7 @@ function prepare(copy: Copy, options: MiniflareOptions): MiniflareOptions {
   const given = options.unsafeDevRegistryPath ?? resolveRegistryPath();
   const registryPath = real.resolveDevRegistryPath?.(given) ?? given;
   // Bench only (upstreamOnly): miniflare's own election, the oldest session owns storage.
-  if (!upstreamOnly) checkLayout(connect(persistRoot, registryPath, worker), worker);
+  if (!session().upstreamOnly) checkLayout(connect(persistRoot, registryPath, worker), worker);
   return {
     ...options,
     resourcePersistencePath: persistRoot,
@@ -214,7 +236,6 @@ function prepare(copy: Copy, options: MiniflareOptions): MiniflareOptions {
   };
 }
 
-let boundEntry: string | undefined;
 /**
  * The first persisting Miniflare decides which copy of miniflare this session shares with: its
  * owner (which inherits WRANGLER_X_MINIFLARE_ENTRY) loads that file, and `versions()` reports it.
@@ -223,9 +244,9 @@ let boundEntry: string | undefined;
 function bindCopy(copy: Copy): void {
   // Bound per process, not read back from the environment: a WRANGLER_X_MINIFLARE_ENTRY inherited
   // from a parent process names the parent's copy, and is no second copy in this one.
-  const bound = boundEntry;
+  const bound = session().boundEntry;
   if (!bound) {
-    boundEntry = copy.entry;
+    session().boundEntry = copy.entry;
     process.env[MINIFLARE_ENTRY_ENV] = copy.entry;
     return;
   }
@@ -259,7 +280,6 @@ function lacksSharedStorage(copy: Copy): boolean {
 }
 
 const MARK = Symbol.for("shared-storage-wrangler.miniflare");
-const installed = new WeakMap<object, typeof MiniflareModule>();
 
 /**
  * `real` with our Miniflare in place of its own: every instance that persists shares storage.
@@ -271,11 +291,11 @@ export function sharedStorageModule(
   entry: string,
 ): typeof MiniflareModule {
   if ((real as unknown as Record<symbol, unknown>)[MARK]) return real;
-  const done = installed.get(real);
+  const done = session().installed.get(real);
   if (done) return done;
   const schema = (real as { InstanceOptionsSchema?: { shape?: object } }).InstanceOptionsSchema;
   const copy: Copy = { real, entry, knownOptions: new Set(Object.keys(schema?.shape ?? {})) };
-  if (!upstreamOnly && pooledAvailable()) installPooledBindings(real, routes);
+  if (!session().upstreamOnly && pooledAvailable()) installPooledBindings(real, session().routes);
   class SharedStorageMiniflare extends real.Miniflare {
     constructor(options: MiniflareOptions) {
       super(prepareOrRefuse(copy, options));
@@ -289,7 +309,7 @@ export function sharedStorageModule(
   descriptors.Miniflare = { value: SharedStorageMiniflare, enumerable: true };
   const ours = Object.defineProperties({}, descriptors) as typeof MiniflareModule;
   Object.defineProperty(ours, MARK, { value: copy });
-  installed.set(real, ours);
+  session().installed.set(real, ours);
   return ours;
 }
 
@@ -308,6 +328,7 @@ function prepareOrRefuse(copy: Copy, options: MiniflareOptions): MiniflareOption
 
 /** The `--require` preload of our `wrangler`: wrangler's own miniflare, before wrangler loads it. */
 export function installForWrangler(): void {
+  session(); // at start, before wrangler spawns any child (see Session)
   const real = requireFromWrangler(MINIFLARE_ENTRY) as typeof MiniflareModule;
   const schema = (real as { InstanceOptionsSchema?: { shape?: object } }).InstanceOptionsSchema;
   if (!Object.keys(schema?.shape ?? {}).includes("unsafeEnableSharedStorage")) {
