@@ -109,10 +109,11 @@ describe.each([
         `new owner pid ${next.pid} (was ${dead.pid}); ${sampler.samples.length} fd samples, max gap ${maxGap(sampler.samples)} ms` +
         (window.sample ? `; e.g. ${window.sample}` : ""),
     );
-    // A bound, not a speed target (the bench measures those): the standby acts in tens of ms; an
-    // election starts a fresh owner, seconds on a loaded 2-core machine. Both stay far below the
+    // A bound, not a speed target (the bench measures those): the standby acts in tens of ms (in
+    // portable mode each look at a process is a `ps`: seen 0.36–1.6 s on a loaded machine); an
+    // election starts a fresh owner, seconds on a loaded 2-core machine. All stay far below the
     // 30 s start timeout, after which sessions would give up.
-    expect(window.recoveredAfterMs).toBeLessThan(standby ? 1500 : 15_000);
+    expect(window.recoveredAfterMs).toBeLessThan(standby ? (portable ? 5000 : 1500) : 15_000);
     if (successor) expect(next.pid).toBe(successor);
     else expect(inspectRoot(sandbox.persistRoot).standby).toBeUndefined();
     // The holder check is only as good as its sampling: fail the test if the sampler starved.
