@@ -10,6 +10,7 @@
 // proof a hash of the random token of its record; a client that sends `stop <token>` asks it to
 // exit as on SIGTERM. The token itself is never sent: whoever connects (any local user) learns
 // only the hash, which stops nothing.
+import { errnoCode } from "./errors.js";
 import { createHash } from "node:crypto";
 import net from "node:net";
 
@@ -85,22 +86,36 @@ export function askLifeline(
   });
 }
 
-/** True only when `address` ("host:port") actively refuses connections: nothing listens there. */
-export function refuses(address: string, timeoutMs = 300): Promise<boolean> {
+/**
+ * One look at a loopback `host:port`: "open" (it accepted), "silent" (no answer in `timeoutMs`:
+ * no proof of anything), "refused" (nothing listens: the kernel closes a dead process's sockets at
+ * once), or "error" (any other failure).
+ */
+export function probePort(
+  address: string,
+  timeoutMs = 300,
+): Promise<"open" | "silent" | "refused" | "error"> {
   const colon = address.lastIndexOf(":");
   return new Promise((resolve) => {
     const socket = net.connect({
       host: address.slice(0, colon),
       port: Number(address.slice(colon + 1)),
     });
-    const done = (answer: boolean) => {
+    const done = (answer: "open" | "silent" | "refused" | "error") => {
       socket.destroy();
       resolve(answer);
     };
-    socket.setTimeout(timeoutMs, () => done(false));
-    socket.once("connect", () => done(false));
-    socket.once("error", (error: NodeJS.ErrnoException) => done(error.code === "ECONNREFUSED"));
+    socket.setTimeout(timeoutMs, () => done("silent"));
+    socket.once("connect", () => done("open"));
+    socket.once("error", (error) =>
+      done(errnoCode(error) === "ECONNREFUSED" ? "refused" : "error"),
+    );
   });
+}
+
+/** Nothing listens at `address` any more (a dead workerd's debug port, before init reaps it). */
+export async function refuses(address: string, timeoutMs = 300): Promise<boolean> {
+  return (await probePort(address, timeoutMs)) === "refused";
 }
 
 /**

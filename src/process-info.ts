@@ -11,7 +11,7 @@
 // procps computes lstart) and, where /proc was read, `startTime` (ticks, exact). Ticks are compared
 // when both sides have them, else `started`.
 import { errnoCode } from "./errors.js";
-import { sleepSync } from "./wait.js";
+import { sleep, sleepSync } from "./wait.js";
 import { execFileSync } from "node:child_process";
 import { readFileSync, readdirSync } from "node:fs";
 import os from "node:os";
@@ -430,7 +430,7 @@ export async function waitUntilGone(
     !(identity.group && groupsGone) && liveness(identity) === "alive";
   while (identities.some(alive)) {
     if (Date.now() > deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 10));
+    await sleep(10);
     if (groupExited && identities.some((i) => i.group)) groupsGone = await groupExited();
   }
   return true;

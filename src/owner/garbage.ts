@@ -2,8 +2,8 @@
 // touches a live owner, a live client, a lock a live process holds, or any user data; never
 // signals a process unless a record proves it ours (pid + start time); never withdraws a storage
 // candidate while a live session may route through it (a failover may be under way).
+import { probePort } from "../lifeline.js";
 import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
-import net from "node:net";
 import path from "node:path";
 import { commandLine, hasProcFs, killIdentities, liveness } from "../process-info.js";
 import {
@@ -38,21 +38,10 @@ export interface GcReport {
   notes: string[];
 }
 
-function portAnswers(address: string, timeoutMs = 300): Promise<boolean> {
-  const [host, port] = [
-    address.slice(0, address.lastIndexOf(":")),
-    Number(address.slice(address.lastIndexOf(":") + 1)),
-  ];
-  return new Promise((resolve) => {
-    const socket = net.connect({ host, port });
-    const done = (answer: boolean) => {
-      socket.destroy();
-      resolve(answer);
-    };
-    socket.setTimeout(timeoutMs, () => done(true)); // no answer is not proof of death
-    socket.once("connect", () => done(true));
-    socket.once("error", () => done(false));
-  });
+/** An instance answers at its debug port, or may (no answer is not proof of death). */
+async function portAnswers(address: string): Promise<boolean> {
+  const look = await probePort(address);
+  return look === "open" || look === "silent";
 }
 
 /**

@@ -5,7 +5,7 @@ import { rmSync, statSync } from "node:fs";
 import lockfile from "proper-lockfile";
 import { errnoCode } from "../errors.js";
 import { currentIdentity, liveness } from "../process-info.js";
-import { sleepSync } from "../wait.js";
+import { sleep, sleepSync } from "../wait.js";
 import {
   readLockHolder,
   removeFile,
@@ -104,6 +104,6 @@ export async function acquireSpawnLock(
   for (;;) {
     const lock = tryAcquireSpawnLock(paths);
     if (lock.release || Date.now() > deadline) return lock;
-    await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    await sleep(intervalMs);
   }
 }

@@ -6,6 +6,7 @@
 // It learns of the owner's death from a lifeline: its stdin is a pipe from the owner, which the
 // kernel closes the instant the owner exits. The owner's pid + start time stay the authority (a
 // stopped owner keeps the pipe open and is never replaced); a slow poll is the fallback.
+import { sleep } from "../wait.js";
 import { MINIFLARE_ENTRY, requireFromWrangler, versions } from "../environment.js";
 import { ownerCandidateName, storageCandidates } from "../storage-candidate.js";
 import { isAlive, type ProcessIdentity } from "../process-info.js";
@@ -125,7 +126,7 @@ async function untilNeeded(proc: OwnerProcess, backed: ProcessIdentity): Promise
       if (sessionUp || Date.now() - Date.parse(owner.value.startedAt) > BOOT_AFTER_SERVING_MS)
         return;
     }
-    await new Promise((resolve) => setTimeout(resolve, 100));
+    await sleep(100);
   }
 }
 
