@@ -1,8 +1,7 @@
 // What every bench scenario shares: the contenders, the sizes of each mode, and the sessions,
 // requests and process figures they are measured with.
-import { readFileSync } from "node:fs";
 import { inspectRoot } from "../src/owner/inspect.js";
-import { processGroupMembers } from "../src/process-info.js";
+import { processGroupMembers, procStat, rssKiB } from "../src/process-info.js";
 import { Sandbox, type Session, waitFor } from "../test/harness/sandbox.js";
 
 export type Contender = "plain" | "upstream" | "ours";
@@ -69,13 +68,6 @@ export function sandboxFor(contender: Contender): Sandbox {
 }
 export const flagFor = (contender: Contender) => contender !== "plain";
 
-function rssKiB(pid: number): number {
-  try {
-    return Number(readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+)/)?.[1] ?? 0);
-  } catch {
-    return 0;
-  }
-}
 export const groupRssMiB = (pgid: number) =>
   processGroupMembers(pgid).reduce((sum, pid) => sum + rssKiB(pid), 0) / 1024;
 
@@ -101,15 +93,7 @@ export async function startSessions(
   return settled.flatMap((s) => (s.status === "fulfilled" ? [s.value] : []));
 }
 
-export function cpuTicks(pid: number): number {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    return Number(fields[11]) + Number(fields[12]); // utime + stime
-  } catch {
-    return 0;
-  }
-}
+export const cpuTicks = (pid: number): number => procStat(pid)?.cpuTicks ?? 0;
 
 export async function fetchOk(url: string, method: string, body?: string): Promise<boolean> {
   try {

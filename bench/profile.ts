@@ -14,12 +14,13 @@
 //      keeps its connection across requests (the only workerd object that may outlive a request).
 // Figures are never asserted anywhere; compare ratios within one run.
 import { spawn, type ChildProcess } from "node:child_process";
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import path from "node:path";
 import { freePort, Sandbox, type Session, sleep, waitFor } from "../test/harness/sandbox.js";
 import { inspectRoot } from "../src/owner/inspect.js";
-import { processGroupMembers } from "../src/process-info.js";
+import { storageRoutes } from "./route.js";
+import { cpuDuring, processesOf } from "./cpu.js";
 import { median, percentile, round } from "./stats.js";
 
 /** Rounds of interleaved requests, calls per loop, loop repeats: by the bench's mode. */
@@ -132,57 +133,6 @@ const probe :Workerd.Worker = (
 `;
 }
 
-/** CPU time of a process, all its threads, in ns (/proc/<pid>/task/<tid>/schedstat). */
-function cpuNs(pid: number): number {
-  try {
-    return readdirSync(`/proc/${pid}/task`).reduce((sum, tid) => {
-      try {
-        return (
-          sum + Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0])
-        );
-      } catch {
-        return sum;
-      }
-    }, 0);
-  } catch {
-    return 0;
-  }
-}
-const comm = (pid: number) => {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
-  } catch {
-    return "?";
-  }
-};
-
-/** Every process of these roles (process groups), labelled `role comm`. */
-function processesOf(groups: Record<string, number | undefined>): Map<number, string> {
-  const found = new Map<number, string>();
-  for (const [role, pgid] of Object.entries(groups)) {
-    if (pgid === undefined) continue;
-    for (const pid of processGroupMembers(pgid)) {
-      const label = `${role} ${comm(pid)}`;
-      const taken = [...found.values()].filter((l) => l.split("#")[0] === label).length;
-      found.set(pid, taken ? `${label}#${taken + 1}` : label);
-    }
-  }
-  return found;
-}
-
-/** CPU-ms per label spent while `work` ran. */
-async function cpuDuring(
-  processes: Map<number, string>,
-  work: () => Promise<void>,
-): Promise<Record<string, number>> {
-  const before = new Map([...processes.keys()].map((pid) => [pid, cpuNs(pid)]));
-  await work();
-  const spent: Record<string, number> = {};
-  for (const [pid, label] of processes)
-    spent[label] = (spent[label] ?? 0) + (cpuNs(pid) - before.get(pid)!) / 1e6;
-  return spent;
-}
-
 async function timed(url: string, method = "GET", body?: string): Promise<number> {
   const started = performance.now();
   const response = await fetch(url, { method, body });
@@ -217,7 +167,7 @@ const TARGET_LABEL: Record<Target, string> = {
   plain: "plain session",
   mfOwning: "miniflare owning session (proxy, in-process)",
   mfNonOwning: "miniflare non-owning session (proxy + TCP)",
-  ours: "ours (proxy + TCP to the owner)",
+  ours: "ours (route as recorded: pooled socket to the owner's workerd, else proxy + TCP)",
 };
 
 function withLoopWorkers(sandbox: Sandbox): Sandbox {
@@ -406,6 +356,8 @@ export async function profile(mode: "full" | "quick" | "smoke"): Promise<Record<
         probeHttp[op]!.push(await timed(`http://127.0.0.1:${probePort}/${op}?n=1`));
     if (probeErr.trim()) log(`probe stderr: ${probeErr.trim().slice(0, 500)}`);
 
+    const oursRoute = storageRoutes(oursBox.persistRoot);
+
     // Report.
     const summary = (xs: number[]) => ({
       p50: round(median(xs), 2),
@@ -466,6 +418,36 @@ export async function profile(mode: "full" | "quick" | "smoke"): Promise<Record<
           ];
         }),
       ),
+      // Ours per call, from the loops of B: the time over plain and the CPU each process spends
+      // on it (a session's workerd over plain's, the owner's workerd that serves the socket, the
+      // owner's node, which the pooled path should leave idle).
+      oursRoute,
+      oursOverPlain: Object.fromEntries(
+        Object.entries(loop).map(([op, by]) => {
+          const mine = cpu[op]!.ours;
+          const plainCpu = cpu[op]!.plain;
+          const sum = (by: Record<string, number>, prefix: string) =>
+            Object.entries(by)
+              .filter(([label]) => label.startsWith(prefix))
+              .reduce((total, [, ms]) => total + ms, 0);
+          return [
+            op,
+            {
+              extraMs: round(median(by.ours)! - median(by.plain)!, 3),
+              sessionWorkerdExtraCpuMs: round(
+                sum(mine, "session workerd") - sum(plainCpu, "session workerd"),
+                3,
+              ),
+              sessionNodeExtraCpuMs: round(
+                sum(mine, "session node") - sum(plainCpu, "session node"),
+                3,
+              ),
+              ownerWorkerdCpuMs: round(sum(mine, "owner workerd"), 3),
+              ownerNodeCpuMs: round(sum(mine, "owner node"), 3),
+            },
+          ];
+        }),
+      ),
       newConnectionMs: {
         kvGet: round(median(probeLoop["kv-raw-new"]!) - median(probeLoop["kv-raw-reuse"]!), 3),
         entry: round(median(probeLoop["entry-new"]!) - median(probeLoop["entry-reuse"]!), 3),
@@ -496,6 +478,17 @@ type ProfileResult = {
     { plain: number; proxyInProcess: number; crossProcess: number; extra: number }
   >;
   newConnectionMs: { kvGet: number; entry: number };
+  oursRoute: string;
+  oursOverPlain: Record<
+    string,
+    {
+      extraMs: number;
+      sessionWorkerdExtraCpuMs: number;
+      sessionNodeExtraCpuMs: number;
+      ownerWorkerdCpuMs: number;
+      ownerNodeCpuMs: number;
+    }
+  >;
   httpCpuPerRequestMs: Record<string, { plain: number; ours: number }>;
   probe: {
     moduleScope: string[];
@@ -563,5 +556,11 @@ function printProfile(result: ProfileResult, targets: Target[]): void {
   lines.push(
     `  of which a new debug-port connection per call (probe): ${result.newConnectionMs.kvGet} (KV get), ${result.newConnectionMs.entry} (owner's entry)`,
   );
+  lines.push(`Ours (${result.oursRoute}) over plain, per call in a loop (B):`);
+  for (const [op, o] of Object.entries(result.oursOverPlain))
+    lines.push(
+      `  ${op.padEnd(10)} +${o.extraMs} ms; CPU-ms: session workerd +${o.sessionWorkerdExtraCpuMs}, ` +
+        `owner workerd ${o.ownerWorkerdCpuMs}, owner node ${o.ownerNodeCpuMs}, session node +${o.sessionNodeExtraCpuMs}`,
+    );
   console.log(`\nProfile: where the time goes\n${lines.join("\n")}\n`);
 }

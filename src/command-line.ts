@@ -6,6 +6,7 @@
 // terminal layout (~30 modules).
 import parse from "yargs-parser";
 import { SHARED_STORAGE_ENV, SHARED_STORAGE_FLAG } from "./environment.js";
+import { yesNo } from "./yes-no.cjs";
 
 /** wrangler 4.x's global options (`createCLIParser` in wrangler-dist/cli.js), by type. */
 const GLOBAL_STRING_OPTIONS = ["config", "cwd", "env", "profile"];
@@ -49,16 +50,6 @@ export interface CommandLine {
 }
 
 const FLAG = `--${SHARED_STORAGE_FLAG}`;
-const TRUE = ["true", "1", "yes", "on"];
-const FALSE = ["false", "0", "no", "off", ""];
-
-/** A yes/no value as we accept it in the flag and the env var, or undefined if it is neither. */
-export function yesNo(value: string): boolean | undefined {
-  const lower = value.toLowerCase();
-  if (TRUE.includes(lower)) return true;
-  if (FALSE.includes(lower)) return false;
-  return undefined;
-}
 
 function lastString(value: unknown): string | undefined {
   const last: unknown = Array.isArray(value) ? value[value.length - 1] : value;

@@ -39,13 +39,23 @@ export function resolveWranglerPackage(
   );
 }
 
-export const WRANGLER_PACKAGE_JSON = resolveWranglerPackage();
-export const WRANGLER_CLI = path.join(
-  path.dirname(WRANGLER_PACKAGE_JSON),
-  "wrangler-dist",
-  "cli.js",
-);
-export const WRANGLER_BIN = path.join(path.dirname(WRANGLER_PACKAGE_JSON), "bin", "wrangler.js");
+/** A value computed on first use, then fixed for the life of the process. */
+function once<T>(compute: () => T): () => T {
+  let value: { of: T } | undefined;
+  return () => (value ??= { of: compute() }).of;
+}
+
+/**
+ * This process's wrangler (`resolveWranglerPackage`), resolved on first use, not at import: the
+ * register loads this module in processes where no wrangler resolves, and a taken-over wrangler
+ * names itself (WRANGLER_X_WRANGLER_PACKAGE) before anything here asks.
+ */
+export const wranglerPackageJson = once(() => resolveWranglerPackage());
+/** That wrangler's bundle, and its bin (which checks the Node version first). */
+export const wranglerCli = () =>
+  path.join(path.dirname(wranglerPackageJson()), "wrangler-dist", "cli.js");
+export const wranglerBin = () =>
+  path.join(path.dirname(wranglerPackageJson()), "bin", "wrangler.js");
 
 /**
  * The miniflare file a session actually runs, set by the session (the preload or the register)
@@ -54,18 +64,22 @@ export const WRANGLER_BIN = path.join(path.dirname(WRANGLER_PACKAGE_JSON), "bin"
  */
 export const MINIFLARE_ENTRY_ENV = "WRANGLER_X_MINIFLARE_ENTRY";
 
-export const requireFromWrangler = createRequire(WRANGLER_PACKAGE_JSON);
 /** That wrangler's own copy of miniflare. */
-export const WRANGLER_MINIFLARE_ENTRY = requireFromWrangler.resolve("miniflare");
-/**
- * The copy of miniflare this process runs: the owner must run exactly the code the sessions run.
- * Read once, when this module loads (the owner's env names the session's copy).
- */
-export const MINIFLARE_ENTRY = miniflareEntry();
+const wranglerMiniflareEntry = once(() =>
+  createRequire(wranglerPackageJson()).resolve("miniflare"),
+);
 
-/** The session's miniflare file: WRANGLER_X_MINIFLARE_ENTRY once set, else wrangler's own. */
+/**
+ * The copy of miniflare this process runs (the owner must run exactly the code the sessions run):
+ * WRANGLER_X_MINIFLARE_ENTRY once set (the owner's env names the session's copy), else wrangler's.
+ */
 export function miniflareEntry(env: NodeJS.ProcessEnv = process.env): string {
-  return env[MINIFLARE_ENTRY_ENV] || WRANGLER_MINIFLARE_ENTRY;
+  return env[MINIFLARE_ENTRY_ENV] || wranglerMiniflareEntry();
+}
+
+/** Loads (or returns, if loaded) the miniflare copy this process runs (`miniflareEntry()`). */
+export function requireMiniflare(): unknown {
+  return createRequire(import.meta.url)(miniflareEntry());
 }
 
 function packageVersion(packageJson: string): string {
@@ -101,7 +115,7 @@ export function versions(): Versions {
   }
   const found: Versions = {
     package: packageVersion(path.join(PACKAGE_ROOT, "package.json")),
-    wrangler: packageVersion(WRANGLER_PACKAGE_JSON),
+    wrangler: packageVersion(wranglerPackageJson()),
     miniflare: miniflareJson ? packageVersion(miniflareJson) : "unknown",
     workerd,
   };

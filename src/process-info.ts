@@ -13,7 +13,7 @@
 import { errnoCode } from "./errors.js";
 import { sleep, sleepSync } from "./wait.js";
 import { execFileSync } from "node:child_process";
-import { readFileSync, readdirSync } from "node:fs";
+import { readFileSync, readdirSync, readlinkSync } from "node:fs";
 import os from "node:os";
 
 export interface ProcessIdentity {
@@ -37,6 +37,8 @@ interface ProcStat {
   pgrp: number;
   startTime?: string;
   started: string;
+  /** CPU time used so far, user + system, in clock ticks (/proc only). */
+  cpuTicks?: number;
 }
 
 /** Linux's USER_HZ, the unit of /proc's start times (100 on every architecture Node runs on). */
@@ -108,7 +110,8 @@ function readProcStat(pid: number): ProcStat | undefined {
     return undefined;
   }
   const started = String(btime + Math.floor(Number(startTime) / CLOCK_TICKS_PER_SECOND));
-  return { state, ppid: Number(ppid), pgrp: Number(pgrp), startTime, started };
+  const cpuTicks = Number(fields[11]) + Number(fields[12]); // utime + stime
+  return { state, ppid: Number(ppid), pgrp: Number(pgrp), startTime, started, cpuTicks };
 }
 
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
@@ -285,17 +288,97 @@ export function isStopped(pid: number): boolean {
   return state === "T" || state === "t";
 }
 
+// Linux /proc reads for gc's orphan search, the test harness and the bench. They read the host's
+// /proc whatever the source chosen above (callers that must honour it check `hasProcFs()`), and
+// answer nothing where there is none.
+
+/** Every pid in /proc; [] where there is no /proc. */
+export function procPids(): number[] {
+  let entries: string[];
+  try {
+    entries = readdirSync("/proc");
+  } catch {
+    return [];
+  }
+  return entries.map(Number).filter((pid) => Number.isInteger(pid));
+}
+
+/** /proc/<pid>/stat's state, parent, group and CPU ticks; undefined when unreadable (gone, no /proc). */
+export function procStat(
+  pid: number,
+): { state: string; ppid: number; pgrp: number; cpuTicks: number } | undefined {
+  const found = readProcStat(pid);
+  return (
+    found && {
+      state: found.state,
+      ppid: found.ppid,
+      pgrp: found.pgrp,
+      cpuTicks: found.cpuTicks ?? 0,
+    }
+  );
+}
+
+/** What each of `pid`'s file descriptors points at (/proc/<pid>/fd); undefined when unreadable. */
+export function openFiles(pid: number): string[] | undefined {
+  let fds: string[];
+  try {
+    fds = readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return undefined;
+  }
+  return fds.flatMap((fd) => {
+    try {
+      return [readlinkSync(`/proc/${pid}/fd/${fd}`)];
+    } catch {
+      return []; // closed while we looked
+    }
+  });
+}
+
+/** Resident memory of `pid` in KiB (VmRSS of /proc/<pid>/status); 0 when unreadable. */
+export function rssKiB(pid: number): number {
+  try {
+    return Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1] ?? 0);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Remote ports of the established TCP (IPv4) connections that `pids` hold: their socket fds
+ * matched against /proc/net/tcp. [] where there is no /proc.
+ */
+export function establishedRemotePortsOf(pids: number[]): number[] {
+  const inodes = new Set<string>();
+  for (const pid of pids) {
+    for (const target of openFiles(pid) ?? []) {
+      const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
+      if (inode) inodes.add(inode);
+    }
+  }
+  let table: string;
+  try {
+    table = readFileSync("/proc/net/tcp", "utf8");
+  } catch {
+    return [];
+  }
+  const ports: number[] = [];
+  for (const line of table.split("\n").slice(1)) {
+    const fields = line.trim().split(/\s+/);
+    // sl local_address rem_address st … inode (field 9); state 01 is ESTABLISHED.
+    if (fields.length < 10 || fields[3] !== "01" || !inodes.has(fields[9]!)) continue;
+    ports.push(parseInt(fields[2]!.split(":")[1]!, 16));
+  }
+  return ports;
+}
+
 /** Every live process whose process group is `pgid`: for the test harness, which started them (Linux). */
 export function processGroupMembers(pgid: number): number[] {
   if (readProcStat(process.pid) === undefined) return [];
-  const members: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid)) continue;
+  return procPids().filter((pid) => {
     const found = readProcStat(pid);
-    if (found && found.pgrp === pgid && found.state !== "Z") members.push(pid);
-  }
-  return members;
+    return found && found.pgrp === pgid && found.state !== "Z";
+  });
 }
 
 /** A process's command line from /proc; "" where /proc is not read. */
@@ -369,9 +452,7 @@ export function childProcesses(pid: number, name: string): ProcessIdentity[] {
   }
   if (source === "none") return [];
   const found: ProcessIdentity[] = [];
-  for (const entry of readdirSync("/proc")) {
-    const child = Number(entry);
-    if (!Number.isInteger(child)) continue;
+  for (const child of procPids()) {
     const s = readProcStat(child);
     if (s?.ppid !== pid || s.state === "Z" || s.state === "X") continue;
     if (commandLine(child).includes(name))

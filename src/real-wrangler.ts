@@ -4,7 +4,7 @@
 // bin, saves a node start-up on every passthrough command.
 import { spawn } from "node:child_process";
 import { constants } from "node:os";
-import { WRANGLER_BIN, WRANGLER_CLI } from "./environment.js";
+import { wranglerBin, wranglerCli } from "./environment.js";
 
 /**
  * Our pid, set for every real wrangler we start: the register in that process (NODE_OPTIONS)
@@ -39,7 +39,7 @@ export interface RealWranglerOptions {
 
 export function runRealWrangler(args: string[], options: RealWranglerOptions = {}): void {
   // Let wrangler's own bin print its own "requires Node.js" message.
-  const entry = nodeIsSupported() ? WRANGLER_CLI : WRANGLER_BIN;
+  const entry = nodeIsSupported() ? wranglerCli() : wranglerBin();
   const child = spawn(
     process.execPath,
     ["--no-warnings", ...process.execArgv, ...(options.nodeArgs ?? []), entry, ...args],

@@ -26,14 +26,14 @@ const WRANGLER_MAIN = /[\\/]bin[\\/]wrangler\.js$|[\\/]wrangler-dist[\\/]cli\.js
 const REGISTER_SHARES = "shared-storage-wrangler.register-shares";
 
 /**
- * `WRANGLER_X_SHARED_STORAGE` says no (as command-line.ts's `yesNo` reads it). Not imported from
- * there: command-line.js loads environment.js, which resolves wrangler the moment it loads, so it
- * would cost every Node process, fail in one where no wrangler resolves, and fix the wrangler
- * before `tookOver` names the one the user started.
+ * `WRANGLER_X_SHARED_STORAGE` says no, as our command line reads it (yes-no.cts, dependency-free).
+ * Unset in most processes: then nothing else of ours is loaded.
  */
 function switchedOff(): boolean {
   const raw = process.env.WRANGLER_X_SHARED_STORAGE;
-  return raw !== undefined && ["false", "0", "no", "off", ""].includes(raw.trim().toLowerCase());
+  if (raw === undefined) return false;
+  const { yesNo } = require("./yes-no.cjs") as typeof import("./yes-no.cjs");
+  return yesNo(raw.trim()) === false;
 }
 
 /** The wrangler package whose entry `main` is, if it is one. */
@@ -81,10 +81,11 @@ function hook(sharing: boolean): void {
     try {
       preload = require("./dev/preload.js") as typeof import("./dev/preload.js");
     } catch (error) {
-      process.stderr.write(
-        `✘ [x-shared-storage] shared-storage-wrangler/register cannot share storage in this process: ${(error as Error).message}\n`,
+      // The user's process: its require (or import) of miniflare fails, it is not exited.
+      throw new Error(
+        `shared-storage-wrangler/register cannot share storage through ${filename} in process ${process.pid}: ${(error as Error).message}`,
+        { cause: error },
       );
-      process.exit(1);
     }
     module.exports = preload.sharedStorageModule(
       module.exports as Parameters<typeof preload.sharedStorageModule>[0],

@@ -21,9 +21,14 @@ it("runs every figure for every contender and writes its results", async () => {
   expect(Object.keys(results.correctness!)).toEqual(["plain", "upstream", "ours"]);
   expect(results.latency).toHaveProperty("ours");
   expect(results.ready).toHaveProperty("warmMs");
+  // Rows that miss a goal say what the cost is made of: these figures must be there to say it.
+  expect(results.ready).toHaveProperty("coldPhasesMs.ownerMiniflareMs");
+  expect(results.idle).toHaveProperty("ours.byRole");
+  expect(results.latency).toHaveProperty(["ours", "cpuPerCallMs", "KV put"]);
   expect(results.passthrough).toHaveProperty("statusMs");
   expect(stdout).toContain("failed window after kill -9 of the owner");
   expect(stdout).toContain("kill -9 of the owner 1 s after the sessions are ready");
   expect(stdout).toContain("idle CPU-s");
+  expect(stdout).toContain("goal ≤ 1.05× (floor 1.10×)");
   expect(await sandbox.settledLeftovers()).toEqual([]);
 }, 300_000);

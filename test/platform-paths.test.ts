@@ -24,7 +24,7 @@ import {
   sameDirectory,
 } from "../src/canonical-root.js";
 import { adoptLegacyLayout } from "../src/dev/continuity.js";
-import { MINIFLARE_ENTRY, resolveRegistryPath } from "../src/environment.js";
+import { miniflareEntry, resolveRegistryPath } from "../src/environment.js";
 import {
   removeFileWithRetrySync,
   removeTreeWithRetrySync,
@@ -111,7 +111,7 @@ describe("the dev registry on each platform", () => {
   });
 
   it("agrees with the installed miniflare's default on Linux and macOS", () => {
-    const miniflare = createRequire(MINIFLARE_ENTRY)(MINIFLARE_ENTRY) as {
+    const miniflare = createRequire(miniflareEntry())(miniflareEntry()) as {
       resolveDevRegistryPath: (p?: string) => string;
     };
     const saved = {

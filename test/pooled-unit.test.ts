@@ -15,7 +15,7 @@ import os from "node:os";
 import path from "node:path";
 import type * as MiniflareModule from "miniflare";
 import { afterAll, describe, expect, it } from "vitest";
-import { MINIFLARE_ENTRY } from "../src/environment.js";
+import { miniflareEntry } from "../src/environment.js";
 import { prepareOwnerSockets } from "../src/pooled/owner-sockets.js";
 import {
   describeRoutes,
@@ -39,7 +39,7 @@ import { rootPaths, SCHEMA_VERSION, writeRecordAtomic } from "../src/records.js"
 const tmp = mkdtempSync(path.join(os.tmpdir(), "x-ss-pooled-unit-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 
-const miniflare = createRequire(import.meta.url)(MINIFLARE_ENTRY) as typeof MiniflareModule & {
+const miniflare = createRequire(import.meta.url)(miniflareEntry()) as typeof MiniflareModule & {
   getStorageService: (
     service: string,
     props: object,
@@ -192,6 +192,13 @@ describe("describeRoutes", () => {
         ["d1", "proxy (d1_binding_jsrpc)"],
       ]),
     ).toBe("pooled; d1: proxy (d1_binding_jsrpc)");
+    // The Cache: named only where it is not served beside pooled storage.
+    const kv = new Map<PooledKind, KindRoute>([["kv", "pooled"]]);
+    expect(describeRoutes(kv, "pooled")).toBe("pooled");
+    expect(describeRoutes(kv, "session")).toBe("pooled; cache: session");
+    expect(describeRoutes(new Map([["kv", "proxy"]]), "session")).toBe("proxy");
+    expect(describeRoutes(new Map(), "pooled")).toBe("pooled");
+    expect(describeRoutes(new Map(), "session")).toBe("cache: session");
   });
 });
 

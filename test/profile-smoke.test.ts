@@ -23,6 +23,8 @@ it("profiles every path and writes its results", async () => {
     http: Record<string, Record<string, unknown>>;
     loopPerCallMs: Record<string, Record<string, number>>;
     probe: { moduleScope: string[]; loopPerCallMs: Record<string, number> };
+    oursRoute: string;
+    oursOverPlain: Record<string, Record<string, number>>;
   };
   expect(Object.keys(results.http["D1 insert"]!)).toEqual([
     "plain",
@@ -35,5 +37,8 @@ it("profiles every path and writes its results", async () => {
   expect(results.probe.moduleScope[0]).toMatch(/^200 /);
   expect(results.probe.moduleScope[1]).toMatch(/^500 .*different request/);
   expect(stdout).toContain("Where the time goes");
+  // The pooled path's own breakdown: which route ours took, and the owner's share per call.
+  expect(results.oursRoute).toMatch(/pooled/);
+  expect(Object.keys(results.oursOverPlain["KV put"]!)).toContain("ownerWorkerdCpuMs");
   expect(await sandbox.settledLeftovers()).toEqual([]);
 }, 220_000);

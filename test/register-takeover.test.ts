@@ -57,21 +57,23 @@ describe("the register teaching the real wrangler", () => {
 });
 
 describe("the register in a process that loads neither wrangler nor miniflare", () => {
-  it.each([{}, { WRANGLER_X_SHARED_STORAGE: "false" }, { WRANGLER_X_SHARED_STORAGE: "true" }])(
-    "loads nothing of ours beyond itself (%j)",
-    (env) => {
-      const loaded = execFileSync(
-        NODE,
-        ["-e", "console.log(JSON.stringify(Object.keys(require.cache)))"],
-        {
-          cwd: os.tmpdir(),
-          env: { PATH: process.env.PATH, NODE_OPTIONS: REGISTER, ...env },
-          encoding: "utf8",
-        },
-      );
-      expect(JSON.parse(loaded)).toEqual([path.join(REPO, "dist", "register.cjs")]);
-    },
-  );
+  it.each([
+    { env: {}, ours: ["register.cjs"] },
+    // Set, the env var is read by the one dependency-free module our command line reads it with.
+    { env: { WRANGLER_X_SHARED_STORAGE: "false" }, ours: ["register.cjs", "yes-no.cjs"] },
+    { env: { WRANGLER_X_SHARED_STORAGE: "true" }, ours: ["register.cjs", "yes-no.cjs"] },
+  ])("loads nothing of ours beyond $ours ($env)", ({ env, ours }) => {
+    const loaded = execFileSync(
+      NODE,
+      ["-e", "console.log(JSON.stringify(Object.keys(require.cache)))"],
+      {
+        cwd: os.tmpdir(),
+        env: { PATH: process.env.PATH, NODE_OPTIONS: REGISTER, ...env },
+        encoding: "utf8",
+      },
+    );
+    expect(JSON.parse(loaded)).toEqual(ours.map((file) => path.join(REPO, "dist", file)));
+  });
 });
 
 describe("the real `wrangler dev` under the register, beside a serving owner", () => {

@@ -10,7 +10,7 @@ import { formatDuration, table } from "../src/commands/storage-owner/format.js";
 import { incompatibility } from "../src/dev/shared-storage.js";
 import { DIRECT_STORAGE_COMMANDS, LOCAL_STORAGE_COMMANDS, route } from "../src/dispatch.js";
 import {
-  MINIFLARE_ENTRY,
+  miniflareEntry,
   ownerTimings,
   resolveRegistryPath,
   sameVersions,
@@ -240,7 +240,7 @@ describe("owner state", () => {
     expect(sameVersions(v, { ...v, miniflare: "other", workerd: "other" })).toBe(true);
     expect(sameVersions(v, { ...v, package: "other" })).toBe(false);
     expect(v.miniflare).toMatch(/^\d/);
-    expect(MINIFLARE_ENTRY).toContain(`${path.sep}miniflare${path.sep}`);
+    expect(miniflareEntry()).toContain(`${path.sep}miniflare${path.sep}`);
   });
 
   it("reads owner timings from the environment and rejects nonsense", () => {
@@ -509,7 +509,7 @@ describe("paths, resolved as wrangler resolves them", () => {
   });
 
   it("resolves the dev registry like wrangler and miniflare", () => {
-    const miniflare = createRequire(MINIFLARE_ENTRY)(MINIFLARE_ENTRY) as {
+    const miniflare = createRequire(miniflareEntry())(miniflareEntry()) as {
       resolveDevRegistryPath: (p?: string) => string;
     };
     const home = path.join(tmp, "home");

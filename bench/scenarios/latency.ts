@@ -2,6 +2,7 @@
 import { sleep, type Session } from "../../test/harness/sandbox.js";
 import { storageRoutes } from "../route.js";
 import { median, percentile, round } from "../stats.js";
+import { cpuDuring, processesOf } from "../cpu.js";
 import {
   type Bench,
   bootedStandby,
@@ -49,6 +50,14 @@ export async function latencyAndMemory(bench: Bench) {
       "R2 put": (s) => fetchOk(s.url("/r2/bench"), "PUT", "value"),
     };
     for (const contender of CONTENDERS) await ops["KV put"]!(session[contender]);
+    // Who spends the CPU of a call: plain's session, our session and our owner (its workerd
+    // serves the pooled sockets, its node is idle unless the proxy path is taken).
+    const roles = processesOf({
+      "plain session": session.plain.pid,
+      "ours session": session.ours.pid,
+      "ours owner": sandboxes.ours.owner()?.pid,
+    });
+    const cpuPerCallMs: Record<string, Record<string, number>> = {};
     const latency = Object.fromEntries(
       CONTENDERS.map((c) => [
         c,
@@ -61,14 +70,23 @@ export async function latencyAndMemory(bench: Bench) {
         Contender,
         number[]
       >;
-      for (let i = 0; i < bench.sizes.latencySamples; i++) {
-        for (let k = 0; k < CONTENDERS.length; k++) {
-          const contender = CONTENDERS[(i + k) % CONTENDERS.length]!;
-          const started = performance.now();
-          await op(session[contender]);
-          samples[contender].push(performance.now() - started);
+      // CPU of each process while the interleaved samples ran, per call of its contender.
+      const spent = await cpuDuring(roles, async () => {
+        for (let i = 0; i < bench.sizes.latencySamples; i++) {
+          for (let k = 0; k < CONTENDERS.length; k++) {
+            const contender = CONTENDERS[(i + k) % CONTENDERS.length]!;
+            const started = performance.now();
+            await op(session[contender]);
+            samples[contender].push(performance.now() - started);
+          }
         }
-      }
+      });
+      cpuPerCallMs[name] = Object.fromEntries(
+        Object.entries(spent).map(([label, ms]) => [
+          label,
+          round(ms / bench.sizes.latencySamples, 3),
+        ]),
+      );
       for (const contender of CONTENDERS)
         latency[contender][name] = {
           p50: round(median(samples[contender]), 2),
@@ -83,6 +101,7 @@ export async function latencyAndMemory(bench: Bench) {
         sessionRssMiB: number;
         ownerRssMiB?: number;
         storageRoute?: string;
+        cpuPerCallMs?: typeof cpuPerCallMs;
       }
     >;
     for (const contender of CONTENDERS) {
@@ -101,6 +120,7 @@ export async function latencyAndMemory(bench: Bench) {
         sessionRssMiB: round(sessionRss, 1),
         ownerRssMiB: ownerRss === undefined ? undefined : round(ownerRss, 1),
         storageRoute: contender === "ours" ? storageRoutes(sandboxes.ours.persistRoot) : undefined,
+        cpuPerCallMs: contender === "ours" ? cpuPerCallMs : undefined,
       };
     }
     return result;

@@ -1,16 +1,52 @@
 // Time to the first answer of `wrangler dev`, cold and warm, and the owner's exit after the last session.
+import { readFileSync } from "node:fs";
 import { ownerGone } from "../../src/owner/assessment.js";
 import { type Sandbox, waitFor } from "../../test/harness/sandbox.js";
 import { median, round } from "../stats.js";
 import { type Bench, type Contender, flagFor, sandboxFor } from "../context.js";
 
+/**
+ * Where a cold start's time went, ms from the session's spawn, from the owner log's timestamps:
+ * when the owner program was spawned (the session's own start and election before it), how long
+ * its node took to load our code, its miniflare to serve, and the session after that.
+ */
+function coldPhases(logFile: string, spawnedAt: number, readyAt: number) {
+  let text = "";
+  try {
+    text = readFileSync(logFile, "utf8");
+  } catch {
+    return undefined;
+  }
+  const at = (pattern: RegExp) => {
+    const line = text.split("\n").find((l) => pattern.test(l));
+    const stamp = line && /^\[([^\]]+)\]/.exec(line)?.[1];
+    return stamp ? { time: Date.parse(stamp), line } : undefined;
+  };
+  const starting = at(/ owner \d+: starting for /);
+  const serving = at(/ owner \d+: serving storage at /);
+  if (!starting || !serving) return undefined;
+  const upMs = Number(/process up (\d+) ms/.exec(starting.line)?.[1] ?? 0);
+  // The owner logs how long requiring miniflare took, and its workerd's start after that.
+  const split = /miniflare loaded in (\d+) ms, its workerd ready (\d+) ms later/.exec(text);
+  return {
+    ownerSpawnedMs: starting.time - upMs - spawnedAt,
+    ownerLoadMs: upMs,
+    ownerMiniflareMs: serving.time - starting.time,
+    miniflareRequireMs: split ? Number(split[1]) : -1,
+    workerdReadyMs: split ? Number(split[2]) : -1,
+    sessionAfterServingMs: readyAt - serving.time,
+  };
+}
+
 /** Time to first answer of `wrangler dev`: plain, ours with the owner spawned (cold), ours with it running (warm). */
 export async function readiness(bench: Bench) {
   const timed = async (sandbox: Sandbox, contender: Contender, worker: string) => {
+    const spawnedAt = Date.now();
     const started = performance.now();
     const session = await sandbox.startSession(worker, { flag: flagFor(contender) });
-    return { ms: performance.now() - started, session };
+    return { ms: performance.now() - started, session, spawnedAt, readyAt: Date.now() };
   };
+  const phases: NonNullable<ReturnType<typeof coldPhases>>[] = [];
   const plain: number[] = [];
   const cold: number[] = [];
   const warm: number[] = [];
@@ -29,6 +65,8 @@ export async function readiness(bench: Bench) {
     try {
       const first = await timed(o, "ours", "api");
       cold.push(first.ms);
+      const phase = coldPhases(o.owner()!.logFile, first.spawnedAt, first.readyAt);
+      if (phase) phases.push(phase);
       const second = await timed(o, "ours", "jobs");
       warm.push(second.ms);
       const owner = o.owner()!;
@@ -52,6 +90,14 @@ export async function readiness(bench: Bench) {
     ownerExitAfterLastClientMs: round(median(ownerExit)),
     ownerExitBoundMs: 2000 + 1000,
     orphans,
+    coldPhasesMs: phases.length
+      ? Object.fromEntries(
+          (Object.keys(phases[0]!) as (keyof (typeof phases)[number])[]).map((k) => [
+            k,
+            round(median(phases.map((p) => p[k]))),
+          ]),
+        )
+      : undefined,
   };
   bench.log(`ready: ${JSON.stringify(figures)}`);
   return figures;

@@ -2,6 +2,7 @@
 import { steadyLoad } from "../../test/harness/load.js";
 import { sleep } from "../../test/harness/sandbox.js";
 import { round } from "../stats.js";
+import { cpuDuring, processesOf } from "../cpu.js";
 import { type Bench, bootedStandby, sandboxFor, startSessions } from "../context.js";
 
 /** Total D1 inserts/s with 2, 4, 8 sessions writing at once (1 session: `singleSessionThroughput`). */
@@ -54,15 +55,26 @@ export async function singleSessionThroughput(bench: Bench) {
     };
     await bootedStandby(sandboxes.ours);
     await sleep(2000);
+    // CPU of every process of a contender while its windows ran (ours: session and owner).
+    const roles = {
+      plain: processesOf({ session: session.plain.pid }),
+      ours: processesOf({ session: session.ours.pid, owner: sandboxes.ours.owner()?.pid }),
+    };
+    const cpuMs = { plain: {} as Record<string, number>, ours: {} as Record<string, number> };
     const ok = { plain: 0, ours: 0 };
     const failed = { plain: 0, ours: 0 };
     // Full: 10 windows each (10 s of load per contender); quick: 6; smoke: 1.
     const windows = bench.mode === "smoke" ? 1 : bench.sizes.scalingSeconds * 2;
     for (let w = 0; w < windows; w++) {
       for (const contender of w % 2 ? (["ours", "plain"] as const) : (["plain", "ours"] as const)) {
-        const load = steadyLoad([session[contender]], "scale", 4, 0);
-        await sleep(1000);
-        await load.stop();
+        let load!: ReturnType<typeof steadyLoad>;
+        const spent = await cpuDuring(roles[contender], async () => {
+          load = steadyLoad([session[contender]], "scale", 4, 0);
+          await sleep(1000);
+          await load.stop();
+        });
+        for (const [label, ms] of Object.entries(spent))
+          cpuMs[contender][label] = (cpuMs[contender][label] ?? 0) + ms;
         ok[contender] += load.results.filter((r) => r.ok).length;
         failed[contender] += load.results.filter((r) => !r.ok).length;
       }
@@ -74,6 +86,13 @@ export async function singleSessionThroughput(bench: Bench) {
       insertsPerSecond: round(ok[contender] / windows),
       failed: failed[contender],
       windows,
+      // CPU-ms per successful insert, by process: where a missed goal's cost is.
+      cpuPerInsertMs: Object.fromEntries(
+        Object.entries(cpuMs[contender]).map(([label, ms]) => [
+          label,
+          round(ms / Math.max(1, ok[contender]), 3),
+        ]),
+      ),
     }));
     bench.log(`1 session, interleaved 1 s windows: ${JSON.stringify(rows)}`);
     return { plain: rows[0]!, ours: rows[1]! };

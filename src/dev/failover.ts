@@ -23,68 +23,93 @@ const LOST_LIFELINE_RECHECK_MS = [20, 100, 400];
 /** While recovering, how often to look again. */
 const RECOVER_INTERVAL_MS = 50;
 
-export function watchOwner(
-  paths: RootPaths,
-  registryPath: string,
-  initial: OwnerRecord,
-  say: (message: string) => void,
-): void {
-  let owner = initial;
-  let recovering = false;
+/**
+ * One session's watch over one root's owner. Its timers are fields, cleared by `dispose()` (they
+ * are unref'd: a session that exits needs no dispose).
+ */
+export class OwnerWatch {
+  private owner: OwnerRecord;
+  private recovering = false;
+  private disposed = false;
   /** The lifeline we hold, to whom: at most one, to the current owner. */
-  let lifeline: { pid: number; drop: () => void } | undefined;
-
+  private lifeline: { pid: number; drop: () => void } | undefined;
   /** After a lifeline closed under a live owner, no new one before this (no reconnect loop). */
-  let lifelineRetryAt = 0;
+  private lifelineRetryAt = 0;
+  private readonly interval: NodeJS.Timeout;
+  /** Quick looks after a lifeline closed (LOST_LIFELINE_RECHECK_MS). */
+  private readonly rechecks = new Set<NodeJS.Timeout>();
 
-  const holdLifelineTo = (record: OwnerRecord) => {
-    if (lifeline?.pid === record.pid || Date.now() < lifelineRetryAt) return;
-    lifeline?.drop();
-    lifeline = undefined;
+  constructor(
+    private readonly paths: RootPaths,
+    private readonly registryPath: string,
+    initial: OwnerRecord,
+    private readonly say: (message: string) => void,
+  ) {
+    this.owner = initial;
+    // A stopped or very busy owner cannot touch the candidate, a dead one never will, and every
+    // session's miniflare deletes a candidate 10 s after its last touch (which would make a session
+    // the oldest, and so the holder). So every session touches it, whatever the owner's state.
+    keepFresh(registryPath, paths.persistRoot);
+    this.check();
+    this.interval = setInterval(() => {
+      keepFresh(registryPath, paths.persistRoot);
+      this.check();
+    }, CHECK_INTERVAL_MS);
+    this.interval.unref();
+  }
+
+  dispose(): void {
+    this.disposed = true;
+    clearInterval(this.interval);
+    for (const timer of this.rechecks) clearTimeout(timer);
+    this.rechecks.clear();
+    this.lifeline?.drop();
+    this.lifeline = undefined;
+  }
+
+  private holdLifelineTo(record: OwnerRecord): void {
+    if (this.lifeline?.pid === record.pid || Date.now() < this.lifelineRetryAt) return;
+    this.lifeline?.drop();
+    this.lifeline = undefined;
     // A serving owner's record names its lifeline (an owner of an earlier version's does not).
     const port = record.lifelinePort;
     if (port === undefined) return; // polling alone
-    lifeline = {
+    this.lifeline = {
       pid: record.pid,
       drop: holdLifeline(port, () => {
-        lifeline = undefined;
-        lifelineRetryAt = Date.now() + CHECK_INTERVAL_MS;
-        check();
+        this.lifeline = undefined;
+        this.lifelineRetryAt = Date.now() + CHECK_INTERVAL_MS;
+        this.check();
         // A dying process closes its sockets a moment before /proc shows it gone: look again.
-        for (const ms of LOST_LIFELINE_RECHECK_MS) setTimeout(check, ms).unref();
+        for (const ms of LOST_LIFELINE_RECHECK_MS) {
+          const timer = setTimeout(() => {
+            this.rechecks.delete(timer);
+            this.check();
+          }, ms).unref();
+          this.rechecks.add(timer);
+        }
       }),
     };
-  };
+  }
 
-  const check = () => {
-    if (recovering) return;
-    if (liveness(owner) === "alive") return holdLifelineTo(owner);
-    recovering = true;
-    lifelineRetryAt = 0;
-    void recover(paths, registryPath, owner, say)
+  private check(): void {
+    if (this.disposed || this.recovering) return;
+    if (liveness(this.owner) === "alive") return this.holdLifelineTo(this.owner);
+    this.recovering = true;
+    this.lifelineRetryAt = 0;
+    void recover(this.paths, this.registryPath, this.owner, this.say)
       .then((next) => {
-        recovering = false;
+        this.recovering = false;
         if (next) {
-          owner = next;
-          check(); // a lifeline to the new owner
+          this.owner = next;
+          this.check(); // a lifeline to the new owner
         }
       })
       .catch((error: unknown) => {
-        recovering = false;
-        say(`✘ failover for ${paths.persistRoot} failed: ${String(error)}`);
+        this.recovering = false;
+        this.say(`✘ failover for ${this.paths.persistRoot} failed: ${String(error)}`);
       });
-  };
-
-  // A stopped or very busy owner cannot touch the candidate, a dead one never will, and every
-  // session's miniflare deletes a candidate 10 s after its last touch (which would make a session
-  // the oldest, and so the holder). So every session touches it, whatever the owner's state.
-  keepFresh(registryPath, paths.persistRoot);
-  check();
-  const timer = setInterval(() => {
-    keepFresh(registryPath, paths.persistRoot);
-    check();
-  }, CHECK_INTERVAL_MS);
-  timer.unref();
+  }
 }
 
 async function recover(

@@ -9,19 +9,23 @@
 // - `register.cjs` (`NODE_OPTIONS="--require shared-storage-wrangler/register"`): hooks the
 //   CommonJS loader, so that whichever miniflare copy a process loads, ESM or CommonJS, gets ours.
 // Before the first persisting instance starts, this session registers its presence and makes sure
-// the root's dedicated owner serves.
+// the root's dedicated owner serves. When it cannot share, the Miniflare constructor (or
+// setOptions) throws a SharedStorageError: under the register that is the user's own process
+// (vite, a getPlatformProxy() script), which decides what to do with it; in our `wrangler dev
+// --x-shared-storage` the preload prints it in one line and exits 1.
 import { errorCode } from "../errors.js";
 import { existsSync, mkdirSync } from "node:fs";
+import { createRequire } from "node:module";
 import type * as MiniflareModule from "miniflare";
 import { onExit } from "signal-exit";
 import { canonicalRoot } from "../canonical-root.js";
 import {
-  MINIFLARE_ENTRY,
   MINIFLARE_ENTRY_ENV,
-  requireFromWrangler,
+  miniflareEntry,
+  requireMiniflare,
   resolveRegistryPath,
   versions,
-  WRANGLER_PACKAGE_JSON,
+  wranglerPackageJson,
 } from "../environment.js";
 import { describeVersions, registryMismatch } from "../owner/assessment.js";
 import { Election, OwnerElectionError } from "../owner/succession.js";
@@ -38,13 +42,24 @@ import { installPooledBindings } from "../pooled/session-bindings.js";
 import { SessionRoutes } from "../pooled/session-routes.js";
 import { pooledAvailable } from "../pooled/sockets.js";
 import { adoptLegacyLayout, severalSessionsOf, severalSessionsWarning } from "./continuity.js";
-import { watchOwner } from "./failover.js";
+import { OwnerWatch } from "./failover.js";
 import { writePresence } from "./presence.js";
 import { SESSION_ENV } from "./shared-storage.js";
 
 type MiniflareOptions = ConstructorParameters<typeof MiniflareModule.Miniflare>[0];
 
 const say = (message: string) => process.stderr.write(`⎔ [x-shared-storage] ${message}\n`);
+
+/**
+ * Why this process cannot share storage, naming the root, file or pid involved. Thrown out of the
+ * Miniflare constructor and setOptions before anything is written for that Miniflare.
+ */
+export class SharedStorageError extends Error {
+  override name = "SharedStorageError";
+}
+
+/** Which entry started the session: our wrangler's preload, or the register in a user's process. */
+type Entry = "wrangler" | "register";
 
 /**
  * What this process shares, as one object: created by the first entry that needs it (the preload
@@ -56,6 +71,8 @@ class Session {
   readonly upstreamOnly = process.env.WRANGLER_X_BENCH_UPSTREAM_SHARED_STORAGE === "1";
   /** Persist roots this session is connected to (presence written, owner serving). */
   readonly connections = new Map<string, RootPaths>();
+  /** Per connected root: the watch over its owner (failover.ts). */
+  readonly watches = new Map<string, OwnerWatch>();
   /** Per connected root: whether KV/R2/D1 calls take the owner's pooled sockets (src/pooled). */
   readonly routes = new SessionRoutes();
   /** Workers of this session whose layout was checked, per persist root. */
@@ -67,7 +84,7 @@ class Session {
   /** Each miniflare module object met, with ours in its place. */
   readonly installed = new WeakMap<object, typeof MiniflareModule>();
 
-  constructor() {
+  constructor(readonly entry: Entry) {
     this.command = process.env[SESSION_ENV] ?? "dev";
     // Children that wrangler spawns must not run this preload again.
     delete process.env[SESSION_ENV];
@@ -75,9 +92,9 @@ class Session {
 }
 
 let current: Session | undefined;
-/** This process's session, created on first use. */
-function session(): Session {
-  return (current ??= new Session());
+/** This process's session, created on first use (by the register, unless the preload came first). */
+function session(entry: Entry = "register"): Session {
+  return (current ??= new Session(entry));
 }
 
 function canonical(dir: string): string {
@@ -87,17 +104,19 @@ function canonical(dir: string): string {
     return canonicalRoot(dir);
   } catch (error) {
     const code = errorCode(error);
-    fail(`cannot create the persist directory ${dir} (${code}). Pass a writable --persist-to.`);
+    fail(
+      `cannot create the persist directory ${dir} (${code}). Pass a writable --persist-to.`,
+      error,
+    );
   }
 }
 
-function fail(message: string): never {
-  say(`✘ ${message}`);
-  process.exit(1);
+function fail(message: string, cause?: unknown): never {
+  throw new SharedStorageError(message, cause === undefined ? undefined : { cause });
 }
 
 function connect(persistRoot: string, registryPath: string, worker: string): RootPaths {
-  const { connections, routes, command, presencePort } = session();
+  const { connections, routes, command, presencePort, watches } = session();
   const existing = connections.get(persistRoot);
   if (existing) return existing;
   const paths = rootPaths(persistRoot);
@@ -116,6 +135,7 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
     const code = errorCode(error);
     fail(
       `cannot write session records under ${paths.stateDir} (${code}). Is the persist directory writable?`,
+      error,
     );
   }
   onExit(() => {
@@ -124,11 +144,16 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
   try {
     const owner = new Election(paths, registryPath).untilServedSync(say);
     say(`storage for ${persistRoot} is served by owner pid ${owner.pid} at ${owner.debugAddress}`);
-    watchOwner(paths, registryPath, owner, say);
+    watches.set(persistRoot, new OwnerWatch(paths, registryPath, owner, say));
     routes.connected(persistRoot, presence);
   } catch (error) {
     removeFile(presence);
-    fail(error instanceof OwnerElectionError ? error.message : String(error));
+    fail(
+      error instanceof OwnerElectionError
+        ? error.message
+        : `no storage owner for ${persistRoot}: ${String(error)}`,
+      error,
+    );
   }
   connections.set(persistRoot, paths);
   return paths;
@@ -161,10 +186,12 @@ function checkLayout(paths: RootPaths, worker: string): void {
   try {
     report = adoptLegacyLayout(paths, worker);
   } catch (error) {
+    checkedLayouts.delete(key); // the next Miniflare of this worker tries again
     fail(
       `cannot move ${legacyDir} into ${paths.persistRoot}: ${(error as Error).message}. ` +
         `Nothing was overwritten or deleted; each part moves whole or not at all, so starting ` +
         `the session again after fixing the cause finishes the move.`,
+      error,
     );
   } finally {
     release();
@@ -301,7 +328,13 @@ export function sharedStorageModule(
       super(prepareOrRefuse(copy, options));
     }
     override setOptions(options: MiniflareOptions): Promise<void> {
-      return super.setOptions(prepareOrRefuse(copy, options));
+      let prepared: MiniflareOptions;
+      try {
+        prepared = prepareOrRefuse(copy, options);
+      } catch (error) {
+        return Promise.reject(error as Error); // as every other failure of setOptions
+      }
+      return super.setOptions(prepared);
     }
   }
   // miniflare's exports are non-configurable getters: build a copy with ours in place.
@@ -313,7 +346,21 @@ export function sharedStorageModule(
   return ours;
 }
 
+/**
+ * `prepare`, or the refusal: thrown to the user's code under the register; in our wrangler (whose
+ * error output would bury it) one line, exit 1.
+ */
 function prepareOrRefuse(copy: Copy, options: MiniflareOptions): MiniflareOptions {
+  try {
+    return refuseOrPrepare(copy, options);
+  } catch (error) {
+    if (!(error instanceof SharedStorageError) || session().entry !== "wrangler") throw error;
+    say(`✘ ${error.message}`);
+    process.exit(1);
+  }
+}
+
+function refuseOrPrepare(copy: Copy, options: MiniflareOptions): MiniflareOptions {
   if (options.resourcePersistencePath !== undefined && lacksSharedStorage(copy)) {
     // miniflare exports no version: it is read from the copy's package.json.
     const { miniflare } = versionsOf(copy.entry);
@@ -328,18 +375,19 @@ function prepareOrRefuse(copy: Copy, options: MiniflareOptions): MiniflareOption
 
 /** The `--require` preload of our `wrangler`: wrangler's own miniflare, before wrangler loads it. */
 export function installForWrangler(): void {
-  session(); // at start, before wrangler spawns any child (see Session)
-  const real = requireFromWrangler(MINIFLARE_ENTRY) as typeof MiniflareModule;
+  session("wrangler"); // at start, before wrangler spawns any child (see Session)
+  const entry = miniflareEntry();
+  const real = requireMiniflare() as typeof MiniflareModule;
   const schema = (real as { InstanceOptionsSchema?: { shape?: object } }).InstanceOptionsSchema;
   if (!Object.keys(schema?.shape ?? {}).includes("unsafeEnableSharedStorage")) {
     const { wrangler, miniflare } = versions();
     process.stderr.write(
-      `✘ [ERROR] --x-shared-storage needs miniflare's unsafeEnableSharedStorage, which this project's wrangler ${wrangler} (miniflare ${miniflare}, ${WRANGLER_PACKAGE_JSON}) does not have. Use wrangler 4.126.0 or later, or drop --x-shared-storage.\n`,
+      `✘ [ERROR] --x-shared-storage needs miniflare's unsafeEnableSharedStorage, which this project's wrangler ${wrangler} (miniflare ${miniflare}, ${wranglerPackageJson()}) does not have. Use wrangler 4.126.0 or later, or drop --x-shared-storage.\n`,
     );
     process.exit(1);
   }
   // Make ours what every later `require("miniflare")` of wrangler's returns.
-  const cached = requireFromWrangler.cache[MINIFLARE_ENTRY];
-  if (!cached) throw new Error(`miniflare was not loaded from ${MINIFLARE_ENTRY}`);
-  cached.exports = sharedStorageModule(real, MINIFLARE_ENTRY);
+  const cached = createRequire(import.meta.url).cache[entry];
+  if (!cached) throw new Error(`miniflare was not loaded from ${entry}`);
+  cached.exports = sharedStorageModule(real, entry);
 }

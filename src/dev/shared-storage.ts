@@ -4,11 +4,7 @@
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseCommandLine } from "../command-line.js";
-import {
-  MINIFLARE_ENTRY_ENV,
-  WRANGLER_PACKAGE_ENV,
-  WRANGLER_PACKAGE_JSON,
-} from "../environment.js";
+import { MINIFLARE_ENTRY_ENV, WRANGLER_PACKAGE_ENV, wranglerPackageJson } from "../environment.js";
 import { runRealWrangler } from "../real-wrangler.js";
 
 export const PRELOAD = path.join(path.dirname(fileURLToPath(import.meta.url)), "preload-entry.cjs");
@@ -45,7 +41,7 @@ export function runWithSharedStorage(command: string, args: string[]): void {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
     [SESSION_ENV]: command,
-    [WRANGLER_PACKAGE_ENV]: WRANGLER_PACKAGE_JSON,
+    [WRANGLER_PACKAGE_ENV]: wranglerPackageJson(),
   };
   delete env[MINIFLARE_ENTRY_ENV];
   runRealWrangler(args, { nodeArgs: ["--require", PRELOAD], env });

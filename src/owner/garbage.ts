@@ -3,9 +3,17 @@
 // signals a process unless a record proves it ours (pid + start time); never withdraws a storage
 // candidate while a live session may route through it (a failover may be under way).
 import { probePort } from "../lifeline.js";
-import { existsSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
 import path from "node:path";
-import { commandLine, hasProcFs, killIdentities, liveness } from "../process-info.js";
+import {
+  commandLine,
+  hasProcFs,
+  killIdentities,
+  liveness,
+  openFiles,
+  procPids,
+  procStat,
+} from "../process-info.js";
 import {
   listClients,
   type OwnerRecord,
@@ -52,36 +60,15 @@ async function portAnswers(address: string): Promise<boolean> {
 function orphanedHolders(persistRoot: string, liveOwnerPid?: number): number[] | undefined {
   if (!hasProcFs()) return undefined;
   const orphans: number[] = [];
-  for (const entry of readdirSync("/proc")) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    let stat: string[];
-    try {
-      const text = readFileSync(`/proc/${pid}/stat`, "utf8");
-      stat = text.slice(text.lastIndexOf(")") + 2).split(" ");
-    } catch {
-      continue;
-    }
-    const [ppid, pgrp] = [Number(stat[1]), Number(stat[2])];
+  for (const pid of procPids()) {
+    if (pid === process.pid) continue;
+    const stat = procStat(pid);
+    if (!stat) continue;
+    const { ppid, pgrp } = stat;
     if (ppid !== 1 || pgrp === liveOwnerPid || !commandLine(pid).includes("workerd")) continue;
     // Its group leader (the owner node process) must be gone too.
     if (liveness({ pid: pgrp }) === "alive" && pgrp !== pid) continue;
-    let holds = false;
-    try {
-      for (const fd of readdirSync(`/proc/${pid}/fd`)) {
-        try {
-          if (readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(persistRoot + path.sep)) {
-            holds = true;
-            break;
-          }
-        } catch {
-          // closed while we looked
-        }
-      }
-    } catch {
-      continue;
-    }
-    if (holds) orphans.push(pid);
+    if (openFiles(pid)?.some((file) => file.startsWith(persistRoot + path.sep))) orphans.push(pid);
   }
   return orphans;
 }

@@ -7,7 +7,7 @@ import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync }
 import { createRequire } from "node:module";
 import path from "node:path";
 import type * as MiniflareModule from "miniflare";
-import { MINIFLARE_ENTRY, requireFromWrangler } from "../environment.js";
+import { requireMiniflare } from "../environment.js";
 import { removeTreeWithRetrySync } from "../fs-retry.js";
 import { childProcesses, liveness, type ProcessIdentity } from "../process-info.js";
 import {
@@ -142,13 +142,18 @@ export function deadInstanceDirs(paths: RootPaths): string[] {
   });
 }
 
+/** `log`, where given, hears how long loading miniflare and starting its workerd took (cold start). */
 export async function startInstance(
   paths: RootPaths,
   identity: ProcessIdentity,
+  log?: (message: string) => void,
 ): Promise<Instance> {
   const persistRoot = paths.persistRoot;
-  const miniflare = requireFromWrangler(MINIFLARE_ENTRY) as typeof MiniflareModule;
-  // The placeholder worker has nothing worth keeping; its Cache and registry go with the process.
+  const loadStarted = performance.now();
+  const miniflare = requireMiniflare() as typeof MiniflareModule;
+  const loadMs = Math.round(performance.now() - loadStarted);
+  // The placeholder worker has nothing worth keeping; its registry goes with the process (the
+  // root's Cache files are opened at <root>/cache where the owner offers the cache socket).
   const dir = instanceDir(paths, identity);
   // A standby stopped while it booted (its owner idled out) died holding miniflare's startup
   // lock, and no record names it: release what dead instances hold before we wait on it.
@@ -208,7 +213,11 @@ export async function startInstance(
     }
   };
   try {
+    const readyStarted = performance.now();
     await mf.ready;
+    log?.(
+      `miniflare loaded in ${loadMs} ms, its workerd ready ${Math.round(performance.now() - readyStarted)} ms later`,
+    );
     const workerd = childProcesses(process.pid, "workerd");
     instance = {
       mf,

@@ -38,7 +38,7 @@ export async function runOwner(proc: OwnerProcess): Promise<void> {
   proc.log(
     `starting for ${proc.persistRoot} (registry ${proc.registryPath}; process up ${Math.round(process.uptime() * 1000)} ms)`,
   );
-  proc.instance = await startInstance(proc.paths, proc.identity);
+  proc.instance = await startInstance(proc.paths, proc.identity, (message) => proc.log(message));
   role.serve(proc.instance);
 }
 

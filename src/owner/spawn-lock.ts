@@ -5,7 +5,7 @@ import { rmSync, statSync } from "node:fs";
 import lockfile from "proper-lockfile";
 import { errnoCode } from "../errors.js";
 import { currentIdentity, liveness } from "../process-info.js";
-import { sleep, sleepSync } from "../wait.js";
+import { retryWithin, retryWithinSync } from "../wait.js";
 import {
   readLockHolder,
   removeFile,
@@ -85,25 +85,16 @@ export function tryAcquireSpawnLock(paths: RootPaths): LockAttempt {
 
 /** Waits (synchronously, bounded) for the lock; for the preload, which runs before wrangler's Miniflare. */
 export function acquireSpawnLockSync(paths: RootPaths, timeoutMs: number): Release | undefined {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const lock = tryAcquireSpawnLock(paths);
-    if (lock.release) return lock.release;
-    if (Date.now() > deadline) return undefined;
-    sleepSync(50);
-  }
+  return retryWithinSync(() => tryAcquireSpawnLock(paths), hasLock, timeoutMs, 50).release;
 }
 
 /** Waits (bounded) for the lock; the attempt returned last says who held it, if it failed. */
-export async function acquireSpawnLock(
+export function acquireSpawnLock(
   paths: RootPaths,
   timeoutMs: number,
   intervalMs = 50,
 ): Promise<LockAttempt> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const lock = tryAcquireSpawnLock(paths);
-    if (lock.release || Date.now() > deadline) return lock;
-    await sleep(intervalMs);
-  }
+  return retryWithin(() => tryAcquireSpawnLock(paths), hasLock, timeoutMs, intervalMs);
 }
+
+const hasLock = (lock: LockAttempt) => lock.release !== undefined;

@@ -7,7 +7,7 @@
 // kernel closes the instant the owner exits. The owner's pid + start time stay the authority (a
 // stopped owner keeps the pipe open and is never replaced); a slow poll is the fallback.
 import { sleep } from "../wait.js";
-import { MINIFLARE_ENTRY, requireFromWrangler, versions } from "../environment.js";
+import { requireMiniflare, versions } from "../environment.js";
 import { ownerCandidateName, storageCandidates } from "../storage-candidate.js";
 import { isAlive, type ProcessIdentity } from "../process-info.js";
 import {
@@ -114,7 +114,7 @@ const BOOT_AFTER_SERVING_MS = 5000;
  * owner serves, or at once when the owner dies.
  */
 async function untilNeeded(proc: OwnerProcess, backed: ProcessIdentity): Promise<void> {
-  requireFromWrangler(MINIFLARE_ENTRY);
+  requireMiniflare();
   const ours = ownerCandidateName(proc.persistRoot);
   for (;;) {
     if (!isAlive(backed)) return;

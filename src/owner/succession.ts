@@ -16,7 +16,7 @@ import {
   waitUntilGone,
   waitUntilGoneSync,
 } from "../process-info.js";
-import { sleep, sleepSync } from "../wait.js";
+import { retryWithin, sleepSync } from "../wait.js";
 import { listClients, type OwnerRecord, readOwner, type RootPaths } from "../records.js";
 import { keepFresh, oursIsOldest } from "../storage-candidate.js";
 import {
@@ -223,8 +223,7 @@ export async function replaceDeadOwnerWithin(
   timeoutMs: number,
   intervalMs = 20,
 ): Promise<SuccessionOutcome> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+  const attempt = async () => {
     const section = criticalSection(paths, registryPath, successor);
     let step = section.next();
     while (!step.done) {
@@ -234,9 +233,9 @@ export async function replaceDeadOwnerWithin(
         await waitUntilGone(killed, successor.workerdExitMs ?? 2000, groupExited),
       );
     }
-    if (step.value.kind !== "busy" || Date.now() > deadline) return step.value;
-    await sleep(intervalMs);
-  }
+    return step.value;
+  };
+  return retryWithin(attempt, (outcome) => outcome.kind !== "busy", timeoutMs, intervalMs);
 }
 
 export class OwnerElectionError extends Error {}

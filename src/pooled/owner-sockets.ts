@@ -8,6 +8,7 @@
 import { rmSync } from "node:fs";
 import type * as MiniflareModule from "miniflare";
 import type { ProcessIdentity } from "../process-info.js";
+import { prepareOwnerCache } from "./owner-cache.js";
 import {
   createSocketDir,
   ENTRY_SERVICE,
@@ -89,6 +90,7 @@ export function prepareOwnerSockets(
     return undefined;
   }
   for (const [kind, plugin] of plugins) wrapGetServices(plugin!, kind, sockets.dir);
+  prepareOwnerCache(miniflare, persistRoot, sockets.dir);
   return sockets;
 }
 

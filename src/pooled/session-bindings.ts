@@ -7,6 +7,7 @@
 // shape, and D1 under `d1_binding_jsrpc` (JS RPC, not HTTP), stay as miniflare built them.
 import type * as MiniflareModule from "miniflare";
 import path from "node:path";
+import { type CacheRoute, installPooledCache, type PooledCacheHooks } from "./session-cache.js";
 import {
   ENTRY_SERVICE,
   NAMESPACE_HEADER,
@@ -48,7 +49,7 @@ const NOT_HTTP_FLAGS: Record<PooledKind, string[]> = {
 };
 const INSTALLED = Symbol.for("shared-storage-wrangler.pooled-bindings");
 
-export interface PooledBindingHooks {
+export interface PooledBindingHooks extends PooledCacheHooks {
   /** The stable socket dir for a root whose owner offers pooled sockets, else undefined. */
   socketDirFor(storageScope: string): string | undefined;
   /** What a worker's bindings of one kind on a root were given (at each config assembly). */
@@ -186,11 +187,26 @@ export function installPooledBindings(
       return { ...result, services: [...result.services, ...extra] };
     };
   }
+  // The Cache follows the same root's owner; a copy without a Cache plugin keeps its own.
+  installPooledCache(miniflare, hooks);
   return true;
 }
 
-/** One line for a root's routes by kind: "pooled", "proxy", or "pooled; d1: proxy (why)". */
-export function describeRoutes(routes: ReadonlyMap<PooledKind, KindRoute>): string | undefined {
+/**
+ * One line for a root's routes by kind: "pooled", "proxy", or "pooled; d1: proxy (why)"; a Cache
+ * that is not served by the owner beside pooled KV/R2/D1 adds "cache: session" ("proxy" alone
+ * means today's path for all, the Cache included).
+ */
+export function describeRoutes(
+  routes: ReadonlyMap<PooledKind, KindRoute>,
+  cache?: CacheRoute,
+): string | undefined {
+  const kinds = describeKinds(routes);
+  if (cache === undefined || cache === "pooled" || kinds === "proxy") return kinds ?? cache;
+  return kinds === undefined ? `cache: ${cache}` : `${kinds}; cache: ${cache}`;
+}
+
+function describeKinds(routes: ReadonlyMap<PooledKind, KindRoute>): string | undefined {
   const values = [...routes.values()];
   if (values.length === 0) return undefined;
   if (values.every((route) => route === "pooled")) return "pooled";

@@ -4,11 +4,13 @@
 import { readFileSync } from "node:fs";
 import { readOwner, rootPaths, writeRecordAtomic } from "../records.js";
 import { describeRoutes, type KindRoute, type PooledBindingHooks } from "./session-bindings.js";
+import type { CacheRoute } from "./session-cache.js";
 import { type PooledKind, verifiedStableDir } from "./sockets.js";
 
 interface Root {
   presence: string;
   routes: Map<PooledKind, KindRoute>;
+  cache?: CacheRoute;
   described?: string;
 }
 
@@ -33,7 +35,18 @@ export class SessionRoutes implements PooledBindingHooks {
     const root = this.#roots.get(storageScope);
     if (!root) return;
     root.routes.set(kind, route);
-    const described = describeRoutes(root.routes);
+    this.#note(root);
+  }
+
+  onCacheRoute(storageScope: string, route: CacheRoute): void {
+    const root = this.#roots.get(storageScope);
+    if (!root) return;
+    root.cache = route;
+    this.#note(root);
+  }
+
+  #note(root: Root): void {
+    const described = describeRoutes(root.routes, root.cache);
     if (described === undefined || described === root.described) return;
     root.described = described;
     notePresence(root.presence, described);

@@ -30,6 +30,16 @@ export const ENTRY_SERVICE: Record<PooledKind, string> = {
   d1: "d1:db:entry",
 };
 
+/**
+ * The Cache API's socket beside the kinds' ones: onto the owner's cache entry service (`cache:0`),
+ * offered only where that service is the one sessions' workerds would otherwise run themselves.
+ */
+export const CACHE_SOCKET = "cache";
+/** The header the cache requests' `cf` (its `cacheKey`) crosses the socket in, both ends. */
+export const CF_BLOB_HEADER = "X-SS-CF-Blob";
+/** The header the cache requests' scheme crosses in (the owner's socket reads it). */
+export const PROTO_HEADER = "X-SS-Proto";
+
 /** The header sessions name the namespace in; miniflare's object-entry workers read it. */
 export const NAMESPACE_HEADER = "MF-Namespace";
 
@@ -112,10 +122,10 @@ export function instanceSocketDir(
   const start =
     identity.startTime ?? (identity.started === undefined ? "0" : `s${identity.started}`);
   const dir = `${stableSocketDir(persistRoot)}.${identity.pid}-${start}`;
-  return Buffer.byteLength(path.join(dir, "kv")) <= MAX_SOCKET_PATH ? dir : undefined;
+  return Buffer.byteLength(path.join(dir, CACHE_SOCKET)) <= MAX_SOCKET_PATH ? dir : undefined;
 }
 
-export function socketPath(dir: string, kind: PooledKind): string {
+export function socketPath(dir: string, kind: PooledKind | typeof CACHE_SOCKET): string {
   return path.join(dir, kind);
 }
 
@@ -149,6 +159,15 @@ export function socketsListening(dir: string): boolean {
       return false;
     }
   });
+}
+
+/** The cache socket exists in `dir` (the serving owner's miniflare offered it; a session asks). */
+export function cacheSocketListening(dir: string): boolean {
+  try {
+    return lstatSync(socketPath(dir, CACHE_SOCKET)).isSocket();
+  } catch {
+    return false;
+  }
 }
 
 /** The directory the stable link points at now, if any. */

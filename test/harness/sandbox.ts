@@ -2,12 +2,20 @@
 // in their own process groups, and a teardown that kills only what it started, by pid, then
 // checks that nothing of it is left.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { commandLine, isAlive, processGroupMembers } from "../../src/process-info.js";
+import {
+  commandLine,
+  establishedRemotePortsOf,
+  isAlive,
+  openFiles,
+  processGroupMembers,
+  procPids,
+  procStat,
+} from "../../src/process-info.js";
 import { readOwner, readStandby, rootPaths, type OwnerRecord } from "../../src/records.js";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -315,15 +323,9 @@ export class Sandbox {
    */
   leftovers(): number[] {
     this.rememberOwner();
-    for (const entry of readdirSync("/proc")) {
-      const pid = Number(entry);
-      if (
-        Number.isInteger(pid) &&
-        pid !== process.pid &&
-        commandLine(pid).includes(`--persist-root ${this.dir}`)
-      ) {
+    for (const pid of procPids()) {
+      if (pid !== process.pid && commandLine(pid).includes(`--persist-root ${this.dir}`))
         this.owners.add(pid);
-      }
     }
     return [
       ...new Set([...this.groups, ...this.owners].flatMap((pgid) => processGroupMembers(pgid))),
@@ -382,25 +384,7 @@ export function groupGone(pgid: number): boolean {
  * that serves a database stays visible for as long as it serves it.
  */
 export function processesWithOpen(match: (file: string) => boolean): number[] {
-  const found = new Set<number>();
-  for (const entry of readdirSync("/proc")) {
-    const pid = Number(entry);
-    if (!Number.isInteger(pid) || pid === process.pid) continue;
-    let fds: string[];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue;
-    }
-    for (const fd of fds) {
-      try {
-        if (match(readlinkSync(`/proc/${pid}/fd/${fd}`))) found.add(pid);
-      } catch {
-        // closed while we looked
-      }
-    }
-  }
-  return [...found];
+  return procPids().filter((pid) => pid !== process.pid && openFiles(pid)?.some(match));
 }
 
 /** The per-database D1/KV/R2 files (not the shared metadata.sqlite every instance opens). */
@@ -412,12 +396,7 @@ export function isDatabaseFile(persistRoot: string) {
 }
 
 export function parentPid(pid: number): number | undefined {
-  try {
-    const text = readFileSync(`/proc/${pid}/stat`, "utf8");
-    return Number(text.slice(text.lastIndexOf(")") + 2).split(" ")[1]);
-  } catch {
-    return undefined;
-  }
+  return procStat(pid)?.ppid;
 }
 
 export async function post(url: string): Promise<{ ok: boolean; status: number; body: string }> {
@@ -476,30 +455,5 @@ export function cleanUpOnSignal(): void {
  * (from /proc/net/tcp and each process's fds): which session holds a lifeline to which owner.
  */
 export function establishedRemotePorts(pgid: number): number[] {
-  const inodes = new Set<string>();
-  for (const pid of processGroupMembers(pgid)) {
-    let fds: string[] = [];
-    try {
-      fds = readdirSync(`/proc/${pid}/fd`);
-    } catch {
-      continue; // exited meanwhile
-    }
-    for (const fd of fds) {
-      try {
-        const target = readlinkSync(`/proc/${pid}/fd/${fd}`);
-        const inode = /^socket:\[(\d+)\]$/.exec(target)?.[1];
-        if (inode) inodes.add(inode);
-      } catch {
-        // closed meanwhile
-      }
-    }
-  }
-  const ports: number[] = [];
-  for (const line of readFileSync("/proc/net/tcp", "utf8").split("\n").slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    // sl local_address rem_address st … inode (field 9); state 01 is ESTABLISHED.
-    if (fields.length < 10 || fields[3] !== "01" || !inodes.has(fields[9]!)) continue;
-    ports.push(parseInt(fields[2]!.split(":")[1]!, 16));
-  }
-  return ports;
+  return establishedRemotePortsOf(processGroupMembers(pgid));
 }

@@ -1,0 +1,120 @@
+// Session side of the Cache API's pooled route (owner-cache.ts is the other end). Where the root's
+// owner listens on a cache socket, each worker's `cache:<i>` (its `cacheApiOutbound`, and the
+// purge binding's target) becomes a forwarder onto an `external` HTTP service on the root's stable
+// cache socket, the request's `cf` (`cacheKey`) and scheme carried in headers, and the Cache's object and storage
+// services go: this session's workerd never opens the cache files. Elsewhere (an owner without
+// the socket, a Cache of another shape, the no-op Cache of `dev.cacheAPI: false`) it stays as
+// miniflare built it, and the route says so.
+import path from "node:path";
+import type * as MiniflareModule from "miniflare";
+import {
+  CACHE_OBJECT,
+  CACHE_STORAGE,
+  cacheEntryName,
+  type CacheService,
+  cacheServices,
+} from "./owner-cache.js";
+import {
+  CACHE_SOCKET,
+  CF_BLOB_HEADER,
+  cacheSocketListening,
+  PROTO_HEADER,
+  socketPath,
+} from "./sockets.js";
+
+/** Where a session's Cache is served: the owner's workerd, or (today's path) its own. */
+export type CacheRoute = "pooled" | "session";
+
+export interface PooledCacheHooks {
+  socketDirFor(storageScope: string): string | undefined;
+  /** Where a root's Cache is served (at each config assembly). */
+  onCacheRoute?(storageScope: string, route: CacheRoute): void;
+}
+
+type Plugin = { getServices: (this: unknown, ...args: unknown[]) => unknown };
+type Args = {
+  workerIndex?: unknown;
+  sharedOptions?: { resourcePersistencePath?: unknown };
+};
+const INSTALLED = Symbol.for("shared-storage-wrangler.pooled-session-cache");
+
+/** The external service on the owner's cache socket. */
+export function externalCacheName(dir: string): string {
+  return `x-ss-pooled:${path.basename(dir)}:cache`;
+}
+
+/**
+ * What stands in for `cache:<i>`: a forwarder that names the request's scheme in a header (an
+ * HTTP hop keeps only the path and host, and the URL is the default cache key) and passes it on,
+ * `cf` included, to the owner's socket; and that socket as an external service.
+ */
+export function pooledCacheServices(dir: string, workerIndex: number) {
+  const external = externalCacheName(dir);
+  return [
+    {
+      name: cacheEntryName(workerIndex),
+      worker: {
+        compatibilityDate: "2023-07-24",
+        modules: [{ name: "x-ss-cache-forward.js", esModule: FORWARDER }],
+        bindings: [{ name: "OWNER", service: { name: external } }],
+      },
+    },
+    {
+      name: external,
+      external: {
+        address: `unix:${socketPath(dir, CACHE_SOCKET)}`,
+        http: { cfBlobHeader: CF_BLOB_HEADER },
+      },
+    },
+  ];
+}
+
+const FORWARDER = `export default {
+  fetch(request, env) {
+    const headers = new Headers(request.headers);
+    headers.set(${JSON.stringify(PROTO_HEADER)}, new URL(request.url).protocol.slice(0, -1));
+    return env.OWNER.fetch(new Request(request, { headers }), { cf: request.cf });
+  },
+};
+`;
+
+/** Rewrites this miniflare copy's Cache services (once per copy); false when it has no Cache plugin. */
+export function installPooledCache(
+  miniflare: typeof MiniflareModule,
+  hooks: PooledCacheHooks,
+): boolean {
+  const plugin = (miniflare as unknown as Record<string, unknown>).CACHE_PLUGIN as
+    | (Plugin & { [INSTALLED]?: true })
+    | undefined;
+  if (typeof plugin?.getServices !== "function") return false;
+  if (plugin[INSTALLED]) return true;
+  plugin[INSTALLED] = true;
+  const original = plugin.getServices;
+  // One decision per config assembly (its sharedOptions object), the same for all its workers:
+  // no worker keeps the Cache's object while another routes to the owner.
+  const decided = new WeakMap<object, string | undefined>();
+  plugin.getServices = async function (this: unknown, ...args: unknown[]) {
+    const result = await original.apply(this, args);
+    const { workerIndex, sharedOptions } = (args[0] ?? {}) as Args;
+    const root = sharedOptions?.resourcePersistencePath;
+    if (!Array.isArray(result) || typeof workerIndex !== "number" || typeof root !== "string")
+      return result;
+    if (!cacheServices(result as CacheService[], workerIndex)) return result;
+    // miniflare's storageScope spelling (getStorageScope), which the owner record is keyed by.
+    const scope = path.resolve(root);
+    if (!decided.has(sharedOptions!)) {
+      const dir = hooks.socketDirFor(scope);
+      decided.set(sharedOptions!, dir && cacheSocketListening(dir) ? dir : undefined);
+    }
+    const dir = decided.get(sharedOptions!);
+    hooks.onCacheRoute?.(scope, dir ? "pooled" : "session");
+    if (!dir) return result;
+    return (result as CacheService[]).flatMap((service) => {
+      if (service.name === CACHE_STORAGE || service.name === CACHE_OBJECT) return [];
+      return service.name === cacheEntryName(workerIndex)
+        ? pooledCacheServices(dir, workerIndex)
+        : [service];
+    });
+  };
+  return true;
+}
