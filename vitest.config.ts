@@ -20,6 +20,8 @@ function collect(task: Task): string[] {
 // Tests start real wrangler/workerd processes: files run in parallel on two forks (the
 // machines have two cores); each test bounds its own waits.
 export default defineConfig({
+  // Vite strips types from .ts/.mts only; src/yes-no.cts is TypeScript too (CommonJS, for the register).
+  esbuild: { include: /\.[cm]?tsx?$/ },
   test: {
     include: ["test/**/*.test.ts"],
     pool: "forks",

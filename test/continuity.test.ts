@@ -17,7 +17,7 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { adoptLegacyLayout } from "../src/dev/continuity.js";
-import { processGroupMembers } from "../src/process-info.js";
+import { commandLine, openFiles, processGroupMembers, procStat } from "../src/process-info.js";
 import { legacyIsolatedPathFor, rootPaths } from "../src/records.js";
 import {
   getJson,
@@ -121,14 +121,23 @@ describe("one history when the flag is turned on and off (real sessions)", () =>
         expect(holders.length).toBeGreaterThan(0);
         const own = processGroupMembers(session.pid);
         expect(holders.filter((pid) => !own.includes(pid))).toEqual([]);
-        // Not metadata.sqlite, which holds no entry: a ready standby's workerd opens it at start.
+        // The entries' files, not metadata.sqlite or the directory, which hold no entry: a ready
+        // standby's workerd opens those at start, as every instance does for KV, R2 and D1.
         const cacheHolders = processesWithOpen(
-          (file) => under("cache")(file) && !/\/metadata\.sqlite(-wal|-shm)?$/.test(file),
+          (file) => under("cache")(file) && /\/[0-9a-f]{64}\.sqlite(-wal|-shm)?$/.test(file),
         );
         expect(cacheHolders.length).toBeGreaterThan(0);
-        expect(cacheHolders.filter((pid) => !owner!.workerd!.some((w) => w.pid === pid))).toEqual(
-          [],
-        );
+        const strays = cacheHolders
+          .filter((pid) => !owner!.workerd!.some((w) => w.pid === pid))
+          .map((pid) => {
+            const parent = procStat(pid)?.ppid ?? 0;
+            const files = (openFiles(pid) ?? []).filter(under("cache"));
+            return `${pid} (child of ${parent}: ${commandLine(parent).slice(0, 160)}) holds ${files.join(", ")}`;
+          });
+        expect(
+          strays,
+          `owner ${owner!.pid}, its workerd ${owner!.workerd!.map((w) => w.pid)}, session ${session.pid}`,
+        ).toEqual([]);
         expect(existsSync(rootPaths(sandbox.persistRoot).isolatedDir)).toBe(false);
       }
       seen.push(

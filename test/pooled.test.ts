@@ -125,8 +125,10 @@ describe.skipIf(process.platform === "win32")("pooled storage sockets", () => {
     for (const w of oldWorkerd) process.kill(w.pid, "SIGSTOP");
     const violations: string[] = [];
     let watching = true;
+    let looks = 0;
     const watcher = (async () => {
       while (watching) {
+        looks++;
         const target = linkTarget(stable);
         if (target !== oldDir && oldWorkerd.some(isAlive))
           violations.push(`link at ${target} while old workerd lives`);
@@ -149,6 +151,7 @@ describe.skipIf(process.platform === "win32")("pooled storage sockets", () => {
     await load.stop();
     watching = false;
     await watcher;
+    expect(looks).toBeGreaterThan(10);
     expect(violations).toEqual([]);
     expect(oldWorkerd.some(isAlive)).toBe(false);
     expect(next.pooledSockets).toBe(stable);

@@ -29,14 +29,15 @@ export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve
 
 export async function waitFor<T>(
   what: string | (() => string),
-  probe: () => T | undefined | false | Promise<T | undefined | false>,
+  probe: () => T | undefined | null | false | Promise<T | undefined | null | false>,
   timeoutMs = 30_000,
   intervalMs = 100,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     const value = await probe();
-    if (value !== undefined && value !== false) return value;
+    // null is "not yet" too (a lookup that found nothing); 0 and "" are values a probe may want.
+    if (value !== undefined && value !== false && value !== null) return value;
     if (Date.now() > deadline)
       throw new Error(
         `timed out after ${timeoutMs} ms waiting for ${typeof what === "string" ? what : what()}`,
