@@ -2,6 +2,7 @@
 // what two writers of <root>/cache cost, measured with real sessions.
 import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { readOwner, rootPaths } from "../../src/records.js";
 import { getJson, parentPid, processesWithOpen, type Sandbox, type Session } from "./sandbox.js";
 
 const WORKER = path.join(import.meta.dirname, "..", "fixtures", "cache-worker", "index.js");
@@ -25,14 +26,20 @@ export const isCacheFile = (persistRoot: string) => (file: string) =>
  * 100 concurrent puts from each session (prefix `tag<i>`), who holds the cache entry files right
  * after (by role), then every session's entries looked up from every session.
  */
-export async function putsAndLookups(sandbox: Sandbox, sessions: Session[], tag: string) {
+export async function putsAndLookups(
+  sandbox: Sandbox,
+  sessions: Session[],
+  tag: string,
+  persistRoot = sandbox.persistRoot,
+) {
   const puts = await Promise.all(
     sessions.map((s, i) => getJson<{ failed: number }>(s.url(`/bulk-put?n=100&prefix=${tag}${i}`))),
   );
-  const owner = sandbox.owner()!;
-  const holders = processesWithOpen(isCacheFile(sandbox.persistRoot)).map((pid) => {
+  const owner = readOwner(rootPaths(persistRoot))!;
+  if (!owner.ok) throw new Error(`no owner record for ${persistRoot}`);
+  const holders = processesWithOpen(isCacheFile(persistRoot)).map((pid) => {
     const parent = parentPid(pid);
-    if (parent === owner.pid) return "owner";
+    if (parent === owner.value.pid) return "owner";
     // A session's workerd: its parent is wrangler, whose parent is our bin (the session's pid).
     const session = sessions.find((s) => s.pid === parentPid(parent!));
     return session ? `session ${session.worker}` : `pid ${pid} (parent ${parent})`;
