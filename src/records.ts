@@ -117,6 +117,11 @@ export interface OwnerRecord extends ProcessIdentity {
   spawnedBy?: number;
   /** The stable socket path (src/pooled/sockets.ts) when this owner serves pooled storage sockets. */
   pooledSockets?: string;
+  /**
+   * The owner's workerd serves the root's Cache on the stable path's cache socket: every session
+   * then sends its cache calls there, and none opens the cache files (src/pooled/owner-cache.ts).
+   */
+  pooledCache?: boolean;
 }
 
 export interface ClientRecord extends ProcessIdentity {
@@ -130,7 +135,10 @@ export interface ClientRecord extends ProcessIdentity {
   cwd: string;
   /** Versions the client runs; an owner of other versions must not serve it. */
   versions: Versions;
-  /** How its KV/R2/D1 calls reach the owner: "pooled", "proxy", or per kind (session-bindings.ts). */
+  /**
+   * How its KV/R2/D1 calls and its Cache reach the owner: "pooled", "proxy", per kind, and
+   * "cache: session" where its own workerd runs the Cache (session-bindings.ts `describeRoutes`).
+   */
   storageRoute?: string;
 }
 
@@ -189,7 +197,7 @@ export function readRecord<T>(
     : { ok: false, problem: `${file}: ${problem}` };
 }
 
-type FieldType = "string" | "number" | "object";
+type FieldType = "string" | "number" | "boolean" | "object";
 
 function checkFields(
   value: unknown,
@@ -261,6 +269,7 @@ export function validateOwner(value: unknown): string | undefined {
       spawnedBy: "number",
       lifelinePort: "number",
       pooledSockets: "string",
+      pooledCache: "boolean",
     },
   );
   if (problem) return problem;

@@ -9,6 +9,7 @@ import {
   readlinkSync,
   rmSync,
   symlinkSync,
+  writeFileSync,
 } from "node:fs";
 import { createRequire } from "node:module";
 import os from "node:os";
@@ -106,6 +107,7 @@ describe("installPooledBindings", () => {
     expect(
       installPooledBindings(module as unknown as typeof MiniflareModule, {
         socketDirFor: (scope) => (scope === "/p/root" ? dir : undefined),
+        cacheSocketDirFor: () => undefined,
         onRoute: (...args) => routes.push(args),
       }),
     ).toBe(true);
@@ -145,6 +147,7 @@ describe("installPooledBindings", () => {
     const routes: KindRoute[] = [];
     installPooledBindings(module as unknown as typeof MiniflareModule, {
       socketDirFor: () => "/tmp/x-ss-0/abc",
+      cacheSocketDirFor: () => undefined,
       onRoute: (_scope, _kind, route) => routes.push(route),
     });
     const options = { compatibilityFlags: ["d1_binding_jsrpc"] };
@@ -160,6 +163,7 @@ describe("installPooledBindings", () => {
     const none = fakeModule();
     installPooledBindings(none as unknown as typeof MiniflareModule, {
       socketDirFor: () => undefined,
+      cacheSocketDirFor: () => undefined,
       onRoute: (_scope, _kind, route) => routes.push(route),
     });
     const [kv] = (await none.KV_PLUGIN.getBindings.call(none.KV_PLUGIN, {})) as {
@@ -170,7 +174,11 @@ describe("installPooledBindings", () => {
   });
 
   it("refuses a module without the three plugins", () => {
-    const hooks = { socketDirFor: () => undefined, onRoute: () => {} };
+    const hooks = {
+      socketDirFor: () => undefined,
+      cacheSocketDirFor: () => undefined,
+      onRoute: () => {},
+    };
     expect(installPooledBindings({} as typeof MiniflareModule, hooks)).toBe(false);
   });
 });
@@ -196,7 +204,9 @@ describe("describeRoutes", () => {
     const kv = new Map<PooledKind, KindRoute>([["kv", "pooled"]]);
     expect(describeRoutes(kv, "pooled")).toBe("pooled");
     expect(describeRoutes(kv, "session")).toBe("pooled; cache: session");
-    expect(describeRoutes(new Map([["kv", "proxy"]]), "session")).toBe("proxy");
+    // Never hidden: a session running its own Cache is what an owner must see (owner-cache.ts).
+    expect(describeRoutes(new Map([["kv", "proxy"]]), "session")).toBe("proxy; cache: session");
+    expect(describeRoutes(new Map([["kv", "proxy"]]), "pooled")).toBe("proxy; cache: pooled");
     expect(describeRoutes(new Map(), "pooled")).toBe("pooled");
     expect(describeRoutes(new Map(), "session")).toBe("cache: session");
   });
@@ -390,6 +400,42 @@ describe("the sockets' base directory, another user's or open to others", () => 
       chmodSync(open, 0o755);
       expect(recording(path.join(open, path.basename(stable)))).toBeUndefined();
     });
+  });
+});
+
+describe("a session's Cache route", () => {
+  it("goes to the owner only when its record announces the cache socket, and stays there", () => {
+    const root = path.join(tmp, "cache-route-root");
+    const stable = stableSocketDir(root);
+    const routes = new SessionRoutes();
+    routes.connected(root, path.join(tmp, "cache-route-presence.json"));
+    const record = (fields: { pooledSockets?: string; pooledCache?: boolean }) => {
+      const now = new Date().toISOString();
+      writeRecordAtomic(rootPaths(root).ownerRecord, {
+        schema: SCHEMA_VERSION,
+        phase: "running",
+        pid: 999_999_986,
+        persistRoot: root,
+        registryPath: path.join(tmp, "registry"),
+        versions: {},
+        startedAt: now,
+        heartbeatAt: now,
+        logFile: path.join(tmp, "owner.log"),
+        ...fields,
+      });
+    };
+    // Sockets but no cache socket announced (an earlier version's data waits, a session runs its own).
+    record({ pooledSockets: stable });
+    expect(routes.cacheSocketDirFor(root)).toBeUndefined();
+    record({ pooledSockets: stable, pooledCache: true });
+    expect(routes.cacheSocketDirFor(root)).toBe(stable);
+    // A successor starting (no sockets named yet), an unreadable record: still the owner's.
+    record({});
+    expect(routes.cacheSocketDirFor(root)).toBe(stable);
+    writeFileSync(rootPaths(root).ownerRecord, "{ not json");
+    expect(routes.cacheSocketDirFor(root)).toBe(stable);
+    // A root this session never connected to: nothing.
+    expect(routes.cacheSocketDirFor(path.join(tmp, "not-connected"))).toBeUndefined();
   });
 });
 

@@ -17,6 +17,7 @@ import {
   type StandbyRecord,
   writeRecordAtomic,
 } from "../records.js";
+import { sessionsWithOwnCache } from "../pooled/owner-cache.js";
 import { servePooled, withdrawPooled } from "../pooled/owner-sockets.js";
 import * as candidate from "../storage-candidate.js";
 import { startInstance, type Instance } from "./instance.js";
@@ -104,10 +105,18 @@ class OwnerRole {
         recordServing();
       },
     );
+    // Announced once no live session runs its own Cache (owner-cache.ts), and never withdrawn:
+    // sessions that route their Cache here keep doing so across restarts and failover.
+    let pooledCache = false;
     const recordServing = () => {
+      pooledCache ||=
+        pooledSockets !== undefined &&
+        instance.pooled?.cache === true &&
+        sessionsWithOwnCache(proc.paths).length === 0;
       this.record = {
         ...this.record,
         pooledSockets,
+        ...(pooledCache ? { pooledCache } : {}),
         debugAddress: instance.address.debugAddress,
         instanceId: instance.address.instanceId,
         workerd: instance.workerd,

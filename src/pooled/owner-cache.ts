@@ -7,7 +7,8 @@
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import type * as MiniflareModule from "miniflare";
-import { rootPaths } from "../records.js";
+import { isAlive } from "../process-info.js";
+import { listClients, type RootPaths, rootPaths } from "../records.js";
 import { CACHE_SOCKET, CF_BLOB_HEADER, PROTO_HEADER, socketPath } from "./sockets.js";
 
 type Plugin = { getServices: (this: unknown, ...args: unknown[]) => unknown };
@@ -44,6 +45,23 @@ export function cacheServices(
   if (!entry || !readsNamespace || typeof storage?.disk?.path !== "string") return undefined;
   if (object?.worker?.durableObjectStorage?.localDisk !== CACHE_STORAGE) return undefined;
   return { entry, storage, object };
+}
+
+/** What a session's presence notes while its own workerd runs the Cache (session-bindings.ts). */
+export const OWN_CACHE_NOTE = "cache: session";
+
+/**
+ * Live sessions of the root whose own workerd runs the Cache (they started while no owner offered
+ * the socket, e.g. while an earlier version's data waited to move). While any lives, an owner does
+ * not announce its cache socket, even if its workerd listens there: sessions that start meanwhile
+ * keep their own Cache too, rather than reach a second writer of the same files.
+ */
+export function sessionsWithOwnCache(paths: RootPaths): number[] {
+  return listClients(paths).flatMap(({ record }) =>
+    record.ok && record.value.storageRoute?.includes(OWN_CACHE_NOTE) && isAlive(record.value)
+      ? [record.value.pid]
+      : [],
+  );
 }
 
 /** Plain wrangler's cache directory under a persist root (miniflare's getPersistPath spelling). */

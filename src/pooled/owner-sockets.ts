@@ -10,6 +10,7 @@ import type * as MiniflareModule from "miniflare";
 import type { ProcessIdentity } from "../process-info.js";
 import { prepareOwnerCache } from "./owner-cache.js";
 import {
+  cacheSocketListening,
   createSocketDir,
   ENTRY_SERVICE,
   instanceSocketDir,
@@ -54,6 +55,8 @@ export interface PooledSockets {
   stable: string;
   /** This instance's own socket directory. */
   dir: string;
+  /** Its workerd listens on the cache socket too (owner-cache.ts), known once it started. */
+  cache: boolean;
 }
 
 function pluginOf(miniflare: typeof MiniflareModule, kind: PooledKind): Plugin | undefined {
@@ -83,7 +86,7 @@ export function prepareOwnerSockets(
     const dir = instanceSocketDir(persistRoot, identity);
     if (!dir) return undefined;
     createSocketDir(dir);
-    sockets = { stable: stableSocketDir(persistRoot), dir };
+    sockets = { stable: stableSocketDir(persistRoot), dir, cache: false };
   } catch {
     // The temp dir's socket directory is not ours or not 0700 (another user made it first):
     // the proxy path still serves; the owner must start all the same.
@@ -136,7 +139,7 @@ export function socketsOpened(
     return undefined;
   }
   writeHolder(sockets.dir, { owner, workerd });
-  return sockets;
+  return { ...sockets, cache: cacheSocketListening(sockets.dir) };
 }
 
 /** At dispose: a directory nothing links to goes (the serving one stays for its successor). */

@@ -13,6 +13,7 @@ import {
   NAMESPACE_HEADER,
   POOLED_KINDS,
   type PooledKind,
+  pooledKindsOff,
   socketPath,
 } from "./sockets.js";
 
@@ -139,6 +140,8 @@ export function installPooledBindings(
     )
   )
     return false;
+  // Read once per copy, as the env var is read once per session.
+  const kindsOff = pooledKindsOff();
   for (const [kind, plugin] of plugins) {
     const marked = plugin as Plugin & { [INSTALLED]?: true };
     if (marked[INSTALLED]) continue;
@@ -158,7 +161,7 @@ export function installPooledBindings(
         const slot = targetsOf(binding, kind);
         const target = slot && proxyTarget(slot.get(), kind);
         if (!slot || !target) continue;
-        const dir = hooks.socketDirFor(target.storageScope);
+        const dir = kindsOff ? undefined : hooks.socketDirFor(target.storageScope);
         if (!dir) {
           routes.set(target.storageScope, "proxy");
           continue;
@@ -193,16 +196,17 @@ export function installPooledBindings(
 }
 
 /**
- * One line for a root's routes by kind: "pooled", "proxy", or "pooled; d1: proxy (why)"; a Cache
- * that is not served by the owner beside pooled KV/R2/D1 adds "cache: session" ("proxy" alone
- * means today's path for all, the Cache included).
+ * One line for a root's routes by kind: "pooled", "proxy", or "pooled; d1: proxy (why)", then the
+ * Cache's unless it is pooled beside pooled KV/R2/D1: "proxy; cache: pooled", "pooled; cache:
+ * session" (its own workerd runs it: owners read that note, owner-cache.ts `OWN_CACHE_NOTE`).
  */
 export function describeRoutes(
   routes: ReadonlyMap<PooledKind, KindRoute>,
   cache?: CacheRoute,
 ): string | undefined {
   const kinds = describeKinds(routes);
-  if (cache === undefined || cache === "pooled" || kinds === "proxy") return kinds ?? cache;
+  if (cache === undefined || (cache === "pooled" && (kinds ?? "pooled") === "pooled"))
+    return kinds ?? cache;
   return kinds === undefined ? `cache: ${cache}` : `${kinds}; cache: ${cache}`;
 }
 

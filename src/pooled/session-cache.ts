@@ -14,19 +14,14 @@ import {
   type CacheService,
   cacheServices,
 } from "./owner-cache.js";
-import {
-  CACHE_SOCKET,
-  CF_BLOB_HEADER,
-  cacheSocketListening,
-  PROTO_HEADER,
-  socketPath,
-} from "./sockets.js";
+import { CACHE_SOCKET, CF_BLOB_HEADER, PROTO_HEADER, socketPath } from "./sockets.js";
 
 /** Where a session's Cache is served: the owner's workerd, or (today's path) its own. */
 export type CacheRoute = "pooled" | "session";
 
 export interface PooledCacheHooks {
-  socketDirFor(storageScope: string): string | undefined;
+  /** The root's stable socket path where its owner announces the cache socket (`pooledCache`). */
+  cacheSocketDirFor(storageScope: string): string | undefined;
   /** Where a root's Cache is served (at each config assembly). */
   onCacheRoute?(storageScope: string, route: CacheRoute): void;
 }
@@ -102,10 +97,7 @@ export function installPooledCache(
     if (!cacheServices(result as CacheService[], workerIndex)) return result;
     // miniflare's storageScope spelling (getStorageScope), which the owner record is keyed by.
     const scope = path.resolve(root);
-    if (!decided.has(sharedOptions!)) {
-      const dir = hooks.socketDirFor(scope);
-      decided.set(sharedOptions!, dir && cacheSocketListening(dir) ? dir : undefined);
-    }
+    if (!decided.has(sharedOptions!)) decided.set(sharedOptions!, hooks.cacheSocketDirFor(scope));
     const dir = decided.get(sharedOptions!);
     hooks.onCacheRoute?.(scope, dir ? "pooled" : "session");
     if (!dir) return result;

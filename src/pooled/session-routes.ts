@@ -11,6 +11,8 @@ interface Root {
   presence: string;
   routes: Map<PooledKind, KindRoute>;
   cache?: CacheRoute;
+  /** Once the root's owner announced its cache socket: this session's Cache stays on it. */
+  cacheDir?: string;
   described?: string;
 }
 
@@ -24,11 +26,34 @@ export class SessionRoutes implements PooledBindingHooks {
   }
 
   socketDirFor(storageScope: string): string | undefined {
+    return this.#recorded(storageScope)?.dir;
+  }
+
+  /**
+   * Sticky: once this session's Cache went to the owner it never comes back to its own workerd,
+   * not while a successor starts, a workerd restarts or the record is unreadable (calls then wait
+   * or fail for that moment, like KV's): its own Cache would be a second writer of the files.
+   */
+  cacheSocketDirFor(storageScope: string): string | undefined {
+    const root = this.#roots.get(storageScope);
+    if (!root) return undefined;
+    if (root.cacheDir === undefined) {
+      const recorded = this.#recorded(storageScope);
+      if (recorded?.cache) root.cacheDir = recorded.dir;
+    }
+    return root.cacheDir;
+  }
+
+  /** The root's stable socket path as its owner record names it (verified), and whether its Cache is offered. */
+  #recorded(storageScope: string): { dir: string; cache: boolean } | undefined {
     // Only roots this session connected to: their owner serves (or fails over) for it.
     if (!this.#roots.has(storageScope)) return undefined;
     const owner = readOwner(rootPaths(storageScope));
     const recorded = owner?.ok ? owner.value.pooledSockets : undefined;
-    return recorded === undefined ? undefined : verifiedStableDir(storageScope, recorded);
+    const dir = recorded === undefined ? undefined : verifiedStableDir(storageScope, recorded);
+    return dir === undefined
+      ? undefined
+      : { dir, cache: owner?.ok === true && owner.value.pooledCache === true };
   }
 
   onRoute(storageScope: string, kind: PooledKind, route: KindRoute): void {

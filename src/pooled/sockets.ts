@@ -43,7 +43,11 @@ export const PROTO_HEADER = "X-SS-Proto";
 /** The header sessions name the namespace in; miniflare's object-entry workers read it. */
 export const NAMESPACE_HEADER = "MF-Namespace";
 
-/** Set to 0 to keep every session on miniflare's proxy path (the bench compares the two). */
+/**
+ * Set to 0 in a session to keep its KV/R2/D1 calls on miniflare's proxy path (the bench compares
+ * the two). Not its Cache, and not the owner's sockets: the Cache has no proxy path, and a session
+ * running its own beside the owner's would be a second writer of the cache files.
+ */
 export const POOLED_ENV = "WRANGLER_X_POOLED_STORAGE";
 
 /** sun_path holds 104 bytes on macOS, 108 on Linux (bytes, not characters); stay below both with the NUL. */
@@ -56,9 +60,14 @@ export interface SocketHolder {
   workerd: ProcessIdentity[];
 }
 
-/** Unix sockets exist (not on Windows) and the path is not turned off. */
-export function pooledAvailable(env: NodeJS.ProcessEnv = process.env): boolean {
-  return process.platform !== "win32" && env[POOLED_ENV] !== "0";
+/** Unix sockets exist (not on Windows): owners offer them, sessions' workerds connect to them. */
+export function pooledAvailable(): boolean {
+  return process.platform !== "win32";
+}
+
+/** This session's KV/R2/D1 calls are to keep the proxy path (`POOLED_ENV`). */
+export function pooledKindsOff(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env[POOLED_ENV] === "0";
 }
 
 function currentUid(): number {
