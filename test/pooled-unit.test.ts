@@ -472,7 +472,7 @@ describe("the sweep, across identity sources", () => {
 });
 
 describe("sun_path", () => {
-  it("counts the socket path in bytes: a temp dir with non-ASCII letters gets no pooled path that would not bind", () => {
+  it("counts the socket path in bytes: a temp dir too long in bytes (not in letters) puts the sockets under /tmp", () => {
     const saved = process.env.TMPDIR;
     const identity = { pid: 999_999_986, startTime: "123456" };
     const root = path.join(tmp, "utf8-root");
@@ -482,9 +482,13 @@ describe("sun_path", () => {
     mkdirSync(dir, { recursive: true });
     process.env.TMPDIR = dir;
     try {
-      const sockets = instanceSocketDir(root, identity);
-      expect(`${stableSocketDir(root)}.999999986-123456/kv`.length).toBe(96);
-      expect(sockets).toBeUndefined(); // 96 characters, but over 108 bytes
+      expect(
+        `${path.join(dir, `x-ss-${process.getuid!()}`, "0123456789abcdef")}.999999986-123456/kv`
+          .length,
+      ).toBe(96);
+      const sockets = instanceSocketDir(root, identity)!;
+      expect(sockets.startsWith(`/tmp/x-ss-${process.getuid!()}/`)).toBe(true);
+      expect(Buffer.byteLength(path.join(sockets, "cache"))).toBeLessThanOrEqual(100);
     } finally {
       if (saved === undefined) delete process.env.TMPDIR;
       else process.env.TMPDIR = saved;

@@ -86,13 +86,22 @@ function notOurs(dir: string, uid: number): string | undefined {
   return `${dir} must be a directory of uid ${uid} with mode 0700 to hold storage sockets`;
 }
 
+/** The longest instance directory name beside a root's link: 16 hex, a 7-digit pid, ps's seconds. */
+const LONGEST_INSTANCE = `${"f".repeat(16)}.${"9".repeat(7)}-s${"9".repeat(10)}`;
+
 /**
- * Our 0700 directory for every root's sockets, under the temp dir (short paths), per user. Throws
- * when it exists but is not ours or others can enter it.
+ * Our 0700 directory for every root's sockets, per user: under the temp dir (short paths), or
+ * under /tmp where the temp dir is too long for an instance's sockets to fit sun_path (a long
+ * TMPDIR would otherwise leave every session its own Cache, as without the owner). Throws when it
+ * exists but is not ours or others can enter it.
  */
 function baseDir(): string {
   const uid = currentUid();
-  const dir = path.join(os.tmpdir(), `x-ss-${uid}`);
+  const fits = (tmp: string) =>
+    Buffer.byteLength(path.join(tmp, `x-ss-${uid}`, LONGEST_INSTANCE, CACHE_SOCKET)) <=
+    MAX_SOCKET_PATH;
+  const tmp = fits(os.tmpdir()) || process.platform === "win32" ? os.tmpdir() : "/tmp";
+  const dir = path.join(tmp, `x-ss-${uid}`);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   const problem = notOurs(dir, uid);
   if (problem) throw new Error(problem);
