@@ -1,5 +1,5 @@
 // Steady D1 write load from several sessions, and a sampler of which processes hold the
-// database files: the two instruments of the fault tests and the bench.
+// database (or cache) files: the two instruments of the fault tests and the bench.
 import {
   isDatabaseFile,
   post,
@@ -115,10 +115,14 @@ export interface Sampler {
   stop: () => Promise<void>;
 }
 
-export function sampleHolders(persistRoot: string, intervalMs = 50): Sampler {
+/** Which processes hold the root's files every `intervalMs` (the D1/KV/R2 databases by default). */
+export function sampleHolders(
+  persistRoot: string,
+  intervalMs = 50,
+  match: (file: string) => boolean = isDatabaseFile(persistRoot),
+): Sampler {
   const samples: { at: number; holders: number[] }[] = [];
   let running = true;
-  const match = isDatabaseFile(persistRoot);
   const loop = (async () => {
     while (running) {
       samples.push({ at: Date.now(), holders: processesWithOpen(match) });
