@@ -2,14 +2,16 @@
 // sessions: two workers' `--x-shared-storage` sessions on one root lose no cache entry, their
 // calls are served by the owner's workerd alone (the only holder of the cache files), answers
 // match plain `wrangler dev`'s for the same requests, and a kill -9 of the owner recovers within
-// the bound the KV/R2/D1 failover test holds.
+// the bound the KV/R2/D1 failover test holds. With the pooled path turned off, the Cache stays in
+// the session, as before.
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../src/owner/inspect.js";
 import { ownerLeftovers } from "../src/owner/assessment.js";
 import { linkTarget } from "../src/pooled/sockets.js";
-import { addCacheWorker, bulkMixed, isCacheFile } from "./harness/cache.js";
+import { processGroupMembers } from "../src/process-info.js";
+import { addCacheWorker, bulkFound, bulkMixed, isCacheFile } from "./harness/cache.js";
 import {
   getJson,
   parentPid,
@@ -222,3 +224,38 @@ describe.skipIf(process.platform === "win32")("the Cache API through the owner",
     expect((await getJson<{ found: number }>(b.url("/bulk-match?n=100&prefix=a"))).found).toBe(100);
   });
 });
+
+describe.skipIf(process.platform === "win32")(
+  "the Cache with WRANGLER_X_POOLED_STORAGE=0 (no pooled socket at all)",
+  () => {
+    const sandbox = new Sandbox({ graceMs: 3000, idleMs: 1000 });
+    sandbox.env.WRANGLER_X_POOLED_STORAGE = "0";
+    afterAll(() => sandbox.cleanup());
+
+    it("stays in the session's own workerd and works; status names no route for it", async () => {
+      addCacheWorker(sandbox, "cachea");
+      const session = await sandbox.startSession("cachea");
+      const result = await bulkMixed(session, "p", 20);
+      expect([result.failed, result.first]).toEqual([0, undefined]);
+      expect(await bulkFound(session, "p", 20)).toBe(10);
+      const owner = sandbox.owner()!;
+      expect(owner.pooledSockets).toBeUndefined();
+      const holders = processesWithOpen(isCacheFile(sandbox.persistRoot));
+      expect(holders.length).toBeGreaterThan(0);
+      const sessionProcesses = processGroupMembers(session.pid);
+      expect(holders.filter((pid) => !sessionProcesses.includes(pid))).toEqual([]);
+      // With the pooled path off the session notes no route (the STORAGE column shows "-"), not
+      // "cache: session": that line is for a Cache left behind beside pooled KV/R2/D1.
+      expect(inspectRoot(sandbox.persistRoot).clients.map((c) => c.storageRoute)).toEqual([
+        undefined,
+      ]);
+      const table = await sandbox.run([
+        "storage-owner",
+        "status",
+        "--persist-to",
+        sandbox.persistTo,
+      ]);
+      expect(table.stdout).toMatch(/cachea\s+dev\s+\d+\s+-\s/);
+    });
+  },
+);
