@@ -24,6 +24,7 @@ export const SIZES = {
     scalingSeconds: 5,
     cliRuns: 7,
     idleSeconds: 30,
+    cacheOps: 100,
   },
   quick: {
     sessions: 3,
@@ -35,6 +36,7 @@ export const SIZES = {
     scalingSeconds: 3,
     cliRuns: 5,
     idleSeconds: 15,
+    cacheOps: 100,
   },
   smoke: {
     sessions: 2,
@@ -46,6 +48,7 @@ export const SIZES = {
     scalingSeconds: 1,
     cliRuns: 1,
     idleSeconds: 2,
+    cacheOps: 10,
   },
 };
 export type Sizes = (typeof SIZES)[Mode];

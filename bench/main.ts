@@ -17,6 +17,7 @@ import { cleanUpOnSignal, REPO } from "../test/harness/sandbox.js";
 import { type Bench, CONTENDERS, type Mode, SIZES } from "./context.js";
 import { profile } from "./profile.js";
 import { type Figures, reportTable } from "./report.js";
+import { cacheLoad } from "./scenarios/cache.js";
 import { correctness } from "./scenarios/correctness.js";
 import { earlyCrash } from "./scenarios/early-crash.js";
 import { idleCost } from "./scenarios/idle.js";
@@ -37,12 +38,14 @@ async function runAll(bench: Bench): Promise<Figures> {
   const correctnessBy: Figures["correctness"] = {};
   for (const contender of CONTENDERS)
     correctnessBy[contender] = await correctness(bench, contender);
+  const cache = await cacheLoad(bench);
   const latency = await latencyAndMemory(bench);
   const ready = await readiness(bench);
   // 1 session: both contenders at once, taking turns; more: one contender after the other.
   const single = await singleSessionThroughput(bench);
   return {
     correctness: correctnessBy,
+    cache,
     latency,
     ready,
     single,

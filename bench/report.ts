@@ -3,6 +3,7 @@
 import os from "node:os";
 import type { Sizes } from "./context.js";
 import { LABEL, type Contender } from "./context.js";
+import type { cacheLoad } from "./scenarios/cache.js";
 import type { correctness } from "./scenarios/correctness.js";
 import type { earlyCrash } from "./scenarios/early-crash.js";
 import type { idleCost } from "./scenarios/idle.js";
@@ -14,6 +15,7 @@ import { round } from "./stats.js";
 
 export interface Figures {
   correctness: Partial<Record<Contender, Awaited<ReturnType<typeof correctness>>>>;
+  cache: Awaited<ReturnType<typeof cacheLoad>>;
   latency: Awaited<ReturnType<typeof latencyAndMemory>>;
   ready: Awaited<ReturnType<typeof readiness>>;
   single: Awaited<ReturnType<typeof singleSessionThroughput>>;
@@ -59,6 +61,7 @@ function latencyVerdict(o: Latency, p: Latency, cpu: Record<string, number> | un
 export function reportTable(sizes: Sizes, figures: Figures): string {
   const {
     correctness: correctnessBy,
+    cache,
     latency: latencyBy,
     ready,
     single,
@@ -83,6 +86,24 @@ export function reportTable(sizes: Sizes, figures: Figures): string {
     burst("upstream"),
     burst("ours"),
     "goal 0",
+  ]);
+  const found = (k: "plain" | "ours") =>
+    `${cache[k].found.join(", ")} of ${cache[k].foundOf} (${cache[k].putFailed} puts failed)`;
+  lines.push([
+    `cache: 2 workers' sessions × ${sizes.cacheOps} concurrent puts, entries found from each session`,
+    found("plain"),
+    "-",
+    found("ours"),
+    `goal ${cache.ours.foundOf} of ${cache.ours.foundOf}`,
+  ]);
+  const mixed = (k: "plain" | "ours") =>
+    `${cache[k].mixedFailed}/${cache[k].mixedRounds} failed, p50 ${cache[k].roundP50Ms} / p95 ${cache[k].roundP95Ms} ms`;
+  lines.push([
+    `cache: 2 × ${sizes.cacheOps} concurrent put/match/delete rounds: failed, round ms in the worker`,
+    mixed("plain"),
+    "-",
+    mixed("ours"),
+    `goal 0 failed; p50 ${ratio(cache.ours.roundP50Ms, cache.plain.roundP50Ms)}`,
   ]);
   const rel = (k: Contender) =>
     c[k]?.reload ? `${c[k]!.reload!.failed}/${c[k]!.reload!.requests} failed` : "-";

@@ -19,6 +19,13 @@ it("runs every figure for every contender and writes its results", async () => {
   expect(code, stdout + stderr).toBe(0);
   const results = JSON.parse(readFileSync(out, "utf8")) as Record<string, Record<string, unknown>>;
   expect(Object.keys(results.correctness!)).toEqual(["plain", "upstream", "ours"]);
+  // The Cache row: both contenders ran the load (figures not asserted beyond that it ran).
+  for (const contender of ["plain", "ours"]) {
+    expect(results.cache).toHaveProperty([contender, "foundOf"], 20);
+    expect(results.cache).toHaveProperty([contender, "mixedRounds"], 20);
+    expect(results.cache).toHaveProperty([contender, "found"], expect.any(Array));
+  }
+  expect(stdout).toContain("cache: 2 × 10 concurrent put/match/delete rounds");
   expect(results.latency).toHaveProperty("ours");
   expect(results.ready).toHaveProperty("warmMs");
   // Rows that miss a goal say what the cost is made of: these figures must be there to say it.

@@ -2,13 +2,15 @@
 // sessions: two workers' `--x-shared-storage` sessions on one root lose no cache entry, their
 // calls are served by the owner's workerd alone (the only holder of the cache files), answers
 // match plain `wrangler dev`'s for the same requests, and a kill -9 of the owner recovers within
-// the bound the KV/R2/D1 failover test holds.
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+// the bound the KV/R2/D1 failover test holds. With the pooled path turned off, the Cache stays in
+// the session, as before.
+import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../src/owner/inspect.js";
 import { ownerLeftovers } from "../src/owner/assessment.js";
 import { linkTarget } from "../src/pooled/sockets.js";
+import { addCacheWorker, bulkMixed, isCacheFile } from "./harness/cache.js";
 import {
   getJson,
   parentPid,
@@ -18,27 +20,6 @@ import {
   sleep,
   waitFor,
 } from "./harness/sandbox.js";
-
-const WORKER = path.join(import.meta.dirname, "fixtures", "cache-worker", "index.js");
-
-function addCacheWorker(sandbox: Sandbox, name: string): void {
-  const dir = sandbox.workerDir(name);
-  mkdirSync(dir, { recursive: true });
-  copyFileSync(WORKER, path.join(dir, "index.js"));
-  writeFileSync(
-    path.join(dir, "wrangler.jsonc"),
-    JSON.stringify({ name, main: "index.js", compatibility_date: "2025-11-01" }),
-  );
-}
-
-/**
- * The root's cached entries (plain wrangler's layout, `<root>/cache/`): each cache's database and
- * the blobs. Like `isDatabaseFile`, not the namespace's metadata.sqlite, which every workerd that
- * declares the Cache's object opens at start (a ready standby too) and no entry lives in.
- */
-const isCacheFile = (persistRoot: string) => (file: string) =>
-  file.startsWith(path.join(persistRoot, "cache") + path.sep) &&
-  (/\/[0-9a-f]{64}\.sqlite(-wal|-shm)?$/.test(file) || /\/blobs\//.test(file));
 
 function acceptedConnections(file: string): number {
   return readFileSync("/proc/net/unix", "utf8")
@@ -122,11 +103,11 @@ describe.skipIf(process.platform === "win32")("the Cache API through the owner",
   });
 
   it("0 failed of concurrent put/match/delete, named caches apart, the owner's workerd the only holder", async () => {
-    const [ra, rb] = await Promise.all([
-      getJson<{ failed: number; first?: string }>(a.url("/bulk-mixed?n=100&prefix=ma")),
-      getJson<{ failed: number; first?: string }>(b.url("/bulk-mixed?n=100&prefix=mb&ns=x")),
+    const [ra, rb] = await Promise.all([bulkMixed(a, "ma"), bulkMixed(b, "mb", 100, "x")]);
+    expect([ra, rb].map((r) => [r.failed, r.first, r.ms?.length])).toEqual([
+      [0, undefined, 100],
+      [0, undefined, 100],
     ]);
-    expect([ra, rb]).toEqual([{ failed: 0 }, { failed: 0 }]);
     // b's entries went to the named cache "x": none in the default one, all odd ones in "x".
     expect((await getJson<{ found: number }>(a.url("/bulk-match?n=100&prefix=mb"))).found).toBe(0);
     expect(

@@ -18,7 +18,9 @@ import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { adoptLegacyLayout } from "../src/dev/continuity.js";
 import { commandLine, openFiles, processGroupMembers, procStat } from "../src/process-info.js";
+import { linkTarget } from "../src/pooled/sockets.js";
 import { legacyIsolatedPathFor, rootPaths } from "../src/records.js";
+import { isCacheFile } from "./harness/cache.js";
 import {
   getJson,
   post,
@@ -198,9 +200,12 @@ describe("data an earlier version kept under .x-shared-storage/isolated/<worker>
     console.log(`[continuity] ${announcement}`);
   });
 
-  it("leaves both copies, and says so naming both, when plain's layout already has data", async () => {
+  it("leaves both copies, and says so naming both, when plain's layout already has data; the Cache stays in the session, and status says so", async () => {
     cpSync(legacyCopy(), legacyDir(), { recursive: true });
     const before = snapshot(legacyDir());
+    // An owner started with the earlier version's data still waiting offers no cache socket: the
+    // last test's (started once the data had moved) must be gone first.
+    await waitFor("the previous owner to leave", () => sandbox.owner() === undefined, 15_000);
     const session = await startCounter(sandbox, true);
     const lines = session
       .output()
@@ -215,6 +220,29 @@ describe("data an earlier version kept under .x-shared-storage/isolated/<worker>
       ),
     );
     expect(await increments(session, "/do/visits")).toEqual([9, 10]);
+    // The Cache works in the session's own workerd, on plain's files (which were at 6), and
+    // `storage-owner status` says it is not the owner's.
+    expect(await increments(session, "/cache/visits")).toEqual([7, 8]);
+    const owner = sandbox.owner()!;
+    expect(existsSync(path.join(linkTarget(owner.pooledSockets!)!, "kv"))).toBe(true);
+    expect(existsSync(path.join(linkTarget(owner.pooledSockets!)!, "cache"))).toBe(false);
+    const cacheHolders = processesWithOpen(isCacheFile(sandbox.persistRoot));
+    expect(cacheHolders.length).toBeGreaterThan(0);
+    const sessionProcesses = processGroupMembers(session.pid);
+    expect(cacheHolders.filter((pid) => !sessionProcesses.includes(pid))).toEqual([]);
+    const status = await sandbox.run([
+      "storage-owner",
+      "status",
+      "--json",
+      "--persist-to",
+      sandbox.persistTo,
+    ]);
+    const clients = (
+      JSON.parse(status.stdout) as { owners: { clients: { storageRoute?: string }[] }[] }
+    ).owners.flatMap((o) => o.clients.map((c) => c.storageRoute));
+    expect(clients).toEqual(["pooled; cache: session"]);
+    const table = await sandbox.run(["storage-owner", "status", "--persist-to", sandbox.persistTo]);
+    expect(table.stdout).toMatch(/counter\s+dev\s+\d+\s+pooled; cache: session\s/);
     await sandbox.stopSession(session);
     expect(snapshot(legacyDir())).toEqual(before);
     console.log(`[continuity] ${lines[1]}`);

@@ -20,7 +20,9 @@ import {
   writeRecordAtomic,
 } from "../src/records.js";
 import { oursIsOldest, ownerCandidateFile, publish } from "../src/storage-candidate.js";
+import { isCacheFile } from "./harness/cache.js";
 import {
+  cachePutMatch,
   failedWindow,
   maxGap,
   sampleHolders,
@@ -329,13 +331,20 @@ describe.each([
   if (!standby) sandbox.env.WRANGLER_X_OWNER_STANDBY = "0";
   afterAll(() => sandbox.cleanup());
 
-  it("serves storage again through the same candidate, never with two holders", async () => {
+  it("serves storage and the Cache again through the same candidate, never with two holders", async () => {
     const sessions = await Promise.all(WORKERS.slice(0, 2).map((w) => sandbox.startSession(w)));
     const owner = sandbox.owner()!;
     const successor = standby ? await readyStandby(sandbox, owner.pid) : undefined;
     const [workerd] = owner.workerd!;
+    // Entries cached before the kill: the files are the root's, so they outlive the workerd.
+    for (let i = 0; i < 10; i++)
+      expect(
+        (await fetch(sessions[0]!.url(`/cache/before-${i}`), { method: "PUT", body: `b${i}` })).ok,
+      ).toBe(true);
     const sampler = sampleHolders(sandbox.persistRoot, 25);
+    const cacheSampler = sampleHolders(sandbox.persistRoot, 50, isCacheFile(sandbox.persistRoot));
     const load = steadyLoad(sessions, "workerd");
+    const cacheLoad = steadyLoad(sessions, "workerd", 1, 5, cachePutMatch);
     await sleep(500);
     const killedAt = Date.now();
     process.kill(workerd!.pid, "SIGKILL");
@@ -353,11 +362,15 @@ describe.each([
       20,
     );
     await waitForCleanTraffic(load, killedAt, { minMs: 1500, minRequests: 20, timeoutMs: 30_000 });
-    await load.stop();
-    await sampler.stop();
+    await waitForCleanTraffic(cacheLoad, killedAt, { minMs: 1500, minRequests: 10 });
+    await Promise.all([load.stop(), cacheLoad.stop(), sampler.stop(), cacheSampler.stop()]);
     const window = failedWindow(load.results, killedAt);
+    const cacheWindow = failedWindow(cacheLoad.results, killedAt);
     console.log(
-      `owner's workerd killed (standby ${standby ? "ready" : "off"}): ${window.failures} failed, last failure ${window.recoveredAfterMs} ms after the kill; owner pid ${next.pid} (was ${owner.pid})`,
+      `owner's workerd killed (standby ${standby ? "ready" : "off"}): ${window.failures} failed, last failure ${window.recoveredAfterMs} ms after the kill; ` +
+        `cache put+match ${cacheWindow.failures} failed / ${cacheWindow.successes} ok, last failure ${cacheWindow.recoveredAfterMs} ms after the kill; ` +
+        `owner pid ${next.pid} (was ${owner.pid}); ${cacheSampler.samples.length} cache holder samples` +
+        (cacheWindow.sample ? `; e.g. ${cacheWindow.sample}` : ""),
     );
     if (successor) {
       expect(next.pid).toBe(successor.pid);
@@ -368,7 +381,12 @@ describe.each([
     }
     // Bounds, not the goal (<= 1 s, in the bench): a handover is tens of ms, a restart ~1 s.
     expect(window.recoveredAfterMs).toBeLessThan(standby ? 1500 : 5000);
+    expect(cacheWindow.recoveredAfterMs).toBeLessThan(standby ? 1500 : 5000);
+    expect(cacheWindow.successes).toBeGreaterThan(0);
     expectOnlyRecordedHolders(sampler.samples, [owner, next]);
+    expectOnlyRecordedHolders(cacheSampler.samples, [owner, next]);
+    for (let i = 0; i < 10; i++)
+      expect(await (await fetch(sessions[1]!.url(`/cache/before-${i}`))).text()).toBe(`b${i}`);
     await Promise.all(sessions.map((s) => sandbox.stopSession(s)));
   });
 });

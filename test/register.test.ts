@@ -1,15 +1,26 @@
 // `NODE_OPTIONS="--require shared-storage-wrangler/register"`: vite dev with
 // @cloudflare/vite-plugin (its own miniflare, imported as ESM), a getPlatformProxy() script and an
-// unstable_startWorker() script share one owner with `wrangler dev --x-shared-storage` sessions,
-// across miniflare versions and whichever of them starts the owner; a process that loads two
-// miniflare copies is refused by an error its own code can catch.
-import { symlinkSync } from "node:fs";
+// unstable_startWorker() script share one owner with `wrangler dev --x-shared-storage` sessions
+// (the Cache API too), across miniflare versions and whichever of them starts the owner; a
+// process that loads two miniflare copies is refused by an error its own code can catch.
+import { copyFileSync, symlinkSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { addCacheWorker, bulkFound, bulkMixed, isCacheFile } from "./harness/cache.js";
 import { fixtureProject } from "./harness/fixture-project.js";
 import { sampleHolders } from "./harness/load.js";
-import { freePort, getJson, post, Sandbox, type Session, waitFor } from "./harness/sandbox.js";
+import {
+  freePort,
+  getJson,
+  post,
+  processesWithOpen,
+  Sandbox,
+  type Session,
+  waitFor,
+} from "./harness/sandbox.js";
+import { processGroupMembers } from "../src/process-info.js";
 import { ownerGone } from "../src/owner/assessment.js";
+import { inspectRoot } from "../src/owner/inspect.js";
 import { listClients, rootPaths, type OwnerRecord } from "../src/records.js";
 import {
   CHILD_COPY_SCRIPT,
@@ -70,14 +81,22 @@ describe("register: vite, getPlatformProxy() and unstable_startWorker() beside w
     return started;
   }
 
-  async function startVite(): Promise<Session> {
+  async function startVite(cwd = sandbox.workerDir("vite"), worker = "web"): Promise<Session> {
     const port = await freePort();
     const vite = path.join(sandbox.project, "node_modules", "vite", "bin", "vite.js");
     const args = [vite, "dev", "--port", String(port), "--strictPort", "--host", "127.0.0.1"];
-    return sandbox.startProcess("web", port, args, {
-      cwd: sandbox.workerDir("vite"),
-      env: registered,
-    });
+    return sandbox.startProcess(worker, port, args, { cwd, env: registered });
+  }
+
+  /** The cache worker as `cachewrangler` and, with the example's vite config, `cachevite` (its dir). */
+  function addCacheWorkers(): string {
+    addCacheWorker(sandbox, "cachewrangler");
+    const dir = addCacheWorker(sandbox, "cachevite");
+    copyFileSync(
+      path.join(sandbox.workerDir("vite"), "vite.config.mjs"),
+      path.join(dir, "vite.config.mjs"),
+    );
+    return dir;
   }
 
   /** A wrangler session of the fixture's wrangler (our bin, as the project installed it). */
@@ -201,6 +220,78 @@ describe("register: vite, getPlatformProxy() and unstable_startWorker() beside w
     expect(clientMiniflares("web")).toEqual([PLUGIN_MINIFLARE]);
 
     await insertFromAll([wrangler, vite], "reverse", 2 * PER_SOURCE);
+    await stopEverything(owner);
+  });
+
+  it("a vite session's Cache goes through the owner beside a wrangler session of another worker: 0 failed, one holder", async () => {
+    // wrangler first: an owner of wrangler's miniflare offers the cache socket (one of the
+    // plugin's older miniflare offers no pooled socket at all, and every session keeps its Cache).
+    const dir = addCacheWorkers();
+    const wrangler = await startWrangler("cachewrangler");
+    const owner = sandbox.owner()!;
+    expect(owner.versions.miniflare).toBe(WRANGLER_MINIFLARE);
+    const vite = await startVite(dir, "cachevite");
+    for (const session of [vite, wrangler])
+      expect(session.output()).toContain(`served by owner pid ${owner.pid}`);
+    expect(clientMiniflares("cachevite")).toEqual([PLUGIN_MINIFLARE]);
+    // The cache worker has no KV/R2/D1 binding: its route is the Cache's alone.
+    expect(inspectRoot(sandbox.persistRoot).clients.map((c) => c.storageRoute)).toEqual([
+      "pooled",
+      "pooled",
+    ]);
+
+    const sampler = sampleHolders(sandbox.persistRoot, 25, isCacheFile(sandbox.persistRoot));
+    const [rv, rw] = await Promise.all([bulkMixed(vite, "v"), bulkMixed(wrangler, "w")]);
+    await sampler.stop();
+    const holders = [...new Set(sampler.samples.flatMap((s) => s.holders))];
+    const seen = sampler.samples.filter((s) => s.holders.length > 0).length;
+    console.log(
+      `[register] cache: vite ${rv.failed} failed, wrangler ${rw.failed} failed of 100 put/match/delete each; ` +
+        `${sampler.samples.length} samples (${seen} saw a holder), holders ${holders.join(",")}`,
+    );
+    expect([rv, rw].map((r) => [r.failed, r.first, r.ms?.length])).toEqual([
+      [0, undefined, 100],
+      [0, undefined, 100],
+    ]);
+    // One cache for both (a worker's caches.default is every worker's): each sees the other's
+    // 50 kept entries, none of the deleted ones.
+    expect(await bulkFound(vite, "w")).toBe(50);
+    expect(await bulkFound(wrangler, "v")).toBe(50);
+    expect(sampler.samples.length).toBeGreaterThan(0);
+    expect(seen).toBeGreaterThan(0);
+    expect(holders).toEqual(sandbox.owner()!.workerd!.map((w) => w.pid));
+    await stopEverything(owner);
+  });
+
+  it("an owner of the plugin's older miniflare offers no cache socket: each session keeps its own Cache, and status says so", async () => {
+    // vite first: the owner runs miniflare 5.20261012.0-beta, whose KV/R2/D1 entry workers read
+    // no namespace header, so it offers no pooled socket at all (the Cache's neither).
+    const vite = await startVite(addCacheWorkers(), "cachevite");
+    const owner = sandbox.owner()!;
+    expect(owner.versions.miniflare).toBe(PLUGIN_MINIFLARE);
+    expect(owner.pooledSockets).toBeUndefined();
+    const wrangler = await startWrangler("cachewrangler");
+    expect(wrangler.output()).toContain(`served by owner pid ${owner.pid}`);
+    expect(inspectRoot(sandbox.persistRoot).clients.map((c) => c.storageRoute)).toEqual([
+      "cache: session",
+      "cache: session",
+    ]);
+    const table = await sandbox.run(["storage-owner", "status", "--persist-to", sandbox.persistTo]);
+    expect(table.stdout).toMatch(/cachewrangler\s+dev\s+\d+\s+cache: session\s/);
+    // The Cache works in each session, served by its own workerd (plain wrangler's contention:
+    // entries are not asserted here, see docs/experimental.md).
+    for (const [session, key] of [
+      [vite, "own-v"],
+      [wrangler, "own-w"],
+    ] as const) {
+      expect((await bulkMixed(session, key, 10)).failed).toBe(0);
+      expect(await bulkFound(session, key, 10)).toBe(5);
+    }
+    const holders = processesWithOpen(isCacheFile(sandbox.persistRoot));
+    const sessionProcesses = [vite, wrangler].map((s) => processGroupMembers(s.pid));
+    expect(
+      sessionProcesses.map((members) => holders.filter((pid) => members.includes(pid)).length),
+    ).toEqual([1, 1]);
     await stopEverything(owner);
   });
 

@@ -9,7 +9,9 @@ import {
 } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { sampleHolders } from "./harness/load.js";
+import { isCacheFile } from "./harness/cache.js";
+import { cachePutMatch, sampleHolders, steadyLoad } from "./harness/load.js";
+import { inspectRoot } from "../src/owner/inspect.js";
 import { ownerGone, ownerLeftovers } from "../src/owner/assessment.js";
 import { CANDIDATE_PREFIX } from "../src/storage-candidate.js";
 import {
@@ -106,11 +108,23 @@ describe("wrangler dev --x-shared-storage", () => {
     expect(sessions.every((s) => s.output().includes(`owner pid ${owner!.pid}`))).toBe(true);
   });
 
-  it("keeps serving other sessions while one session's worker is edited 5 times", async () => {
+  it("keeps serving other sessions while one session's worker is edited 5 times, the Cache too", async () => {
     const [edited, writer] = sessions as [Session, Session];
     const ownerBefore = sandbox.owner()!.pid;
     const source = path.join(sandbox.workerDir(edited.worker), "src", "index.js");
     const original = readFileSync(source, "utf8");
+    const cachedBefore = Array.from({ length: 10 }, (_, i) => `before-reload-${i}`);
+    for (const key of cachedBefore)
+      expect((await fetch(edited.url(`/cache/${key}`), { method: "PUT", body: key })).ok).toBe(
+        true,
+      );
+    const cacheLoad = steadyLoad([writer], "reload", 1, 10, cachePutMatch);
+    /** What the edited session answers for the entries it cached before the edits. */
+    const matchedBefore = async () =>
+      Promise.all(
+        cachedBefore.map(async (key) => (await fetch(edited.url(`/cache/${key}`))).text()),
+      );
+    const afterReload: { matched: string[]; round: { ok: boolean; body: string } }[] = [];
     let stop = false;
     let sent = 0;
     const failures: string[] = [];
@@ -147,10 +161,34 @@ describe("wrangler dev --x-shared-storage", () => {
         60_000,
         100,
       );
+      // The reloaded session's Cache: a new round works, and what it cached before is there.
+      afterReload.push({
+        matched: await matchedBefore(),
+        round: await cachePutMatch(edited, "edit"),
+      });
       await sleep(300);
     }
     stop = true;
-    await load;
+    await Promise.all([load, cacheLoad.stop()]);
+    const cacheFailures = cacheLoad.results.filter((r) => !r.ok).map((r) => r.body);
+    console.log(
+      `[reload] ${sent} D1 inserts, ${cacheLoad.results.length} cache put+match rounds from ${writer.worker} ` +
+        `(${cacheFailures.length} failed) during 5 edits of ${edited.worker}`,
+    );
+    expect(afterReload).toEqual(
+      Array.from({ length: 5 }, () => ({
+        matched: cachedBefore,
+        round: { ok: true, body: expect.any(String) },
+      })),
+    );
+    expect(cacheLoad.results.length).toBeGreaterThan(10);
+    expect(cacheFailures).toEqual([]);
+    // Still through the owner after the reloads: its workerd alone holds the cache entries.
+    const edits = inspectRoot(sandbox.persistRoot).clients.find((c) => c.worker === edited.worker);
+    expect(edits?.storageRoute).toBe("pooled");
+    const cacheHolders = processesWithOpen(isCacheFile(sandbox.persistRoot));
+    expect(cacheHolders.length).toBeGreaterThan(0);
+    expect(cacheHolders.map(parentPid)).toEqual(cacheHolders.map(() => ownerBefore));
     expect(sent).toBeGreaterThan(20);
     expect(failures).toEqual([]);
     expect(sandbox.owner()?.pid).toBe(ownerBefore);

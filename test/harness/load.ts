@@ -1,5 +1,5 @@
-// Steady D1 write load from several sessions, and a sampler of which processes hold the
-// database files: the two instruments of the fault tests and the bench.
+// Steady D1 write (or Cache API) load from several sessions, and a sampler of which processes hold
+// the database (or cache) files: the two instruments of the fault tests and the bench.
 import {
   isDatabaseFile,
   post,
@@ -38,18 +38,41 @@ export interface Load {
   stop: () => Promise<void>;
 }
 
+/** One storage call of a steady load: what it answered. */
+export type LoadCall = (session: Session, who: string) => Promise<{ ok: boolean; body: string }>;
+
+/** A D1 insert (the default load). */
+export const d1Insert: LoadCall = (session, who) => post(session.url(`/d1/insert?who=${who}`));
+
+let cacheRounds = 0;
+/** A Cache API round through the example API: a put of a new key, then its match (same body). */
+export const cachePutMatch: LoadCall = async (session, who) => {
+  const key = `${who}-${session.worker}-${cacheRounds++}`;
+  try {
+    const put = await fetch(session.url(`/cache/${key}`), { method: "PUT", body: key });
+    const putBody = await put.text();
+    if (!put.ok) return { ok: false, body: `put ${put.status} ${putBody}` };
+    const match = await fetch(session.url(`/cache/${key}`));
+    const body = await match.text();
+    return { ok: match.ok && body === key, body: `match ${match.status} ${body}` };
+  } catch (error) {
+    return { ok: false, body: String(error) };
+  }
+};
+
 export function steadyLoad(
   sessions: Session[],
   who: string,
   loopsPerSession = 2,
   pauseMs = 5,
+  call: LoadCall = d1Insert,
 ): Load {
   const results: RequestResult[] = [];
   let running = true;
   const loops = sessions.flatMap((session) =>
     Array.from({ length: loopsPerSession }, async () => {
       while (running) {
-        const r = await post(session.url(`/d1/insert?who=${who}`));
+        const r = await call(session, who);
         results.push({
           at: Date.now(),
           ok: r.ok,
@@ -115,10 +138,14 @@ export interface Sampler {
   stop: () => Promise<void>;
 }
 
-export function sampleHolders(persistRoot: string, intervalMs = 50): Sampler {
+/** Which processes hold the root's files every `intervalMs` (the D1/KV/R2 databases by default). */
+export function sampleHolders(
+  persistRoot: string,
+  intervalMs = 50,
+  match: (file: string) => boolean = isDatabaseFile(persistRoot),
+): Sampler {
   const samples: { at: number; holders: number[] }[] = [];
   let running = true;
-  const match = isDatabaseFile(persistRoot);
   const loop = (async () => {
     while (running) {
       samples.push({ at: Date.now(), holders: processesWithOpen(match) });

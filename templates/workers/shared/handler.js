@@ -1,5 +1,5 @@
-// One small HTTP API over the three shared storage kinds. Every example worker serves it under
-// its own name, so requests show which session answered and what all of them see.
+// One small HTTP API over the three shared storage kinds and the Cache API. Every example worker
+// serves it under its own name, so requests show which session answered and what all of them see.
 let tableReady;
 
 async function ensureTable(db) {
@@ -61,10 +61,30 @@ export function createHandler(workerName) {
           const object = await env.BUCKET.get(key);
           return object === null ? json({ error: "not found" }, 404) : new Response(object.body);
         }
+        if (area === "cache" && key) {
+          // One cache per persist root, as with plain wrangler: every worker's caches.default.
+          const cacheKey = new Request(`https://cache.example/${key}`);
+          if (request.method === "PUT") {
+            const headers = { "cache-control": "max-age=3600" };
+            await caches.default.put(cacheKey, new Response(await request.text(), { headers }));
+            return json({ ok: true, worker: workerName });
+          }
+          if (request.method === "DELETE")
+            return json({ deleted: await caches.default.delete(cacheKey), worker: workerName });
+          const cached = await caches.default.match(cacheKey);
+          return cached ? new Response(cached.body) : json({ error: "not cached" }, 404);
+        }
         return json(
           {
             error: "no such route",
-            routes: ["/whoami", "POST /d1/insert", "/d1/count", "/kv/:key", "/r2/:key"],
+            routes: [
+              "/whoami",
+              "POST /d1/insert",
+              "/d1/count",
+              "/kv/:key",
+              "/r2/:key",
+              "/cache/:key",
+            ],
           },
           404,
         );

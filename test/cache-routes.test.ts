@@ -1,0 +1,225 @@
+// The Cache's one-writer rule across everything that can change a session's route: a session of
+// another WRANGLER_X_POOLED_STORAGE setting, a reload while a successor starts or while the
+// owner's workerd restarts, a successor elected by a session of another setting, a long TMPDIR,
+// and an earlier version's data. In each, no session runs its own Cache beside the owner's
+// (docs/experimental.md "What is shared"; src/owner/OWNERSHIP.md "Pooled storage sockets").
+import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { afterEach, describe, expect, it } from "vitest";
+import { inspectRoot } from "../src/owner/inspect.js";
+import { linkTarget } from "../src/pooled/sockets.js";
+import { commandLine, procPids, procStat } from "../src/process-info.js";
+import { rootPaths } from "../src/records.js";
+import { addCacheWorker, putsAndLookups } from "./harness/cache.js";
+import { Sandbox, type Session, sleep, waitFor } from "./harness/sandbox.js";
+
+const ALL_FOUND = [100, 100, 100, 100];
+
+/** Two sessions' entries all found from both, and only the owner's workerd holding them. */
+async function expectOneWriter(sandbox: Sandbox, sessions: Session[], tag: string, root?: string) {
+  const { failed, found, holders } = await putsAndLookups(sandbox, sessions, tag, root);
+  expect(failed).toEqual([0, 0]);
+  expect(found).toEqual(ALL_FOUND);
+  expect(holders.length).toBeGreaterThan(0);
+  expect(holders.filter((h) => h !== "owner")).toEqual([]);
+}
+
+/** The real wrangler under our bin's session pid: the process whose preload watches the owner. */
+function wranglerOf(sessionPid: number): number {
+  const pid = procPids().find(
+    (p) => procStat(p)?.ppid === sessionPid && commandLine(p).includes("wrangler-dist"),
+  );
+  if (pid === undefined) throw new Error(`no wrangler under session ${sessionPid}`);
+  return pid;
+}
+
+async function edit(sandbox: Sandbox, session: Session): Promise<void> {
+  const before = session.output().match(/Local server updated/gi)?.length ?? 0;
+  appendFileSync(path.join(sandbox.workerDir(session.worker), "index.js"), "\n// edited\n");
+  await waitFor(
+    `session ${session.worker} to reload`,
+    () => (session.output().match(/Local server updated/gi)?.length ?? 0) > before,
+    30_000,
+  );
+}
+
+describe.skipIf(process.platform !== "linux")("the Cache's route on one root", () => {
+  let sandbox: Sandbox | undefined;
+  const fresh = (env: Record<string, string> = {}) => {
+    sandbox = new Sandbox();
+    Object.assign(sandbox.env, env);
+    for (const name of ["cachea", "cacheb"]) addCacheWorker(sandbox, name);
+    return sandbox;
+  };
+  afterEach(async () => {
+    await sandbox?.cleanup();
+    sandbox = undefined;
+  });
+
+  it("a session with WRANGLER_X_POOLED_STORAGE=0 beside a pooled one: KV/R2/D1 by proxy, the Cache through the owner", async () => {
+    const sandbox = fresh();
+    const a = await sandbox.startSession("cachea");
+    const b = await sandbox.startSession("cacheb", { env: { WRANGLER_X_POOLED_STORAGE: "0" } });
+    expect(sandbox.owner()?.pooledCache).toBe(true);
+    await expectOneWriter(sandbox, [a, b], "pooled0-");
+    const routes = Object.fromEntries(
+      inspectRoot(sandbox.persistRoot).clients.map((c) => [c.worker, c.storageRoute]),
+    );
+    expect(routes).toEqual({ cachea: "pooled", cacheb: "proxy; cache: pooled" });
+  });
+
+  it("a reload while the successor starts (its record names no sockets yet) keeps the Cache on the owner", async () => {
+    const sandbox = fresh({ WRANGLER_X_OWNER_STANDBY: "0" });
+    const [a, b] = await Promise.all([
+      sandbox.startSession("cachea"),
+      sandbox.startSession("cacheb"),
+    ]);
+    const first = sandbox.owner()!;
+    expect(first.pooledCache).toBe(true);
+    process.kill(first.pid, "SIGKILL");
+    const starting = await waitFor(
+      "a new owner to start",
+      () => {
+        const o = sandbox.owner();
+        return o && o.pid !== first.pid && o.phase === "starting" ? o : undefined;
+      },
+      20_000,
+      5,
+    );
+    // Held in its start, as on a slow machine, while session a reloads (an edit, saved).
+    process.kill(starting.pid, "SIGSTOP");
+    try {
+      await edit(sandbox, a);
+    } finally {
+      process.kill(starting.pid, "SIGCONT");
+    }
+    await waitFor(
+      "the new owner to announce its cache socket",
+      () => {
+        const o = sandbox.owner();
+        return o?.pid === starting.pid && o.phase === "running" && o.pooledCache ? o : undefined;
+      },
+      30_000,
+    );
+    await sandbox.waitReady(a);
+    await expectOneWriter(sandbox, [a, b], "reload-");
+  });
+
+  it("a reload while the owner's workerd restarts (its cache socket gone for that moment) keeps the Cache on the owner", async () => {
+    const sandbox = fresh({ WRANGLER_X_OWNER_STANDBY: "0" });
+    const [a, b] = await Promise.all([
+      sandbox.startSession("cachea"),
+      sandbox.startSession("cacheb"),
+    ]);
+    const owner = sandbox.owner()!;
+    const socket = path.join(linkTarget(owner.pooledSockets!)!, "cache");
+    expect(existsSync(socket)).toBe(true);
+    process.kill(owner.workerd![0]!.pid, "SIGKILL");
+    // Once miniflare's reassembly removed the socket, hold the owner there (a slow restart).
+    const deadline = Date.now() + 10_000;
+    while (existsSync(socket) && Date.now() < deadline) await sleep(1);
+    process.kill(owner.pid, "SIGSTOP");
+    try {
+      expect(existsSync(socket)).toBe(false);
+      await edit(sandbox, a);
+    } finally {
+      process.kill(owner.pid, "SIGCONT");
+    }
+    await waitFor("the cache socket again", () => existsSync(socket), 20_000);
+    await sandbox.waitReady(a);
+    await expectOneWriter(sandbox, [a, b], "restart-");
+  });
+
+  it("a successor elected by a WRANGLER_X_POOLED_STORAGE=0 session still offers the sockets: the pooled session's Cache works again within 5 s", async () => {
+    const sandbox = fresh({ WRANGLER_X_OWNER_STANDBY: "0" });
+    const a = await sandbox.startSession("cachea");
+    await sandbox.startSession("cacheb", { env: { WRANGLER_X_POOLED_STORAGE: "0" } });
+    const first = sandbox.owner()!;
+    // a's watch is held still (a busy machine), so b's is the one that elects the successor.
+    const watcher = wranglerOf(a.pid);
+    process.kill(watcher, "SIGSTOP");
+    let next;
+    try {
+      process.kill(first.pid, "SIGKILL");
+      next = await waitFor(
+        "b to elect a new owner",
+        () => {
+          const o = sandbox.owner();
+          return o && o.pid !== first.pid && o.phase === "running" ? o : undefined;
+        },
+        30_000,
+      );
+    } finally {
+      process.kill(watcher, "SIGCONT");
+    }
+    expect(next.pooledSockets).toBe(first.pooledSockets);
+    const since = Date.now();
+    await waitFor(
+      "a's cache put+match to work again",
+      async () => {
+        try {
+          await fetch(a.url("/put/again"), { method: "PUT", body: "again" });
+          const got = (await (await fetch(a.url("/match/again"))).json()) as { body?: string };
+          return got.body === "again";
+        } catch {
+          return false;
+        }
+      },
+      5_000,
+      100,
+    );
+    console.log(
+      `[cache-routes] a's Cache worked again ${Date.now() - since} ms after the successor served`,
+    );
+  });
+
+  it("a TMPDIR too long for an instance's socket path: the sockets go under /tmp, the Cache through the owner", async () => {
+    const sandbox = fresh();
+    const tmpdir = path.join(sandbox.dir, "t".repeat(60));
+    mkdirSync(tmpdir, { recursive: true });
+    sandbox.env.TMPDIR = tmpdir;
+    const a = await sandbox.startSession("cachea");
+    const b = await sandbox.startSession("cacheb");
+    const owner = sandbox.owner()!;
+    expect(owner.pooledSockets?.startsWith(`/tmp/x-ss-${process.getuid!()}/`)).toBe(true);
+    await expectOneWriter(sandbox, [a, b], "long-tmp-");
+  });
+
+  it("an earlier version's data waiting at the owner's start: sessions keep their own Cache, and a promoted standby does not announce its socket beside them", async () => {
+    const sandbox = fresh();
+    const legacy = path.join(rootPaths(sandbox.persistRoot).isolatedDir, "cachea", "cache");
+    mkdirSync(path.join(legacy, "miniflare-CacheObject"), { recursive: true });
+    writeFileSync(path.join(legacy, "miniflare-CacheObject", "legacy.txt"), "earlier version");
+    const a = await sandbox.startSession("cachea");
+    expect(existsSync(rootPaths(sandbox.persistRoot).isolatedDir)).toBe(false); // moved
+    const first = sandbox.owner()!;
+    expect(first.pooledCache).toBeUndefined();
+    const standby = await waitFor(
+      "a ready standby (started after the move: its workerd listens on a cache socket)",
+      () => {
+        const s = inspectRoot(sandbox.persistRoot).standby;
+        return s?.alive && s.phase === "ready" && s.backs === first.pid ? s : undefined;
+      },
+      30_000,
+    );
+    process.kill(first.pid, "SIGKILL");
+    const promoted = await waitFor(
+      "the standby to serve",
+      () => {
+        const o = sandbox.owner();
+        return o?.pid === standby.pid && o.phase === "running" && o.pooledSockets ? o : undefined;
+      },
+      20_000,
+    );
+    // Session a runs its own Cache: the promoted standby does not announce its socket.
+    expect(promoted.pooledCache).toBeUndefined();
+    const b = await sandbox.startSession("cacheb");
+    const routes = inspectRoot(sandbox.persistRoot).clients.map((c) => c.storageRoute);
+    expect(routes).toEqual(["pooled; cache: session", "pooled; cache: session"]);
+    // As plain wrangler's: each session's workerd opens the files itself; the owner's never.
+    const { failed, holders } = await putsAndLookups(sandbox, [a, b], "legacy-");
+    expect(failed).toEqual([0, 0]);
+    expect(holders.length).toBeGreaterThan(0);
+    expect(holders.filter((h) => !h.startsWith("session "))).toEqual([]);
+  });
+});
