@@ -85,10 +85,13 @@ describe.each(["4.160.0", "4.126.0"])("a project that pins wrangler %s", (wrangl
       npx(["storage-owner", "status", "--persist-to", sandbox.persistTo, "--json"]),
     );
     expect(status.owners[0].versions.wrangler).toBe(wrangler);
-    // 4.160.0's miniflare opens plugin sockets and reads the namespace header: pooled. 4.126.0's
-    // does neither: its owner offers no sockets, and its sessions keep miniflare's proxy path.
+    // 4.160.0's miniflare opens plugin sockets and reads the namespace header: pooled, the Cache
+    // too. 4.126.0's does neither: its owner offers no sockets, and its sessions keep miniflare's
+    // proxy path and their own Cache, as plain wrangler's do.
     expect(status.owners[0].clients.map((c: { storageRoute?: string }) => c.storageRoute)).toEqual(
-      wrangler === "4.126.0" ? ["proxy", "proxy"] : ["pooled", "pooled"],
+      wrangler === "4.126.0"
+        ? ["proxy; cache: session", "proxy; cache: session"]
+        : ["pooled", "pooled"],
     );
     await sandbox.stopAllSessions();
     await waitFor("the owner to leave", () => ownerGone(owner), 15_000);
