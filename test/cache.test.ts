@@ -4,7 +4,6 @@
 // match plain `wrangler dev`'s for the same requests, and a kill -9 of the owner recovers within
 // the bound the KV/R2/D1 failover test holds. With the pooled path turned off, the Cache stays in
 // the session, as before.
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../src/owner/inspect.js";
@@ -19,17 +18,8 @@ import {
   type Session,
   sleep,
   waitFor,
+  acceptedConnections,
 } from "./harness/sandbox.js";
-
-function acceptedConnections(file: string): number {
-  return readFileSync("/proc/net/unix", "utf8")
-    .split("\n")
-    .slice(1)
-    .filter((line) => {
-      const fields = line.trim().split(/\s+/);
-      return fields[5] === "03" && fields[7] === file;
-    }).length;
-}
 
 /** The same cache requests, in order; each answer as the worker describes it. */
 async function cacheConversation(s: Session): Promise<unknown[]> {

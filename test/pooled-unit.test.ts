@@ -374,19 +374,7 @@ describe("the sockets' base directory, another user's or open to others", () => 
     const routes = new SessionRoutes();
     routes.connected(root, path.join(tmp, "session-presence.json"));
     const recording = (pooledSockets: string) => {
-      const now = new Date().toISOString();
-      writeRecordAtomic(rootPaths(root).ownerRecord, {
-        schema: SCHEMA_VERSION,
-        phase: "running",
-        pid: 999_999_988,
-        persistRoot: root,
-        registryPath: path.join(tmp, "registry"),
-        versions: {},
-        startedAt: now,
-        heartbeatAt: now,
-        logFile: path.join(tmp, "owner.log"),
-        pooledSockets,
-      });
+      writeOwnerRecord(root, { pooledSockets });
       return routes.socketDirFor(root);
     };
     expect(recording(stable)).toBe(stable);
@@ -403,27 +391,34 @@ describe("the sockets' base directory, another user's or open to others", () => 
   });
 });
 
+/** A running owner's record for `root` (a pid no process has), with the pooled fields given. */
+function writeOwnerRecord(
+  root: string,
+  fields: { pooledSockets?: string; pooledCache?: boolean },
+): void {
+  const now = new Date().toISOString();
+  writeRecordAtomic(rootPaths(root).ownerRecord, {
+    schema: SCHEMA_VERSION,
+    phase: "running",
+    pid: 999_999_988,
+    persistRoot: root,
+    registryPath: path.join(tmp, "registry"),
+    versions: {},
+    startedAt: now,
+    heartbeatAt: now,
+    logFile: path.join(tmp, "owner.log"),
+    ...fields,
+  });
+}
+
 describe("a session's Cache route", () => {
   it("goes to the owner only when its record announces the cache socket, and stays there", () => {
     const root = path.join(tmp, "cache-route-root");
     const stable = stableSocketDir(root);
     const routes = new SessionRoutes();
     routes.connected(root, path.join(tmp, "cache-route-presence.json"));
-    const record = (fields: { pooledSockets?: string; pooledCache?: boolean }) => {
-      const now = new Date().toISOString();
-      writeRecordAtomic(rootPaths(root).ownerRecord, {
-        schema: SCHEMA_VERSION,
-        phase: "running",
-        pid: 999_999_986,
-        persistRoot: root,
-        registryPath: path.join(tmp, "registry"),
-        versions: {},
-        startedAt: now,
-        heartbeatAt: now,
-        logFile: path.join(tmp, "owner.log"),
-        ...fields,
-      });
-    };
+    const record = (fields: { pooledSockets?: string; pooledCache?: boolean }) =>
+      writeOwnerRecord(root, fields);
     // Sockets but no cache socket announced (an earlier version's data waits, a session runs its own).
     record({ pooledSockets: stable });
     expect(routes.cacheSocketDirFor(root)).toBeUndefined();

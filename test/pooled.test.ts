@@ -19,19 +19,8 @@ import {
   type Session,
   sleep,
   waitFor,
+  acceptedConnections,
 } from "./harness/sandbox.js";
-
-/** Connected (not listening) Unix sockets bound at `file`: accepted pooled connections. */
-function acceptedConnections(file: string): number {
-  return readFileSync("/proc/net/unix", "utf8")
-    .split("\n")
-    .slice(1)
-    .filter((line) => {
-      const fields = line.trim().split(/\s+/);
-      // Num RefCount Protocol Flags Type St Inode Path; St 03 = connected.
-      return fields[5] === "03" && fields[7] === file;
-    }).length;
-}
 
 async function roundTrips(a: Session, b: Session, tag: string): Promise<void> {
   expect((await fetch(a.url(`/kv/${tag}`), { method: "PUT", body: `kv ${tag}` })).ok).toBe(true);

@@ -9,9 +9,9 @@ import path from "node:path";
 import type * as MiniflareModule from "miniflare";
 import { isAlive } from "../process-info.js";
 import { listClients, type RootPaths, rootPaths } from "../records.js";
+import { exportedPlugin, type Plugin } from "./plugins.js";
 import { CACHE_SOCKET, CF_BLOB_HEADER, PROTO_HEADER, socketPath } from "./sockets.js";
 
-type Plugin = { getServices: (this: unknown, ...args: unknown[]) => unknown };
 export type CacheService = {
   name?: string;
   worker?: {
@@ -69,15 +69,6 @@ export function rootCacheDir(persistRoot: string): string {
   return path.join(persistRoot, "cache").replaceAll("\\", "/");
 }
 
-function cachePlugin(miniflare: typeof MiniflareModule): Plugin | undefined {
-  const plugin = (miniflare as unknown as Record<string, unknown>).CACHE_PLUGIN;
-  return typeof plugin === "object" &&
-    plugin !== null &&
-    typeof (plugin as Plugin).getServices === "function"
-    ? (plugin as Plugin)
-    : undefined;
-}
-
 /**
  * Before the owner's Miniflare is built: its Cache keeps its files at the root's `cache` dir and
  * its workerd listens on `dir`'s cache socket onto the entry. A miniflare whose Cache is not the
@@ -88,7 +79,7 @@ export function prepareOwnerCache(
   persistRoot: string,
   dir: string,
 ): void {
-  const plugin = cachePlugin(miniflare);
+  const plugin = exportedPlugin(miniflare, "cache");
   if (!plugin) return;
   // An earlier version's per-worker data waits to move into `<root>/cache` (each session moves
   // its worker's, after this owner started): a workerd holding that directory would keep the one

@@ -9,6 +9,7 @@ import { rmSync } from "node:fs";
 import type * as MiniflareModule from "miniflare";
 import type { ProcessIdentity } from "../process-info.js";
 import { prepareOwnerCache } from "./owner-cache.js";
+import { exportedPlugin, type Plugin } from "./plugins.js";
 import {
   cacheSocketListening,
   createSocketDir,
@@ -27,9 +28,6 @@ import {
   writeHolder,
 } from "./sockets.js";
 
-type Plugin = {
-  getServices: (this: unknown, ...args: unknown[]) => unknown;
-};
 type Service = { name?: string; worker?: { modules?: { esModule?: unknown }[] } };
 type ServicesResult =
   | Service[]
@@ -42,11 +40,6 @@ function readsNamespaceHeader(service: Service): boolean {
   );
 }
 
-const PLUGIN_EXPORT: Record<PooledKind, string> = {
-  kv: "KV_PLUGIN",
-  r2: "R2_PLUGIN",
-  d1: "D1_PLUGIN",
-};
 /** Where a wrapped plugin keeps the directory it opens sockets in (one instance per process). */
 const SOCKET_DIR = Symbol.for("shared-storage-wrangler.pooled-socket-dir");
 
@@ -57,15 +50,6 @@ export interface PooledSockets {
   dir: string;
   /** Its workerd listens on the cache socket too (owner-cache.ts), known once it started. */
   cache: boolean;
-}
-
-function pluginOf(miniflare: typeof MiniflareModule, kind: PooledKind): Plugin | undefined {
-  const plugin = (miniflare as unknown as Record<string, unknown>)[PLUGIN_EXPORT[kind]];
-  return typeof plugin === "object" &&
-    plugin !== null &&
-    typeof (plugin as Plugin).getServices === "function"
-    ? (plugin as Plugin)
-    : undefined;
 }
 
 /**
@@ -79,7 +63,7 @@ export function prepareOwnerSockets(
   identity: ProcessIdentity,
 ): PooledSockets | undefined {
   if (!pooledAvailable()) return undefined;
-  const plugins = POOLED_KINDS.map((kind) => [kind, pluginOf(miniflare, kind)] as const);
+  const plugins = POOLED_KINDS.map((kind) => [kind, exportedPlugin(miniflare, kind)] as const);
   if (plugins.some(([, plugin]) => plugin === undefined)) return undefined;
   let sockets: PooledSockets;
   try {

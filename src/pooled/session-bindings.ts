@@ -7,6 +7,7 @@
 // shape, and D1 under `d1_binding_jsrpc` (JS RPC, not HTTP), stay as miniflare built them.
 import type * as MiniflareModule from "miniflare";
 import path from "node:path";
+import { exportedPlugin } from "./plugins.js";
 import { type CacheRoute, installPooledCache, type PooledCacheHooks } from "./session-cache.js";
 import {
   ENTRY_SERVICE,
@@ -34,11 +35,6 @@ type Plugin = {
 type Service = { name?: string };
 type ServicesResult = Service[] | { services: Service[]; extensions: unknown[] } | undefined;
 
-const PLUGIN_EXPORT: Record<PooledKind, string> = {
-  kv: "KV_PLUGIN",
-  r2: "R2_PLUGIN",
-  d1: "D1_PLUGIN",
-};
 const PROXY_SERVICE = "core:user:dev-registry-proxy";
 const PROXY_ENTRYPOINT = "ExternalServiceProxy";
 const NAMESPACE_PROP = "MINIFLARE_NAMESPACE";
@@ -128,18 +124,9 @@ export function installPooledBindings(
   hooks: PooledBindingHooks,
 ): boolean {
   const plugins = POOLED_KINDS.map(
-    (kind) =>
-      [
-        kind,
-        (miniflare as unknown as Record<string, Plugin | undefined>)[PLUGIN_EXPORT[kind]],
-      ] as const,
+    (kind) => [kind, exportedPlugin(miniflare, kind) as Plugin | undefined] as const,
   );
-  if (
-    plugins.some(
-      ([, p]) => typeof p?.getBindings !== "function" || typeof p.getServices !== "function",
-    )
-  )
-    return false;
+  if (plugins.some(([, p]) => typeof p?.getBindings !== "function")) return false;
   // Read once per copy, as the env var is read once per session.
   const kindsOff = pooledKindsOff();
   for (const [kind, plugin] of plugins) {

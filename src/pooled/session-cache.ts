@@ -14,6 +14,7 @@ import {
   type CacheService,
   cacheServices,
 } from "./owner-cache.js";
+import { exportedPlugin, type Plugin } from "./plugins.js";
 import { CACHE_SOCKET, CF_BLOB_HEADER, PROTO_HEADER, socketPath } from "./sockets.js";
 
 /** Where a session's Cache is served: the owner's workerd, or (today's path) its own. */
@@ -26,7 +27,6 @@ export interface PooledCacheHooks {
   onCacheRoute?(storageScope: string, route: CacheRoute): void;
 }
 
-type Plugin = { getServices: (this: unknown, ...args: unknown[]) => unknown };
 type Args = {
   workerIndex?: unknown;
   sharedOptions?: { resourcePersistencePath?: unknown };
@@ -78,10 +78,10 @@ export function installPooledCache(
   miniflare: typeof MiniflareModule,
   hooks: PooledCacheHooks,
 ): boolean {
-  const plugin = (miniflare as unknown as Record<string, unknown>).CACHE_PLUGIN as
+  const plugin = exportedPlugin(miniflare, "cache") as
     | (Plugin & { [INSTALLED]?: true })
     | undefined;
-  if (typeof plugin?.getServices !== "function") return false;
+  if (!plugin) return false;
   if (plugin[INSTALLED]) return true;
   plugin[INSTALLED] = true;
   const original = plugin.getServices;

@@ -2,7 +2,7 @@
 // in their own process groups, and a teardown that kills only what it started, by pid, then
 // checks that nothing of it is left.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -457,4 +457,16 @@ export function cleanUpOnSignal(): void {
  */
 export function establishedRemotePorts(pgid: number): number[] {
   return establishedRemotePortsOf(processGroupMembers(pgid));
+}
+
+/** Connected (not listening) Unix sockets bound at `file`: accepted pooled connections (Linux). */
+export function acceptedConnections(file: string): number {
+  return readFileSync("/proc/net/unix", "utf8")
+    .split("\n")
+    .slice(1)
+    .filter((line) => {
+      const fields = line.trim().split(/\s+/);
+      // Num RefCount Protocol Flags Type St Inode Path; St 03 = connected.
+      return fields[5] === "03" && fields[7] === file;
+    }).length;
 }
