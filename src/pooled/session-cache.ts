@@ -64,11 +64,34 @@ export function pooledCacheServices(dir: string, workerIndex: number) {
   ];
 }
 
+/**
+ * How long a cache call that cannot reach the owner is sent again: workerd's Cache.put resolves
+ * even when its backend disconnected, so a put refused while the owner fails over would be
+ * dropped without a word. The standby takes over within this (the failover test's bound).
+ */
+export const CACHE_RETRY_MS = 1500;
+const CACHE_RETRY_PAUSE_MS = 50;
+
+// A put's body is read once, before the first try, so that it can be sent again. Sent again after
+// the owner applied a call but died before answering, a put stores the same entry twice (no
+// change) and a delete answers "not found".
 const FORWARDER = `export default {
-  fetch(request, env) {
+  async fetch(request, env) {
     const headers = new Headers(request.headers);
     headers.set(${JSON.stringify(PROTO_HEADER)}, new URL(request.url).protocol.slice(0, -1));
-    return env.OWNER.fetch(new Request(request, { headers }), { cf: request.cf });
+    const body = request.body === null ? null : await request.arrayBuffer();
+    const deadline = Date.now() + ${CACHE_RETRY_MS};
+    for (;;) {
+      try {
+        return await env.OWNER.fetch(
+          new Request(request.url, { method: request.method, headers, body }),
+          { cf: request.cf },
+        );
+      } catch (error) {
+        if (Date.now() >= deadline) throw error;
+        await new Promise((resolve) => setTimeout(resolve, ${CACHE_RETRY_PAUSE_MS}));
+      }
+    }
   },
 };
 `;
