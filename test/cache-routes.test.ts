@@ -10,8 +10,15 @@ import { inspectRoot } from "../src/owner/inspect.js";
 import { linkTarget } from "../src/pooled/sockets.js";
 import { commandLine, procPids, procStat } from "../src/process-info.js";
 import { rootPaths } from "../src/records.js";
-import { addCacheWorker, putsAndLookups } from "./harness/cache.js";
-import { Sandbox, type Session, sleep, waitFor } from "./harness/sandbox.js";
+import { addCacheWorker, isCacheFile, putsAndLookups } from "./harness/cache.js";
+import {
+  parentPid,
+  processesWithOpen,
+  Sandbox,
+  type Session,
+  sleep,
+  waitFor,
+} from "./harness/sandbox.js";
 
 const ALL_FOUND = [100, 100, 100, 100];
 
@@ -172,6 +179,47 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
     console.log(
       `[cache-routes] a's Cache worked again ${Date.now() - since} ms after the successor served`,
     );
+  });
+
+  it("a successor elected from another TMPDIR links elsewhere: a session on the owner's Cache reaches it after a reload", async () => {
+    const sandbox = fresh({ WRANGLER_X_OWNER_STANDBY: "0" });
+    const [tmpA, tmpB] = ["ta", "tb"].map((t) => path.join(sandbox.dir, t));
+    for (const t of [tmpA!, tmpB!]) mkdirSync(t, { recursive: true });
+    const a = await sandbox.startSession("cachea", { env: { TMPDIR: tmpA! } });
+    const b = await sandbox.startSession("cacheb", { env: { TMPDIR: tmpB! } });
+    const first = sandbox.owner()!;
+    expect(first.pooledSockets?.startsWith(tmpA!)).toBe(true);
+    // a goes; the owner dies with no standby: b's watch elects the successor, with b's TMPDIR.
+    await sandbox.stopSession(a);
+    process.kill(first.pid, "SIGKILL");
+    const next = await waitFor(
+      "b to elect a new owner that announces its cache socket",
+      () => {
+        const o = sandbox.owner();
+        return o && o.pid !== first.pid && o.phase === "running" && o.pooledCache ? o : undefined;
+      },
+      30_000,
+    );
+    expect(next.pooledSockets?.startsWith(tmpB!)).toBe(true);
+    await edit(sandbox, b);
+    await sandbox.waitReady(b);
+    await waitFor(
+      "b's cache put+match through the successor",
+      async () => {
+        try {
+          await fetch(b.url("/put/reloaded"), { method: "PUT", body: "reloaded" });
+          const got = (await (await fetch(b.url("/match/reloaded"))).json()) as { body?: string };
+          return got.body === "reloaded";
+        } catch {
+          return false;
+        }
+      },
+      5_000,
+      100,
+    );
+    const holders = processesWithOpen(isCacheFile(sandbox.persistRoot)).map(parentPid);
+    expect(holders.length).toBeGreaterThan(0);
+    expect(holders.filter((pid) => pid !== next.pid)).toEqual([]);
   });
 
   it("a TMPDIR too long for an instance's socket path: the sockets go under /tmp, the Cache through the owner", async () => {

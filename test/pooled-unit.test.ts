@@ -429,8 +429,34 @@ describe("a session's Cache route", () => {
     expect(routes.cacheSocketDirFor(root)).toBe(stable);
     writeFileSync(rootPaths(root).ownerRecord, "{ not json");
     expect(routes.cacheSocketDirFor(root)).toBe(stable);
+    // A successor started under another TMPDIR announces its own link: the next assembly follows.
+    const base = path.join(
+      mkdtempSync(path.join(tmp, "other-tmpdir-")),
+      `x-ss-${process.getuid!()}`,
+    );
+    mkdirSync(base, { mode: 0o700 });
+    const elsewhere = path.join(base, path.basename(stable));
+    record({ pooledSockets: elsewhere, pooledCache: true });
+    expect(routes.cacheSocketDirFor(root)).toBe(elsewhere);
     // A root this session never connected to: nothing.
     expect(routes.cacheSocketDirFor(path.join(tmp, "not-connected"))).toBeUndefined();
+  });
+
+  it("hooks a copy's Cache even where its KV/R2/D1 plugins cannot be pooled (no getBindings)", () => {
+    const getServices = async () => [];
+    const copy = {
+      KV_PLUGIN: { getServices },
+      R2_PLUGIN: { getServices, getBindings: async () => [] },
+      D1_PLUGIN: { getServices, getBindings: async () => [] },
+      CACHE_PLUGIN: { getServices },
+    };
+    const installed = installPooledBindings(copy as unknown as typeof MiniflareModule, {
+      socketDirFor: () => undefined,
+      cacheSocketDirFor: () => undefined,
+      onRoute: () => {},
+    });
+    expect(installed).toBe(false);
+    expect(copy.CACHE_PLUGIN.getServices).not.toBe(getServices);
   });
 });
 

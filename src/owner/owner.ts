@@ -55,6 +55,8 @@ class OwnerRole {
   private clientsAtExit = 0;
   private lastClientAt = Date.now();
   private heartbeat?: NodeJS.Timeout;
+  /** While serving: rewrites the record from the instance (and announces the Cache once it may). */
+  private recordServing?: () => void;
   private clientCheck?: NodeJS.Timeout;
   private idleRetry?: NodeJS.Timeout;
 
@@ -105,8 +107,9 @@ class OwnerRole {
         recordServing();
       },
     );
-    // Announced once no live session runs its own Cache (owner-cache.ts), and never withdrawn:
-    // sessions that route their Cache here keep doing so across restarts and failover.
+    // Announced once no live session runs its own Cache (owner-cache.ts), looked at again on each
+    // heartbeat until then, and never withdrawn: sessions that route their Cache here keep doing
+    // so across restarts and failover.
     let pooledCache = false;
     const recordServing = () => {
       pooledCache ||=
@@ -124,6 +127,7 @@ class OwnerRole {
       };
       this.publish("running");
     };
+    this.recordServing = recordServing;
     recordServing();
     proc.step("pointer", () => this.writePointer());
 
@@ -166,7 +170,8 @@ class OwnerRole {
     const proc = this.proc;
     const log = (message: string) => proc.log(message);
     instance.checkRestart();
-    this.publish("running");
+    if (this.recordServing) this.recordServing();
+    else this.publish("running");
     // Missing only if withdrawn under us (gc, a user) or expired while we and every session
     // were stopped: while we serve, it must exist.
     if (!candidate.keepFresh(proc.registryPath, proc.persistRoot)) {

@@ -126,6 +126,9 @@ export function installPooledBindings(
   const plugins = POOLED_KINDS.map(
     (kind) => [kind, exportedPlugin(miniflare, kind) as Plugin | undefined] as const,
   );
+  // The Cache follows the same root's owner whatever the kinds' plugins look like: a copy that
+  // kept its own Cache beside an owner serving it would be a second writer.
+  installPooledCache(miniflare, hooks);
   if (plugins.some(([, p]) => typeof p?.getBindings !== "function")) return false;
   // Read once per copy, as the env var is read once per session.
   const kindsOff = pooledKindsOff();
@@ -177,8 +180,6 @@ export function installPooledBindings(
       return { ...result, services: [...result.services, ...extra] };
     };
   }
-  // The Cache follows the same root's owner; a copy without a Cache plugin keeps its own.
-  installPooledCache(miniflare, hooks);
   return true;
 }
 

@@ -30,17 +30,17 @@ export class SessionRoutes implements PooledBindingHooks {
   }
 
   /**
-   * Sticky: once this session's Cache went to the owner it never comes back to its own workerd,
-   * not while a successor starts, a workerd restarts or the record is unreadable (calls then wait
-   * or fail for that moment, like KV's): its own Cache would be a second writer of the files.
+   * Sticky route, current path: once this session's Cache went to the owner it never comes back to
+   * its own workerd, not while a successor starts, a workerd restarts or the record is unreadable
+   * (calls then wait or fail for that moment, like KV's): its own Cache would be a second writer of
+   * the files. The path follows the record's announcement at each assembly (a successor started
+   * under another TMPDIR links elsewhere; a reload then reaches it, as KV's bindings do).
    */
   cacheSocketDirFor(storageScope: string): string | undefined {
     const root = this.#roots.get(storageScope);
     if (!root) return undefined;
-    if (root.cacheDir === undefined) {
-      const recorded = this.#recorded(storageScope);
-      if (recorded?.cache) root.cacheDir = recorded.dir;
-    }
+    const recorded = this.#recorded(storageScope);
+    if (recorded?.cache) root.cacheDir = recorded.dir;
     return root.cacheDir;
   }
 

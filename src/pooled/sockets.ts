@@ -44,8 +44,8 @@ export const PROTO_HEADER = "X-SS-Proto";
 export const NAMESPACE_HEADER = "MF-Namespace";
 
 /**
- * Set to 0 in a session to keep its KV/R2/D1 calls on miniflare's proxy path (the bench compares
- * the two). Not its Cache, and not the owner's sockets: the Cache has no proxy path, and a session
+ * Set to 0 in a session to keep its KV/R2/D1 calls on miniflare's proxy path (to compare the two
+ * by hand; no bench contender sets it). Not its Cache, and not the owner's sockets: the Cache has no proxy path, and a session
  * running its own beside the owner's would be a second writer of the cache files.
  */
 export const POOLED_ENV = "WRANGLER_X_POOLED_STORAGE";
