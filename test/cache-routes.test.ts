@@ -10,7 +10,7 @@ import { inspectRoot } from "../src/owner/inspect.js";
 import { linkTarget } from "../src/pooled/sockets.js";
 import { commandLine, procPids, procStat } from "../src/process-info.js";
 import { rootPaths } from "../src/records.js";
-import { addCacheWorker, isCacheFile, putsAndLookups } from "./harness/cache.js";
+import { addCacheWorker, isCacheFile, putsAndLookups, putThenMatch } from "./harness/cache.js";
 import {
   parentPid,
   processesWithOpen,
@@ -162,20 +162,7 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
     }
     expect(next.pooledSockets).toBe(first.pooledSockets);
     const since = Date.now();
-    await waitFor(
-      "a's cache put+match to work again",
-      async () => {
-        try {
-          await fetch(a.url("/put/again"), { method: "PUT", body: "again" });
-          const got = (await (await fetch(a.url("/match/again"))).json()) as { body?: string };
-          return got.body === "again";
-        } catch {
-          return false;
-        }
-      },
-      5_000,
-      100,
-    );
+    await waitFor("a's cache put+match to work again", () => putThenMatch(a, "again"), 5_000, 100);
     console.log(
       `[cache-routes] a's Cache worked again ${Date.now() - since} ms after the successor served`,
     );
@@ -205,15 +192,7 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
     await sandbox.waitReady(b);
     await waitFor(
       "b's cache put+match through the successor",
-      async () => {
-        try {
-          await fetch(b.url("/put/reloaded"), { method: "PUT", body: "reloaded" });
-          const got = (await (await fetch(b.url("/match/reloaded"))).json()) as { body?: string };
-          return got.body === "reloaded";
-        } catch {
-          return false;
-        }
-      },
+      () => putThenMatch(b, "reloaded"),
       5_000,
       100,
     );

@@ -91,3 +91,14 @@ export async function putsAndLookups(
   );
   return { failed: puts.map((p) => p.failed), found, holders };
 }
+
+/** One put of `key` then its match, from one session: true when the match returns what was put. */
+export async function putThenMatch(s: Session, key: string): Promise<boolean> {
+  try {
+    await fetch(s.url(`/put/${key}`), { method: "PUT", body: key });
+    const got = (await (await fetch(s.url(`/match/${key}`))).json()) as { body?: string };
+    return got.body === key;
+  } catch {
+    return false;
+  }
+}
