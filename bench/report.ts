@@ -56,6 +56,29 @@ function latencyVerdict(o: Latency, p: Latency, cpu: Record<string, number> | un
   );
 }
 
+/**
+ * Where the first session's cold start goes, measured (ms): the session's own output (see
+ * readiness.ts `coldSplit`) and the owner log's phases. Its wait for the owner is what it adds over
+ * plain while its own Miniflare starts only after the owner serves.
+ */
+function coldCost(ready: Figures["ready"]): string {
+  const split = ready.coldSplitMs;
+  const phases = ready.coldPhasesMs;
+  const owner = phases
+    ? ` (owner's node loads ${phases.ownerLoadMs}, its miniflare serves after ${phases.ownerMiniflareMs}: ` +
+      `require ${phases.miniflareRequireMs}, workerd ${phases.workerdReadyMs})`
+    : "";
+  if (!split) return phases ? `; cold: owner${owner}` : "";
+  return (
+    `; cold, ms: ${split.beforeElectionMs} to the owner's first record (the session's start, its election, the owner's spawn)` +
+    (ready.plainReadyLineMs === undefined
+      ? ""
+      : ` (plain's "Ready on" at ${ready.plainReadyLineMs})`) +
+    `, then the session waits ${split.waitForOwnerMs} for it to serve${owner}, then its own Miniflare takes ` +
+    `${split.ownStartAfterServedMs} (serial after the owner's), "Ready on" to first answer ${split.readyToAnswerMs}`
+  );
+}
+
 /** The readiness rows: ours' cold and warm start against plain, and the owner's exit. */
 export function readyRows(ready: Figures["ready"]): string[][] {
   return [
@@ -65,12 +88,7 @@ export function readyRows(ready: Figures["ready"]): string[][] {
       "-",
       `cold ${ready.coldMs}, warm ${ready.warmMs}`,
       `${signed(ready.coldOverPlainMs)} cold (goal ≤ +500), ${signed(ready.warmOverPlainMs)} warm (≤ +200)` +
-        (ready.coldOverPlainMs > 500 && ready.coldPhasesMs
-          ? `; cold, ms from spawn: owner spawned at ${ready.coldPhasesMs.ownerSpawnedMs}, its node loads ` +
-            `${ready.coldPhasesMs.ownerLoadMs}, its miniflare serves after ${ready.coldPhasesMs.ownerMiniflareMs} ` +
-            `(require ${ready.coldPhasesMs.miniflareRequireMs}, workerd ${ready.coldPhasesMs.workerdReadyMs}), ` +
-            `the session answers ${ready.coldPhasesMs.sessionAfterServingMs} later`
-          : ""),
+        coldCost(ready),
     ],
     [
       "owner exit after last client leaves",
