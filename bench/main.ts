@@ -5,6 +5,7 @@
 //   npm run bench -- --smoke   one tiny iteration of everything (the test suite runs this)
 //   npm run bench -- --profile where the time of a call through the owner goes (profile.ts);
 //                              with --quick or --smoke, shorter; writes bench/profile.json
+//   --only ready               the readiness scenario alone (cold/warm start); its rows only
 //   --out FILE                 write the JSON there instead of bench/results.json
 // Prints a table and writes bench/results.json. Figures are never asserted anywhere. Each
 // scenario is a module of its own under scenarios/; this file only runs them in order.
@@ -16,7 +17,7 @@ import { versions } from "../src/environment.js";
 import { cleanUpOnSignal, REPO } from "../test/harness/sandbox.js";
 import { type Bench, CONTENDERS, type Mode, SIZES } from "./context.js";
 import { profile } from "./profile.js";
-import { type Figures, reportTable } from "./report.js";
+import { formatTable, type Figures, HEADER, readyRows, reportTable } from "./report.js";
 import { cacheLoad } from "./scenarios/cache.js";
 import { correctness } from "./scenarios/correctness.js";
 import { earlyCrash } from "./scenarios/early-crash.js";
@@ -65,6 +66,7 @@ async function main(): Promise<void> {
       smoke: { type: "boolean", default: false },
       quick: { type: "boolean", default: false },
       profile: { type: "boolean", default: false },
+      only: { type: "string" },
       out: { type: "string" },
     },
   });
@@ -85,6 +87,14 @@ async function main(): Promise<void> {
     return;
   }
   bench.log(`mode ${mode}: ${JSON.stringify(bench.sizes)}`);
+  if (values.only !== undefined) {
+    if (values.only !== "ready") throw new Error(`--only takes "ready", not "${values.only}"`);
+    const ready = await readiness(bench);
+    console.log(`\n${formatTable([HEADER, ...readyRows(ready)])}`);
+    const out = values.out ? path.resolve(values.out) : path.join(REPO, "bench", "ready.json");
+    write(out, { mode, sizes: bench.sizes, date, versions: versions(), ready });
+    return;
+  }
   const figures = await runAll(bench);
   const durationSeconds = round((Date.now() - startedAt) / 1000);
   console.log(

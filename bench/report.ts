@@ -58,6 +58,52 @@ function latencyVerdict(o: Latency, p: Latency, cpu: Record<string, number> | un
   );
 }
 
+/**
+ * Where the first session's cold start goes, measured (ms): the session's own output (see
+ * readiness.ts `coldSplit`) and the owner log's phases. Its wait for the owner is what it adds over
+ * plain while its own Miniflare starts only after the owner serves.
+ */
+function coldCost(ready: Figures["ready"]): string {
+  const split = ready.coldSplitMs;
+  const phases = ready.coldPhasesMs;
+  const owner = phases
+    ? ` (owner's node loads ${phases.ownerLoadMs}, its miniflare serves after ${phases.ownerMiniflareMs}: ` +
+      `require ${phases.miniflareRequireMs}, workerd ${phases.workerdReadyMs})`
+    : "";
+  if (!split) return phases ? `; cold: owner${owner}` : "";
+  return (
+    `; cold, ms: ${split.beforeElectionMs} to the owner's first record (the session's start, its election, the owner's spawn)` +
+    (ready.plainReadyLineMs === undefined
+      ? ""
+      : ` (plain's "Ready on" at ${ready.plainReadyLineMs})`) +
+    `, then the session waits ${split.waitForOwnerMs} for it to serve${owner}, then its own Miniflare takes ` +
+    `${split.ownStartAfterServedMs} (serial after the owner's), "Ready on" to first answer ${split.readyToAnswerMs}`
+  );
+}
+
+/** The readiness rows: ours' cold and warm start against plain, and the owner's exit. */
+export function readyRows(ready: Figures["ready"]): string[][] {
+  return [
+    [
+      `dev ready ms, median of ${ready.runs}`,
+      `${ready.plainMs}`,
+      "-",
+      `cold ${ready.coldMs}, warm ${ready.warmMs}`,
+      `${signed(ready.coldOverPlainMs)} cold (goal ≤ +500), ${signed(ready.warmOverPlainMs)} warm (≤ +200)` +
+        coldCost(ready),
+    ],
+    [
+      "owner exit after last client leaves",
+      "-",
+      "-",
+      `${ready.ownerExitAfterLastClientMs} ms, ${ready.orphans} orphans`,
+      `bound ${ready.ownerExitBoundMs} ms (grace+idle)`,
+    ],
+  ];
+}
+
+export const HEADER = ["figure", LABEL.plain, LABEL.upstream, LABEL.ours, "ours vs plain / goal"];
+
 export function reportTable(sizes: Sizes, figures: Figures): string {
   const {
     correctness: correctnessBy,
@@ -71,9 +117,7 @@ export function reportTable(sizes: Sizes, figures: Figures): string {
     passthrough: cli,
   } = figures;
   const c = correctnessBy;
-  const lines: string[][] = [
-    ["figure", LABEL.plain, LABEL.upstream, LABEL.ours, "ours vs plain / goal"],
-  ];
+  const lines: string[][] = [HEADER];
   const burst = (k: Contender) => {
     const b = c[k]?.burst;
     return b
@@ -177,26 +221,7 @@ export function reportTable(sizes: Sizes, figures: Figures): string {
       latencyVerdict(o, p, latencyBy.ours.cpuPerCallMs?.[op]),
     ]);
   }
-  lines.push([
-    `dev ready ms, median of ${ready.runs}`,
-    `${ready.plainMs}`,
-    "-",
-    `cold ${ready.coldMs}, warm ${ready.warmMs}`,
-    `${signed(ready.coldOverPlainMs)} cold (goal ≤ +500), ${signed(ready.warmOverPlainMs)} warm (≤ +200)` +
-      (ready.coldOverPlainMs > 500 && ready.coldPhasesMs
-        ? `; cold, ms from spawn: owner spawned at ${ready.coldPhasesMs.ownerSpawnedMs}, its node loads ` +
-          `${ready.coldPhasesMs.ownerLoadMs}, its miniflare serves after ${ready.coldPhasesMs.ownerMiniflareMs} ` +
-          `(require ${ready.coldPhasesMs.miniflareRequireMs}, workerd ${ready.coldPhasesMs.workerdReadyMs}), ` +
-          `the session answers ${ready.coldPhasesMs.sessionAfterServingMs} later`
-        : ""),
-  ]);
-  lines.push([
-    "owner exit after last client leaves",
-    "-",
-    "-",
-    `${ready.ownerExitAfterLastClientMs} ms, ${ready.orphans} orphans`,
-    `bound ${ready.ownerExitBoundMs} ms (grace+idle)`,
-  ]);
+  lines.push(...readyRows(ready));
   const ownerRss = latencyBy.ours.ownerRssMiB;
   lines.push([
     "RSS MiB: one plain session / our owner + standby",
@@ -249,6 +274,11 @@ export function reportTable(sizes: Sizes, figures: Figures): string {
     `${ratio(cli.statusMs, versionMs)} of real --version, goal ≤ 300 ms`,
   ]);
 
+  return formatTable(lines);
+}
+
+/** Rows as a padded text table, the first row the header. */
+export function formatTable(lines: string[][]): string {
   const widths = lines[0]!.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)));
   const table = lines.map((l) =>
     l

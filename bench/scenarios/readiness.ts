@@ -1,7 +1,7 @@
 // Time to the first answer of `wrangler dev`, cold and warm, and the owner's exit after the last session.
 import { readFileSync } from "node:fs";
 import { ownerGone } from "../../src/owner/assessment.js";
-import { type Sandbox, waitFor } from "../../test/harness/sandbox.js";
+import { type Sandbox, type Session, waitFor } from "../../test/harness/sandbox.js";
 import { median, round } from "../stats.js";
 import { type Bench, type Contender, flagFor, sandboxFor } from "../context.js";
 
@@ -38,14 +38,60 @@ function coldPhases(logFile: string, spawnedAt: number, readyAt: number) {
   };
 }
 
+/** What a session's output says, and when it said it (ms from `since`): the first line of each. */
+const MARKS = {
+  /** The preload's election spawned the owner and saw its first record: it waits from here. */
+  ownerStarted: /started storage owner pid \d+/,
+  /** The owner serves: the election returned and the session's own Miniflare starts. */
+  served: /storage for .* is served by owner pid/,
+  /** wrangler's "Ready on": the session's Miniflare is ready (requests are held until then). */
+  ready: /Ready on /,
+};
+type Marks = Partial<Record<keyof typeof MARKS, number>>;
+
+function watchMarks(session: Session, since: number): Marks {
+  const marks: Marks = {};
+  const look = (chunk: Buffer) => {
+    const now = performance.now() - since;
+    const text = chunk.toString();
+    for (const [name, pattern] of Object.entries(MARKS) as [keyof typeof MARKS, RegExp][])
+      if (marks[name] === undefined && pattern.test(text)) marks[name] = now;
+  };
+  session.child.stdout?.on("data", look);
+  session.child.stderr?.on("data", look);
+  return marks;
+}
+
+/**
+ * The first session's cold start as its output shows it: up to the spawned owner's first record
+ * (its own start, the election, the owner's node load), its wait for the owner to serve, its own Miniflare's start after that (serial today), and wrangler's
+ * "Ready on" to the first answer.
+ */
+function coldSplit(marks: Marks, answeredMs: number) {
+  const { ownerStarted, served, ready } = marks;
+  if (ownerStarted === undefined || served === undefined || ready === undefined) return undefined;
+  return {
+    beforeElectionMs: ownerStarted,
+    waitForOwnerMs: served - ownerStarted,
+    ownStartAfterServedMs: ready - served,
+    readyToAnswerMs: answeredMs - ready,
+  };
+}
+
 /** Time to first answer of `wrangler dev`: plain, ours with the owner spawned (cold), ours with it running (warm). */
 export async function readiness(bench: Bench) {
   const timed = async (sandbox: Sandbox, contender: Contender, worker: string) => {
     const spawnedAt = Date.now();
     const started = performance.now();
-    const session = await sandbox.startSession(worker, { flag: flagFor(contender) });
-    return { ms: performance.now() - started, session, spawnedAt, readyAt: Date.now() };
+    const session = await sandbox.startSession(worker, { flag: flagFor(contender), wait: false });
+    const marks = watchMarks(session, started);
+    await sandbox.waitReady(session);
+    sandbox.rememberOwner();
+    const ms = performance.now() - started;
+    return { ms, session, spawnedAt, readyAt: Date.now(), marks };
   };
+  const splits: NonNullable<ReturnType<typeof coldSplit>>[] = [];
+  const plainReadyLine: number[] = [];
   const phases: NonNullable<ReturnType<typeof coldPhases>>[] = [];
   const plain: number[] = [];
   const cold: number[] = [];
@@ -55,8 +101,9 @@ export async function readiness(bench: Bench) {
   for (let run = 0; run < bench.sizes.readyRuns; run++) {
     const p = sandboxFor("plain");
     try {
-      const { ms, session } = await timed(p, "plain", "api");
+      const { ms, session, marks } = await timed(p, "plain", "api");
       plain.push(ms);
+      if (marks.ready !== undefined) plainReadyLine.push(marks.ready);
       await p.stopSession(session);
     } finally {
       await p.cleanup();
@@ -67,6 +114,8 @@ export async function readiness(bench: Bench) {
       cold.push(first.ms);
       const phase = coldPhases(o.owner()!.logFile, first.spawnedAt, first.readyAt);
       if (phase) phases.push(phase);
+      const split = coldSplit(first.marks, first.ms);
+      if (split) splits.push(split);
       const second = await timed(o, "ours", "jobs");
       warm.push(second.ms);
       const owner = o.owner()!;
@@ -90,15 +139,20 @@ export async function readiness(bench: Bench) {
     ownerExitAfterLastClientMs: round(median(ownerExit)),
     ownerExitBoundMs: 2000 + 1000,
     orphans,
-    coldPhasesMs: phases.length
-      ? Object.fromEntries(
-          (Object.keys(phases[0]!) as (keyof (typeof phases)[number])[]).map((k) => [
-            k,
-            round(median(phases.map((p) => p[k]))),
-          ]),
-        )
-      : undefined,
+    coldPhasesMs: medians(phases),
+    /** From the cold session's own output (ms): see `coldSplit`. */
+    coldSplitMs: medians(splits),
+    /** Plain's "Ready on", ms from spawn: its whole start, for the cold split to compare with. */
+    plainReadyLineMs: plainReadyLine.length ? round(median(plainReadyLine)) : undefined,
   };
   bench.log(`ready: ${JSON.stringify(figures)}`);
   return figures;
+}
+
+/** Per key, the median over samples of the same shape; undefined with none. */
+function medians<T extends Record<string, number>>(samples: T[]): T | undefined {
+  if (samples.length === 0) return undefined;
+  return Object.fromEntries(
+    Object.keys(samples[0]!).map((k) => [k, round(median(samples.map((s) => s[k]!)))]),
+  ) as T;
 }
