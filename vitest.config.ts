@@ -20,6 +20,9 @@ function collect(task: Task): string[] {
 // Tests start real wrangler/workerd processes: files run in parallel on two forks (the
 // machines have two cores); each test bounds its own waits.
 export default defineConfig({
+  // Vite transforms only .ts/.mts by default: src/yes-no.cts (imported by src/environment.ts)
+  // failed to parse in every test that imports the package's modules.
+  esbuild: { include: /\.[cm]?tsx?$/ },
   test: {
     include: ["test/**/*.test.ts"],
     pool: "forks",
