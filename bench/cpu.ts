@@ -1,32 +1,11 @@
 // CPU time of the processes a bench figure is made of, by role (`session workerd`, `owner node`,
 // ...): what the remaining cost of a row is, measured. /proc only (the bench runs on Linux).
-import { readdirSync, readFileSync } from "node:fs";
-import { processGroupMembers } from "../src/process-info.js";
+import { cpuTimeNs, processGroupMembers, processName } from "../src/process-info.js";
 
-/** CPU time of a process, all its threads, in ns (/proc/<pid>/task/<tid>/schedstat). */
-export function cpuNs(pid: number): number {
-  try {
-    return readdirSync(`/proc/${pid}/task`).reduce((sum, tid) => {
-      try {
-        return (
-          sum + Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0])
-        );
-      } catch {
-        return sum;
-      }
-    }, 0);
-  } catch {
-    return 0;
-  }
-}
+/** CPU time of a process in ns; 0 where it cannot be read (the process gone). */
+const cpuNs = (pid: number): number => cpuTimeNs(pid) ?? 0;
 
-export const comm = (pid: number) => {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
-  } catch {
-    return "?";
-  }
-};
+export const comm = (pid: number): string => processName(pid) ?? "?";
 
 /** Every process of these roles (process groups), labelled `role comm` (`#2` for a second one). */
 export function processesOf(groups: Record<string, number | undefined>): Map<number, string> {

@@ -335,6 +335,42 @@ export function openFiles(pid: number): string[] | undefined {
   });
 }
 
+/**
+ * CPU time `pid` has spent, all its threads, in ns (the first field of each
+ * /proc/<pid>/task/<tid>/schedstat; a thread that ends while we look counts nothing). undefined
+ * where it cannot be read: no /proc (macOS, Windows), a kernel without schedstats, or the process gone.
+ */
+export function cpuTimeNs(pid: number): number | undefined {
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return undefined;
+  }
+  let sum = 0;
+  let read = 0;
+  for (const tid of tids) {
+    try {
+      const ns = Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, "utf8").split(" ")[0]);
+      if (!Number.isFinite(ns)) continue;
+      sum += ns;
+      read++;
+    } catch {
+      // the thread ended while we looked
+    }
+  }
+  return read > 0 ? sum : undefined;
+}
+
+/** The process's name (/proc/<pid>/comm); undefined where /proc is absent or the process gone. */
+export function processName(pid: number): string | undefined {
+  try {
+    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
+  } catch {
+    return undefined;
+  }
+}
+
 /** Resident memory of `pid` in KiB (VmRSS of /proc/<pid>/status); 0 when unreadable. */
 export function rssKiB(pid: number): number {
   try {

@@ -36,6 +36,13 @@ interface StatusJson {
   problems: string[];
 }
 
+interface GcJson {
+  persistRoot: string;
+  removed: { what: string; path: string }[];
+  killed: { what: string; pid: number }[];
+  kept: { what: string; pid?: number; path?: string; why: string }[];
+}
+
 describe.each([
   ["", false],
   // Every process as on macOS: ps start times, no /proc (gc then cannot look for orphans).
@@ -184,6 +191,73 @@ describe.each([
   });
 });
 
+describe("storage-owner stop and gc, one owner at a time", () => {
+  // Long grace and idle: the owner stays up after its last session leaves, for `stop` to stop.
+  const sandbox = new Sandbox({ graceMs: 120_000, idleMs: 120_000 });
+  const cli = (...args: string[]) =>
+    sandbox.run(["storage-owner", ...args, "--persist-to", sandbox.persistTo]);
+  afterAll(() => sandbox.cleanup());
+
+  it("gc beside a live owner and session leaves them untouched; the session is served after", async () => {
+    const session = await sandbox.startSession("api");
+    const before = sandbox.owner()!;
+    expect(before.phase).toBe("running");
+    const gc = await cli("gc", "--json");
+    expect(gc.code).toBe(0);
+    const report = (JSON.parse(gc.stdout) as { roots: GcJson[] }).roots[0]!;
+    expect(report.killed).toEqual([]);
+    expect(report.removed.map((r) => r.what)).not.toContain("record of dead owner");
+    expect(report.kept).toContainEqual(expect.objectContaining({ what: "owner", pid: before.pid }));
+    expect(liveness(before)).toBe("alive");
+    expect(sandbox.owner()).toMatchObject({ pid: before.pid, phase: "running" });
+    expect((await post(session.url("/d1/insert?who=after-gc"))).ok).toBe(true);
+    await sandbox.stopSession(session);
+  });
+
+  it("stop with no session connected: exits 0, the owner, its standby and its workerd are gone, no record left", async () => {
+    const owner = sandbox.owner()!;
+    expect(liveness(owner)).toBe("alive");
+    const workerd = owner.workerd ?? [];
+    expect(workerd.length).toBeGreaterThan(0);
+    const standby = inspectRoot(sandbox.persistRoot).owner?.standby;
+    const { code, stdout, stderr } = await cli("stop");
+    expect(code, stderr).toBe(0);
+    expect(stdout).toContain(`Stopped storage owner pid ${owner.pid}.`);
+    expect(liveness(owner)).not.toBe("alive");
+    for (const w of workerd) expect(liveness(w), `workerd ${w.pid}`).not.toBe("alive");
+    if (standby) expect(liveness({ pid: standby.pid })).not.toBe("alive");
+    expect(existsSync(rootPaths(sandbox.persistRoot).ownerRecord)).toBe(false);
+    expect(existsSync(rootPaths(sandbox.persistRoot).standbyRecord)).toBe(false);
+    expect(storageCandidates(sandbox.registry, sandbox.persistRoot)).toEqual([]);
+    expect(await sandbox.settledLeftovers()).toEqual([]);
+    const status = JSON.parse((await cli("status", "--json")).stdout) as StatusJson;
+    expect(status.owners).toEqual([]);
+  });
+
+  it("gc --all reclaims a dead owner's stale records, reports them, and leaves nothing running", async () => {
+    const session = await sandbox.startSession("api");
+    const owner = sandbox.owner()!;
+    await sandbox.stopSession(session);
+    killGroup(owner.pid, "SIGKILL");
+    await waitFor("the killed owner to be gone", () => ownerGone(owner), 10_000);
+    expect(existsSync(rootPaths(sandbox.persistRoot).ownerRecord)).toBe(true);
+
+    const gc = await sandbox.run(["storage-owner", "gc", "--all", "--json"]);
+    expect(gc.code).toBe(0);
+    const roots = (JSON.parse(gc.stdout) as { roots: GcJson[] }).roots;
+    const ours = roots.find((r) => r.persistRoot === sandbox.persistRoot);
+    expect(ours, gc.stdout).toBeDefined();
+    expect(ours!.removed).toContainEqual(
+      expect.objectContaining({
+        what: "record of dead owner",
+        path: rootPaths(sandbox.persistRoot).ownerRecord,
+      }),
+    );
+    expect(existsSync(rootPaths(sandbox.persistRoot).ownerRecord)).toBe(false);
+    expect(await sandbox.settledLeftovers()).toEqual([]);
+  });
+});
+
 describe("storage-owner with bad records", () => {
   const sandbox = new Sandbox();
   const cli = (...args: string[]) =>
@@ -236,6 +310,51 @@ describe("storage-owner with bad records", () => {
       expect(readdirSync(paths.clientsDir)).toEqual([]);
     } finally {
       unrelated.kill("SIGKILL");
+    }
+  });
+
+  it("gc never signals a live process an owner record names but does not prove ours", async () => {
+    const paths = rootPaths(sandbox.persistRoot);
+    mkdirSync(paths.stateDir, { recursive: true });
+    const unrelated = spawn("sleep", ["60"], { detached: true, stdio: "ignore" });
+    const alsoUnrelated = spawn("sleep", ["60"], { detached: true, stdio: "ignore" });
+    try {
+      for (const startTime of ["1", undefined]) {
+        // A reused pid (another start time), then a record with no start time at all.
+        writeFileSync(
+          paths.ownerRecord,
+          JSON.stringify({
+            schema: 1,
+            phase: "running",
+            pid: unrelated.pid,
+            ...(startTime ? { startTime } : {}),
+            persistRoot: sandbox.persistRoot,
+            registryPath: sandbox.registry,
+            logFile: paths.ownerLog,
+            // A workerd entry must carry a start time; without one the record names none.
+            ...(startTime ? { workerd: [{ pid: alsoUnrelated.pid, startTime }] } : {}),
+            startedAt: new Date(0).toISOString(),
+            heartbeatAt: new Date(0).toISOString(),
+            versions: {},
+          }),
+        );
+        const gc = await cli("gc", "--json");
+        expect(gc.code, gc.stderr).toBe(0);
+        const report = (JSON.parse(gc.stdout) as { roots: GcJson[] }).roots[0]!;
+        // The path taken: a reused pid is a dead owner (its record goes, nothing it names is
+        // signalled); a record that cannot be checked is kept as alive.
+        if (startTime) expect(report.removed.map((r) => r.what)).toEqual(["record of dead owner"]);
+        else expect(report.kept.map((k) => k.what)).toEqual(["owner"]);
+        expect(report.killed, `startTime ${startTime}`).toEqual([]);
+        expect(liveness({ pid: unrelated.pid! }), `startTime ${startTime}`).toBe("alive");
+        expect(liveness({ pid: alsoUnrelated.pid! }), `startTime ${startTime}`).toBe("alive");
+        console.log(
+          `owner record naming a live unrelated pid, startTime ${startTime}: removed ${JSON.stringify(report.removed.map((r) => r.what))}, kept ${JSON.stringify(report.kept.map((k) => `${k.what}: ${k.why}`))}`,
+        );
+      }
+    } finally {
+      unrelated.kill("SIGKILL");
+      alsoUnrelated.kill("SIGKILL");
     }
   });
 

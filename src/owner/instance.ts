@@ -21,6 +21,9 @@ import { sleepSync } from "../wait.js";
 import type { RootPaths } from "../records.js";
 import { instanceAddress, type ServingAddress } from "../storage-candidate.js";
 
+/** The signals the owner program exits on, through its own exit path (main.ts). */
+const EXIT_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
+
 export interface Instance {
   mf: MiniflareModule.Miniflare;
   address: ServingAddress;
@@ -197,12 +200,22 @@ export async function startInstance(
     ?.shape;
   const restartHook = known !== undefined && "unsafeHandleRuntimeRestart" in known;
   const sockets = prepareOwnerSockets(miniflare, persistRoot, identity);
+  const signalListenersBefore = new Map(
+    EXIT_SIGNALS.map((signal) => [signal, new Set(process.listeners(signal))]),
+  );
   const mf = new miniflare.Miniflare({
     ...options,
     unsafeEnableSharedStorage: true,
     isolatedResourcePersistencePath: isolatedDir,
     ...(restartHook ? { unsafeHandleRuntimeRestart: restarted } : {}),
   });
+  // miniflare's exit hook answers SIGTERM/SIGINT/SIGHUP with process.exit(128 + n) at once, which
+  // cut our own exit short (owner.log: "stopping: SIGTERM", then nothing): `storage-owner stop`
+  // left a "stopping" record, the registry pointer and the socket link behind. Our signal handlers
+  // dispose the instance themselves; miniflare's "exit" hook (it kills workerd) stays.
+  for (const signal of EXIT_SIGNALS)
+    for (const listener of process.listeners(signal))
+      if (!signalListenersBefore.get(signal)!.has(listener)) process.off(signal, listener);
   const dispose = async () => {
     try {
       await mf.dispose();

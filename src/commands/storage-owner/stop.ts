@@ -26,7 +26,7 @@ export const stopCommand = createCommand({
       ["wrangler storage-owner stop", "Stop the owner for this project's default persist root"],
       [
         "wrangler storage-owner stop --force",
-        "Stop it even with dev sessions connected; they elect a new owner",
+        "Stop it even with dev sessions connected; its standby takes over for them",
       ],
       ["wrangler storage-owner stop --all --timeout 5", "Stop every owner on this machine"],
     ],
@@ -36,7 +36,7 @@ export const stopCommand = createCommand({
     force: {
       type: "boolean",
       description:
-        "Stop even while dev sessions are connected (they start a new owner and keep working)",
+        "Stop even while dev sessions are connected: its standby takes over at once (without one, the sessions elect a new owner) and they keep working",
       default: false,
     },
     timeout: {
@@ -95,7 +95,7 @@ async function stopOne(
           alive.map((c) => [String(c.pid), c.worker, c.command, c.since]),
           "    ",
         ) +
-        "\n  Stop those sessions first, or pass --force (they then start a new owner and keep working).",
+        "\n  Stop those sessions first, or pass --force (the standby then takes over for them, or they elect a new owner, and they keep working).",
     );
     return false;
   }
