@@ -305,6 +305,10 @@ describe("storage-owner with bad records", () => {
       const gc = await cli("gc");
       expect(gc.code).toBe(0);
       expect(gc.stdout).toContain(`removed owner record ${paths.ownerRecord}`);
+      // Set aside for diagnosis under the election lock, as an election does: not lost.
+      const aside = readdirSync(paths.stateDir).filter((f) => f.startsWith("owner.json.corrupt-"));
+      expect(aside).toHaveLength(1);
+      expect(gc.stdout).toContain(`moved it to ${path.join(paths.stateDir, aside[0]!)}`);
       expect(gc.stdout).toContain(`pid ${unrelated.pid} is now another process`);
       expect(liveness({ pid: unrelated.pid! })).toBe("alive");
       expect(readdirSync(paths.clientsDir)).toEqual([]);

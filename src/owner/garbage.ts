@@ -135,7 +135,28 @@ export async function collectGarbage(
   const owner = readOwner(paths);
   let liveOwner: { pid: number } | undefined;
   if (owner && !owner.ok) {
-    remove({ what: "owner record", path: paths.ownerRecord, why: owner.problem });
+    if (dryRun) remove({ what: "owner record", path: paths.ownerRecord, why: owner.problem });
+    else {
+      // As every succession does it: under the election lock, judged again, moved aside (kept
+      // for diagnosis as owner.json.corrupt-<time>), not deleted.
+      const outcome = await replaceDeadOwnerWithin(paths, registryPath, {}, 5000);
+      const moved = outcome.notes.find((note) => note.includes("; moved it to "));
+      if (outcome.kind === "replaced")
+        report.removed.push({
+          what: "owner record",
+          path: paths.ownerRecord,
+          why: moved ?? owner.problem,
+        });
+      else
+        report.kept.push({
+          what: "owner record",
+          path: paths.ownerRecord,
+          why:
+            outcome.kind === "busy"
+              ? `the election lock is held by ${outcome.heldBy}, whose election sets it aside`
+              : `${owner.problem}; left as it is (${outcome.kind})`,
+        });
+    }
   } else if (owner?.ok) {
     const state = liveness(owner.value);
     if (state === "alive") {

@@ -96,7 +96,7 @@ export function setAsideCorrupt(file: string): string {
   try {
     renameWithRetrySync(file, aside);
   } catch (error) {
-    // Removed meanwhile (gc deletes a corrupt record): nothing is left to set aside.
+    // Removed meanwhile (by hand): nothing is left to set aside.
     if (errnoCode(error) === "ENOENT") return `(already removed: ${file})`;
     throw error;
   }
