@@ -1,7 +1,6 @@
 // CPU of everything a contender runs while two sessions sit idle, from the moment both answer.
-import { readFileSync } from "node:fs";
 import { inspectRoot } from "../../src/owner/inspect.js";
-import { processGroupMembers } from "../../src/process-info.js";
+import { processGroupMembers, processName } from "../../src/process-info.js";
 import { sleep } from "../../test/harness/sandbox.js";
 import { round } from "../stats.js";
 import { type Bench, cpuTicks, sandboxFor, startSessions } from "../context.js";
@@ -9,13 +8,7 @@ import { type Bench, cpuTicks, sandboxFor, startSessions } from "../context.js";
 /** The issue's window: 30 s that include the start-up GCs (smoke: the mode's tiny window). */
 const IDLE_WINDOW_S = 30;
 
-const comm = (pid: number) => {
-  try {
-    return readFileSync(`/proc/${pid}/comm`, "utf8").trim();
-  } catch {
-    return "?";
-  }
-};
+const comm = (pid: number) => processName(pid) ?? "?";
 
 /**
  * CPU-seconds of every process a contender started, over a window that opens as soon as both

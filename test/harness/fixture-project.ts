@@ -17,6 +17,7 @@ import {
 import os from "node:os";
 import path from "node:path";
 import lockfile from "proper-lockfile";
+import { errnoCode } from "../../src/errors.js";
 import { sleepSync } from "../../src/wait.js";
 import { REPO } from "./sandbox.js";
 
@@ -145,7 +146,7 @@ function cachedFixture(
       release = lockfile.lockSync(dir, options);
       break;
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code !== "ELOCKED" || Date.now() > deadline) throw error;
+      if (errnoCode(error) !== "ELOCKED" || Date.now() > deadline) throw error;
       sleepSync(500);
     }
   }

@@ -17,6 +17,7 @@ import {
   procStat,
 } from "../../src/process-info.js";
 import { readOwner, readStandby, rootPaths, type OwnerRecord } from "../../src/records.js";
+import { sleep } from "../../src/wait.js";
 
 export const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 export const OUR_BIN = path.join(REPO, "bin", "wrangler.mjs");
@@ -25,7 +26,8 @@ export const REAL_BIN = path.join(REPO, "node_modules", "wrangler", "bin", "wran
 export const TOOL_RUNNER = path.join(REPO, "node_modules", "vite-node", "vite-node.mjs");
 export const NODE = process.execPath;
 
-export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+// The package's one sleep, re-exported for the tests and the bench.
+export { sleep };
 
 export async function waitFor<T>(
   what: string | (() => string),
