@@ -40,14 +40,37 @@ function wranglerOf(sessionPid: number): number {
   return pid;
 }
 
+const count = (session: Session, pattern: RegExp) => session.output().match(pattern)?.length ?? 0;
+
+/** Edits the session's worker; resolves once the reload is done. */
 async function edit(sandbox: Sandbox, session: Session): Promise<void> {
-  const before = session.output().match(/Local server updated/gi)?.length ?? 0;
+  await (
+    await startEdit(sandbox, session)
+  )();
+}
+
+/**
+ * Edits the session's worker and waits until its reload has begun and had time to assemble its
+ * config (where the routes are decided); returns the wait for the reload's end. A process held
+ * still meanwhile may hold miniflare's startup lock, which the reload's workerd update waits for.
+ */
+async function startEdit(sandbox: Sandbox, session: Session): Promise<() => Promise<void>> {
+  const updated = count(session, /Local server updated/gi);
+  const reloading = count(session, /Reloading local server/gi);
   appendFileSync(path.join(sandbox.workerDir(session.worker), "index.js"), "\n// edited\n");
   await waitFor(
-    `session ${session.worker} to reload`,
-    () => (session.output().match(/Local server updated/gi)?.length ?? 0) > before,
+    `session ${session.worker} to start reloading`,
+    () => count(session, /Reloading local server|Local server updated/gi) > updated + reloading,
     30_000,
+    20,
   );
+  await sleep(1000);
+  return () =>
+    waitFor(
+      `session ${session.worker} to reload`,
+      () => count(session, /Local server updated/gi) > updated,
+      30_000,
+    ).then(() => undefined);
 }
 
 describe.skipIf(process.platform !== "linux")("the Cache's route on one root", () => {
@@ -96,11 +119,13 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
     );
     // Held in its start, as on a slow machine, while session a reloads (an edit, saved).
     process.kill(starting.pid, "SIGSTOP");
+    let reloaded: () => Promise<void>;
     try {
-      await edit(sandbox, a);
+      reloaded = await startEdit(sandbox, a);
     } finally {
       process.kill(starting.pid, "SIGCONT");
     }
+    await reloaded();
     await waitFor(
       "the new owner to announce its cache socket",
       () => {
@@ -127,12 +152,14 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
     const deadline = Date.now() + 10_000;
     while (existsSync(socket) && Date.now() < deadline) await sleep(1);
     process.kill(owner.pid, "SIGSTOP");
+    let reloaded: () => Promise<void>;
     try {
       expect(existsSync(socket)).toBe(false);
-      await edit(sandbox, a);
+      reloaded = await startEdit(sandbox, a);
     } finally {
       process.kill(owner.pid, "SIGCONT");
     }
+    await reloaded();
     await waitFor("the cache socket again", () => existsSync(socket), 20_000);
     await sandbox.waitReady(a);
     await expectOneWriter(sandbox, [a, b], "restart-");

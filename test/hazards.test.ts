@@ -74,11 +74,12 @@ function newOwner(sandbox: Sandbox, oldPid: number, timeoutMs = 30_000) {
 function expectOnlyRecordedHolders(
   samples: { holders: number[] }[],
   owners: (OwnerRecord | undefined)[],
+  { held = true } = {},
 ): void {
   const recorded = owners.flatMap((o) => o?.workerd ?? []).map((w) => w.pid);
-  // Not vacuous: the sampler looked, and saw the files held at least once.
+  // Not vacuous: the sampler looked, and (where an owner served meanwhile) saw the files held.
   expect(samples.length).toBeGreaterThan(0);
-  expect(samples.some((s) => s.holders.length > 0)).toBe(true);
+  if (held) expect(samples.some((s) => s.holders.length > 0)).toBe(true);
   expect(Math.max(0, ...samples.map((s) => s.holders.length))).toBeLessThanOrEqual(1);
   for (const { holders } of samples) for (const pid of holders) expect(recorded).toContain(pid);
 }
@@ -319,7 +320,8 @@ describe("a failover slower than miniflare's 10 s candidate expiry", () => {
     expect(during.length).toBeGreaterThan(0);
     // Fail fast (a refused connection), never hang for the whole failover.
     for (const c of during) expect(c.ms).toBeLessThan(5000);
-    expectOnlyRecordedHolders(sampler.samples, [owner, sandbox.owner()]);
+    // The sampler runs through the failover, which may outlast it: nobody holds the files then.
+    expectOnlyRecordedHolders(sampler.samples, [owner, sandbox.owner()], { held: false });
   });
 });
 
