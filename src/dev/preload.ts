@@ -71,8 +71,6 @@ class Session {
   readonly upstreamOnly = process.env.WRANGLER_X_BENCH_UPSTREAM_SHARED_STORAGE === "1";
   /** Persist roots this session is connected to (presence written, owner serving). */
   readonly connections = new Map<string, RootPaths>();
-  /** Per connected root: the watch over its owner (failover.ts). */
-  readonly watches = new Map<string, OwnerWatch>();
   /** Per connected root: whether KV/R2/D1 calls take the owner's pooled sockets (src/pooled). */
   readonly routes = new SessionRoutes();
   /** Workers of this session whose layout was checked, per persist root. */
@@ -116,7 +114,7 @@ function fail(message: string, cause?: unknown): never {
 }
 
 function connect(persistRoot: string, registryPath: string, worker: string): RootPaths {
-  const { connections, routes, command, presencePort, watches } = session();
+  const { connections, routes, command, presencePort } = session();
   const existing = connections.get(persistRoot);
   if (existing) return existing;
   const paths = rootPaths(persistRoot);
@@ -144,7 +142,8 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
   try {
     const owner = new Election(paths, registryPath).untilServedSync(say);
     say(`storage for ${persistRoot} is served by owner pid ${owner.pid} at ${owner.debugAddress}`);
-    watches.set(persistRoot, new OwnerWatch(paths, registryPath, owner, say));
+    // Its timers are unref'd and live as long as the session: nothing keeps or disposes it.
+    new OwnerWatch(paths, registryPath, owner, say);
     routes.connected(persistRoot, presence);
   } catch (error) {
     removeFile(presence);

@@ -140,12 +140,13 @@ export async function collectGarbage(
       // As every succession does it: under the election lock, judged again, moved aside (kept
       // for diagnosis as owner.json.corrupt-<time>), not deleted.
       const outcome = await replaceDeadOwnerWithin(paths, registryPath, {}, 5000);
-      const moved = outcome.notes.find((note) => note.includes("; moved it to "));
       if (outcome.kind === "replaced")
         report.removed.push({
           what: "owner record",
           path: paths.ownerRecord,
-          why: moved ?? owner.problem,
+          why: outcome.setAside
+            ? `${owner.problem}; moved it to ${outcome.setAside}`
+            : owner.problem,
         });
       else
         report.kept.push({

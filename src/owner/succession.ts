@@ -149,7 +149,14 @@ export type SuccessionOutcome = { notes: string[] } & (
   | { kind: "taken"; owner: OwnerRecord; state: OwnerState }
   /** The dead owner's workerd has not exited: starting a successor would make two holders. */
   | { kind: "lingering"; dead: OwnerRecord; pids: number[] }
-  | { kind: "replaced"; dead?: OwnerRecord; reclaimed?: ReclaimReport; started?: number }
+  | {
+      kind: "replaced";
+      dead?: OwnerRecord;
+      reclaimed?: ReclaimReport;
+      /** Where a corrupt record was moved aside (`owner.json.corrupt-<time>`). */
+      setAside?: string;
+      started?: number;
+    }
 );
 
 /** What the critical section waits for, still holding the lock: a dead owner's killed workerd. */
@@ -176,6 +183,7 @@ function* criticalSection(
     const again = readOwner(paths);
     let dead: OwnerRecord | undefined;
     let reclaimed: ReclaimReport | undefined;
+    let setAside: string | undefined;
     if (again?.ok) {
       const { state } = assessOwnerNow(again.value);
       if (state !== "dead") return { kind: "taken", owner: again.value, state, notes };
@@ -193,10 +201,11 @@ function* criticalSection(
         ...reclaimed.ignored,
       );
     } else if (again && !again.ok) {
-      notes.push(`${again.problem}; moved it to ${setAsideCorrupt(paths.ownerRecord)}`);
+      setAside = setAsideCorrupt(paths.ownerRecord);
+      notes.push(`${again.problem}; moved it to ${setAside}`);
     }
     const started = successor.start?.();
-    return { kind: "replaced", dead, reclaimed, started: started ?? undefined, notes };
+    return { kind: "replaced", dead, reclaimed, setAside, started: started ?? undefined, notes };
   } finally {
     lock.release();
   }

@@ -45,8 +45,8 @@ export const NAMESPACE_HEADER = "MF-Namespace";
 
 /**
  * Set to 0 in a session to keep its KV/R2/D1 calls on miniflare's proxy path (to compare the two
- * by hand; no bench contender sets it). Not its Cache, and not the owner's sockets: the Cache has no proxy path, and a session
- * running its own beside the owner's would be a second writer of the cache files.
+ * by hand; no bench contender sets it). Not its Cache, and not the owner's sockets: the Cache has
+ * no proxy path, and a session running its own beside the owner's would be a second writer.
  */
 export const POOLED_ENV = "WRANGLER_X_POOLED_STORAGE";
 
@@ -168,24 +168,23 @@ export function readHolder(dir: string): SocketHolder | undefined {
   }
 }
 
-/** Every socket of the directory exists (workerd created them; an older miniflare may not). */
-export function socketsListening(dir: string): boolean {
-  return POOLED_KINDS.every((kind) => {
-    try {
-      return lstatSync(socketPath(dir, kind)).isSocket();
-    } catch {
-      return false;
-    }
-  });
-}
-
-/** The cache socket exists in `dir` (the serving owner's miniflare offered it; a session asks). */
-export function cacheSocketListening(dir: string): boolean {
+/** The socket `name` exists in `dir` (workerd created it; an older miniflare may not). */
+function socketListening(dir: string, name: PooledKind | typeof CACHE_SOCKET): boolean {
   try {
-    return lstatSync(socketPath(dir, CACHE_SOCKET)).isSocket();
+    return lstatSync(socketPath(dir, name)).isSocket();
   } catch {
     return false;
   }
+}
+
+/** Every KV/R2/D1 socket of the directory exists. */
+export function socketsListening(dir: string): boolean {
+  return POOLED_KINDS.every((kind) => socketListening(dir, kind));
+}
+
+/** The cache socket exists in `dir` (the instance's miniflare offered it: `socketsOpened`). */
+export function cacheSocketListening(dir: string): boolean {
+  return socketListening(dir, CACHE_SOCKET);
 }
 
 /** The directory the stable link points at now, if any. */
