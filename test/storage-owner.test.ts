@@ -223,6 +223,15 @@ describe("storage-owner stop and gc, one owner at a time", () => {
     const { code, stdout, stderr } = await cli("stop");
     expect(code, stderr).toBe(0);
     expect(stdout).toContain(`Stopped storage owner pid ${owner.pid}.`);
+    // Bounded by the 250 ms for which this process reuses a `ps` answer (portable mode): the
+    // owner's liveness was asked just before `stop`.
+    const processes = [owner, ...workerd, ...(standby ? [{ pid: standby.pid }] : [])];
+    await waitFor(
+      "the owner, its workerd and its standby to be gone",
+      () => processes.every((p) => liveness(p) !== "alive"),
+      1000,
+      50,
+    );
     expect(liveness(owner)).not.toBe("alive");
     for (const w of workerd) expect(liveness(w), `workerd ${w.pid}`).not.toBe("alive");
     if (standby) expect(liveness({ pid: standby.pid })).not.toBe("alive");
