@@ -124,6 +124,36 @@ export interface OwnerRecord extends ProcessIdentity {
   pooledCache?: boolean;
 }
 
+/**
+ * An owner's first record, `starting`: the one builder of owner.json's fields, used by the owner
+ * itself (`OwnerRole`) and by the electing session that writes it for an owner too slow to
+ * (`spawnOwner`; it knows no token). Later records are this one with serving fields added.
+ */
+export function startingOwnerRecord(owner: {
+  paths: RootPaths;
+  registryPath: string;
+  identity: ProcessIdentity;
+  versions: Versions;
+  /** The process that spawned the owner (the electing session, or the owner a standby backs). */
+  spawnedBy: number;
+  token?: string;
+}): OwnerRecord {
+  const now = new Date().toISOString();
+  return {
+    schema: SCHEMA_VERSION,
+    phase: "starting",
+    ...owner.identity,
+    ...(owner.token === undefined ? {} : { token: owner.token }),
+    persistRoot: owner.paths.persistRoot,
+    registryPath: owner.registryPath,
+    versions: owner.versions,
+    startedAt: now,
+    heartbeatAt: now,
+    logFile: owner.paths.ownerLog,
+    spawnedBy: owner.spawnedBy,
+  };
+}
+
 export interface ClientRecord extends ProcessIdentity {
   schema: number;
   /** The dev registry the session found the owner through (absent in earlier versions). */

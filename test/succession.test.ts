@@ -8,7 +8,12 @@ import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { decide, type ElectionView } from "../src/owner/succession.js";
-import { rootPaths, writeRecordAtomic } from "../src/records.js";
+import {
+  rootPaths,
+  startingOwnerRecord,
+  validateOwner,
+  writeRecordAtomic,
+} from "../src/records.js";
 import {
   commandLine,
   currentIdentity,
@@ -119,6 +124,40 @@ describe("decide", () => {
     expect(decision.kind).toBe(kind);
     if (text) expect(JSON.stringify(decision)).toContain(text);
     if (kind === "join") expect(decision).toEqual({ kind: "join", owner });
+  });
+});
+
+describe("the owner's first record (startingOwnerRecord)", () => {
+  const paths = rootPaths("/p/v3");
+  const fields = {
+    paths,
+    registryPath: "/r",
+    identity: { pid: 4242, startTime: "100" },
+    versions: owner.versions,
+    spawnedBy: 17,
+  };
+  it("is the same record whoever writes it, the owner's with its token", () => {
+    const bySession = startingOwnerRecord(fields);
+    const byOwner = startingOwnerRecord({ ...fields, token: "t0k" });
+    expect(validateOwner(bySession)).toBeUndefined();
+    expect(validateOwner(byOwner)).toBeUndefined();
+    expect(bySession).toMatchObject({
+      phase: "starting",
+      pid: 4242,
+      startTime: "100",
+      persistRoot: "/p/v3",
+      registryPath: "/r",
+      logFile: paths.ownerLog,
+      spawnedBy: 17,
+    });
+    expect("token" in bySession).toBe(false);
+    const { token, ...rest } = byOwner;
+    expect(token).toBe("t0k");
+    expect({ ...rest, startedAt: "", heartbeatAt: "" }).toEqual({
+      ...bySession,
+      startedAt: "",
+      heartbeatAt: "",
+    });
   });
 });
 

@@ -15,6 +15,7 @@ import {
   removeFile,
   SCHEMA_VERSION,
   type StandbyRecord,
+  startingOwnerRecord,
   writeRecordAtomic,
 } from "../records.js";
 import { sessionsWithOwnCache } from "../pooled/owner-cache.js";
@@ -61,21 +62,15 @@ class OwnerRole {
   private idleRetry?: NodeJS.Timeout;
 
   constructor(private readonly proc: OwnerProcess) {
-    const now = new Date().toISOString();
-    this.record = {
-      schema: SCHEMA_VERSION,
-      phase: "starting",
-      ...proc.identity,
-      token: proc.token,
-      persistRoot: proc.persistRoot,
+    this.record = startingOwnerRecord({
+      paths: proc.paths,
       registryPath: proc.registryPath,
+      identity: proc.identity,
       versions: versions(),
-      startedAt: now,
-      heartbeatAt: now,
-      logFile: proc.paths.ownerLog,
-      // The process that spawned us (the electing session, or the owner we back), for diagnosis.
+      // The electing session, or the owner we back: for diagnosis.
       spawnedBy: process.ppid,
-    };
+      token: proc.token,
+    });
   }
 
   /** Writes our record; never overwrites one that another owner now holds (e.g. after gc). */

@@ -8,13 +8,7 @@ import { fileURLToPath } from "node:url";
 import { errorCode } from "../errors.js";
 import { versions } from "../environment.js";
 import { identityOf, liveness, type ProcessIdentity } from "../process-info.js";
-import {
-  type OwnerRecord,
-  readOwner,
-  type RootPaths,
-  SCHEMA_VERSION,
-  writeRecordAtomic,
-} from "../records.js";
+import { readOwner, type RootPaths, startingOwnerRecord, writeRecordAtomic } from "../records.js";
 import { sleepSync } from "../wait.js";
 
 export const OWNER_MAIN = path.join(path.dirname(fileURLToPath(import.meta.url)), "main.js");
@@ -88,22 +82,18 @@ export function spawnOwner(paths: RootPaths, registryPath: string): number {
   return pid;
 }
 
-/** The record a spawned owner would write first; it overwrites it with its own. */
+/** The record a spawned owner would write first (without its token); it overwrites it with its own. */
 function writeStartingRecord(paths: RootPaths, registryPath: string, identity: ProcessIdentity) {
-  const now = new Date().toISOString();
-  const starting: OwnerRecord = {
-    schema: SCHEMA_VERSION,
-    phase: "starting",
-    ...identity,
-    persistRoot: paths.persistRoot,
-    registryPath,
-    versions: versions(),
-    startedAt: now,
-    heartbeatAt: now,
-    logFile: paths.ownerLog,
-    spawnedBy: process.pid,
-  };
-  writeRecordAtomic(paths.ownerRecord, starting);
+  writeRecordAtomic(
+    paths.ownerRecord,
+    startingOwnerRecord({
+      paths,
+      registryPath,
+      identity,
+      versions: versions(),
+      spawnedBy: process.pid,
+    }),
+  );
 }
 
 export function tailOfLog(file: string, lines = 15): string {
