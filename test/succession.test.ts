@@ -7,7 +7,13 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync }
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { decide, type ElectionView } from "../src/owner/succession.js";
+import {
+  decide,
+  type ElectionView,
+  RETIRE_TIMEOUT_MS,
+  retirement,
+  type RetireView,
+} from "../src/owner/succession.js";
 import {
   rootPaths,
   startingOwnerRecord,
@@ -124,6 +130,96 @@ describe("decide", () => {
     expect(decision.kind).toBe(kind);
     if (text) expect(JSON.stringify(decision)).toContain(text);
     if (kind === "join") expect(decision).toEqual({ kind: "join", owner });
+  });
+});
+
+describe("retirement (an owner of another version)", () => {
+  const view = (over: Partial<RetireView> = {}): RetireView => ({
+    owner,
+    persistRoot: "/p/v3",
+    ours: { ...owner.versions, package: "9" },
+    itsClients: [],
+    proof: "proven",
+    ...over,
+  });
+  const aSession = [{ worker: "api", pid: 777 }];
+  it.each<[string, RetireView, ReturnType<typeof retirement>["kind"], string?]>([
+    [
+      "a session of its version still uses it: refuse, naming it (nothing is signalled)",
+      view({ itsClients: aSession }),
+      "refuse",
+      "1 session(s) of its version still use it (api pid 777)",
+    ],
+    [
+      "…also once asked to stop and past the timeout: refuse",
+      view({ itsClients: aSession, askedMsAgo: RETIRE_TIMEOUT_MS + 1 }),
+      "refuse",
+      "api pid 777",
+    ],
+    [
+      "no session of its version, proven: SIGTERM it, saying why",
+      view(),
+      "terminate",
+      "runs package 1, miniflare 3, workerd 4, this session runs package 9",
+    ],
+    [
+      "no session of its version, unproven (no start time): refuse, signal nothing",
+      view({ proof: "unproven" }),
+      "refuse",
+      "does not prove which process it is",
+    ],
+    [
+      "not asked yet and already gone: wait (the next step replaces it)",
+      view({ proof: "gone" }),
+      "wait",
+    ],
+    ["asked, within the timeout: wait", view({ askedMsAgo: 5000 }), "wait"],
+    ["asked exactly the timeout ago: still wait", view({ askedMsAgo: RETIRE_TIMEOUT_MS }), "wait"],
+    [
+      "asked, past the timeout, proven: SIGKILL it and its workerd",
+      view({ askedMsAgo: RETIRE_TIMEOUT_MS + 1 }),
+      "kill",
+    ],
+    [
+      "asked, past the timeout, no longer proven: wait, signal nothing",
+      view({ askedMsAgo: RETIRE_TIMEOUT_MS + 1, proof: "unproven" }),
+      "wait",
+    ],
+    [
+      "asked, past the timeout, gone: wait",
+      view({ askedMsAgo: RETIRE_TIMEOUT_MS + 1, proof: "gone" }),
+      "wait",
+    ],
+  ])("%s", (_, v, kind, text) => {
+    const action = retirement(v);
+    expect(action.kind).toBe(kind);
+    if (text) expect(JSON.stringify(action)).toContain(text);
+  });
+
+  it("never signals an unproven owner, whatever else holds", () => {
+    for (const proof of ["unproven", "gone"] as const)
+      for (const askedMsAgo of [undefined, 0, RETIRE_TIMEOUT_MS, RETIRE_TIMEOUT_MS + 1, 1e9])
+        for (const itsClients of [[], aSession])
+          expect(["refuse", "wait"]).toContain(
+            retirement(view({ proof, askedMsAgo, itsClients })).kind,
+          );
+  });
+
+  it("reads the proof only where it decides (the election's is a fresh process-table read)", () => {
+    let reads = 0;
+    const counting = (over: Partial<RetireView>): RetireView => ({
+      ...view(over),
+      get proof() {
+        reads++;
+        return "proven" as const;
+      },
+    });
+    retirement(counting({ itsClients: aSession }));
+    retirement(counting({ askedMsAgo: 5000 }));
+    expect(reads).toBe(0);
+    retirement(counting({}));
+    retirement(counting({ askedMsAgo: RETIRE_TIMEOUT_MS + 1 }));
+    expect(reads).toBe(2);
   });
 });
 

@@ -11,13 +11,20 @@ import { ownerTimings, sameVersions, versions } from "../environment.js";
 import {
   isAlive,
   killIdentities,
+  liveness,
   type ProcessIdentity,
   signalIfOurs,
   waitUntilGone,
   waitUntilGoneSync,
 } from "../process-info.js";
 import { retryWithin, sleepSync } from "../wait.js";
-import { listClients, type OwnerRecord, readOwner, type RootPaths } from "../records.js";
+import {
+  listClients,
+  type OwnerRecord,
+  readOwner,
+  type RootPaths,
+  type Versions,
+} from "../records.js";
 import { keepFresh, oursIsOldest } from "../storage-candidate.js";
 import {
   assessOwnerNow,
@@ -256,7 +263,75 @@ export type ElectionStep =
   | { kind: "spawned"; pid: number };
 
 /** How long an owner of another version gets to exit after SIGTERM before it is killed. */
-const RETIRE_TIMEOUT_MS = 10_000;
+export const RETIRE_TIMEOUT_MS = 10_000;
+
+/** What `Election.retire` reads about an owner of another version: everything `retirement` needs. */
+export interface RetireView {
+  owner: OwnerRecord;
+  persistRoot: string;
+  /** This session's versions. */
+  ours: Versions;
+  /** Live sessions of the owner's versions other than this one: they still use it. */
+  itsClients: { worker: string; pid: number }[];
+  /** How long ago this election sent it SIGTERM; undefined until it did. */
+  askedMsAgo?: number;
+  /**
+   * Whether the live process at its pid is proven to be it (pid + recorded start time, as
+   * `signalIfOurs` checks): only a proven owner is ever signalled. Read only where it decides
+   * (the election passes a getter: each read is a fresh look at the process table).
+   */
+  readonly proof: "proven" | "unproven" | "gone";
+}
+
+export type RetireAction =
+  | { kind: "refuse"; message: string }
+  /** SIGTERM it (proven), noting why; then wait for it to exit. */
+  | { kind: "terminate"; note: string }
+  /** It had RETIRE_TIMEOUT_MS: SIGKILL it and its recorded workerd (each proven); then wait. */
+  | { kind: "kill" }
+  | { kind: "wait" };
+
+/**
+ * Pure: what an election does about an owner of another package/miniflare/workerd version. Two
+ * versions must never open the same files: while sessions of its version use it, refuse; once
+ * none remains, stop it (SIGTERM, then SIGKILL after RETIRE_TIMEOUT_MS) and let the election go on.
+ * Nothing is signalled unless its record proves which process it is.
+ */
+export function retirement(view: RetireView): RetireAction {
+  const { owner, persistRoot, itsClients } = view;
+  const mismatch =
+    `the storage owner for ${persistRoot} (pid ${owner.pid}) runs ${describeVersions(owner.versions)}, ` +
+    `this session runs ${describeVersions(view.ours)}`;
+  if (itsClients.length > 0)
+    return {
+      kind: "refuse",
+      message:
+        `${mismatch}. Two versions must never open the same files, and ${itsClients.length} session(s) of its version ` +
+        `still use it (${itsClients.map((c) => `${c.worker} pid ${c.pid}`).join(", ")}). Stop them, or use the same ` +
+        `version of this package in every project that shares ${persistRoot}.`,
+    };
+  if (view.askedMsAgo === undefined) {
+    const proof = view.proof;
+    if (proof === "unproven")
+      return {
+        kind: "refuse",
+        message: `${mismatch}, and its record does not prove which process it is (no start time); stop it yourself.`,
+      };
+    if (proof === "gone") return { kind: "wait" }; // exited: the next step replaces it
+    return {
+      kind: "terminate",
+      note: `${mismatch}; no session of its version remains, so it is being stopped`,
+    };
+  }
+  if (view.askedMsAgo > RETIRE_TIMEOUT_MS && view.proof === "proven") return { kind: "kill" };
+  return { kind: "wait" };
+}
+
+/** As `signalIfOurs` would find it, without signalling. */
+function proofOf(owner: OwnerRecord): RetireView["proof"] {
+  if (liveness(owner) === "dead") return "gone";
+  return killIdentities([owner], true).length > 0 ? "proven" : "unproven";
+}
 
 /**
  * One session's election for one root, run before it routes and again when its owner dies.
@@ -305,43 +380,44 @@ export class Election {
   }
 
   /**
-   * An owner of another package/miniflare/workerd version serves this root. Two versions must
-   * never open the same files: while sessions of its version use it, refuse; once none remains,
-   * stop it (SIGTERM, then SIGKILL of it and its recorded workerd) and let the election go on.
+   * An owner of another version serves this root: what `retirement` decides, done. Every signal
+   * is proven again where it is sent (`signalIfOurs`, `killIdentities`: pid + start time).
    */
   private retire(owner: OwnerRecord, notes: string[]): ElectionStep {
-    const itsClients = listClients(this.paths).flatMap((c) =>
-      c.record.ok &&
-      c.record.value.pid !== process.pid &&
-      isAlive(c.record.value) &&
-      sameVersions(c.record.value.versions, owner.versions)
-        ? [c.record.value]
-        : [],
-    );
-    const mismatch =
-      `the storage owner for ${this.paths.persistRoot} (pid ${owner.pid}) runs ${describeVersions(owner.versions)}, ` +
-      `this session runs ${describeVersions(versions())}`;
-    if (itsClients.length > 0) {
-      return {
-        kind: "refused",
-        message:
-          `${mismatch}. Two versions must never open the same files, and ${itsClients.length} session(s) of its version ` +
-          `still use it (${itsClients.map((c) => `${c.worker} pid ${c.pid}`).join(", ")}). Stop them, or use the same ` +
-          `version of this package in every project that shares ${this.paths.persistRoot}.`,
-      };
-    }
     const since = this.retiring.get(owner.pid);
-    if (since === undefined) {
-      if (signalIfOurs(owner, "SIGTERM") === "unproven") {
-        return {
-          kind: "refused",
-          message: `${mismatch}, and its record does not prove which process it is (no start time); stop it yourself.`,
-        };
-      }
-      notes.push(`${mismatch}; no session of its version remains, so it is being stopped`);
-      this.retiring.set(owner.pid, Date.now());
-    } else if (Date.now() - since > RETIRE_TIMEOUT_MS) {
-      killIdentities([owner, ...ownerLeftovers(owner)]);
+    const action = retirement({
+      owner,
+      persistRoot: this.paths.persistRoot,
+      ours: versions(),
+      itsClients: listClients(this.paths).flatMap((c) =>
+        c.record.ok &&
+        c.record.value.pid !== process.pid &&
+        isAlive(c.record.value) &&
+        sameVersions(c.record.value.versions, owner.versions)
+          ? [c.record.value]
+          : [],
+      ),
+      askedMsAgo: since === undefined ? undefined : Date.now() - since,
+      get proof() {
+        return proofOf(owner);
+      },
+    });
+    switch (action.kind) {
+      case "refuse":
+        return { kind: "refused", message: action.message };
+      case "terminate":
+        // Unproven by now (a race with its exit or the process table): nothing was sent, and
+        // the next step decides again.
+        if (signalIfOurs(owner, "SIGTERM") === "signalled") {
+          notes.push(action.note);
+          this.retiring.set(owner.pid, Date.now());
+        }
+        break;
+      case "kill":
+        killIdentities([owner, ...ownerLeftovers(owner)]);
+        break;
+      case "wait":
+        break;
     }
     return { kind: "wait", reason: `owner pid ${owner.pid} of another version is stopping` };
   }
