@@ -1,9 +1,18 @@
 // Succession: the pure decision every election and failover takes (one case per situation the
-// real-process tests stage), and the election lock across real processes, in the style of
-// miniflare's persist-root-lock.spec.ts: one holder at a time, a dead holder's lock reclaimed,
-// released only by its holder.
+// real-process tests stage), the retirement of an owner of another version, the owner's first
+// record, the pooled link's move to a successor, and the election lock across real processes, in
+// the style of miniflare's persist-root-lock.spec.ts: one holder at a time, a dead holder's lock
+// reclaimed, released only by its holder.
 import { spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+} from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,9 +29,12 @@ import {
   validateOwner,
   writeRecordAtomic,
 } from "../src/records.js";
+import { servePooled } from "../src/pooled/owner-sockets.js";
+import { linkTarget, writeHolder } from "../src/pooled/sockets.js";
 import {
   commandLine,
   currentIdentity,
+  identityOf,
   liveness,
   procPids,
   procStat,
@@ -254,6 +266,51 @@ describe("the owner's first record (startingOwnerRecord)", () => {
       startedAt: "",
       heartbeatAt: "",
     });
+  });
+});
+
+describe("the pooled link's retry (servePooled)", () => {
+  it("moves the link once the previous holder is gone, and nothing moves it once disposed", async () => {
+    const base = mkdtempSync(path.join(os.tmpdir(), "x-shared-storage-link-"));
+    const holder = spawn(NODE, ["-e", "setTimeout(() => {}, 60_000)"], { stdio: "ignore" });
+    try {
+      const stable = path.join(base, "root");
+      const previous = path.join(base, "root.old");
+      mkdirSync(previous);
+      writeHolder(previous, { owner: identityOf(holder.pid!), workerd: [] });
+      symlinkSync(path.basename(previous), stable);
+      const offered: string[] = [];
+      const link = (name: string) => {
+        const dir = path.join(base, name);
+        mkdirSync(dir);
+        return servePooled(
+          { stable, dir, cache: false },
+          currentIdentity(),
+          () => {},
+          (s) => offered.push(`${name} ${s}`),
+        );
+      };
+      // Disposed while it waits: left running, it would move the link after `live` does.
+      link("root.disposed").dispose();
+      const live = link("root.live");
+      expect(live.offered).toBeUndefined();
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      expect(linkTarget(stable)).toBe(previous);
+      holder.kill("SIGKILL");
+      await new Promise((resolve) => holder.once("exit", resolve));
+      const deadline = Date.now() + 2000;
+      while (offered.length === 0 && Date.now() < deadline)
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      // Ten fast retry periods more, for a retry that should not be there.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      expect(offered).toEqual([`root.live ${stable}`]);
+      expect(live.offered).toBe(stable);
+      expect(linkTarget(stable)).toBe(path.join(base, "root.live"));
+      live.dispose();
+    } finally {
+      holder.kill("SIGKILL");
+      rmSync(base, { recursive: true, force: true });
+    }
   });
 });
 

@@ -19,7 +19,7 @@ import {
   writeRecordAtomic,
 } from "../records.js";
 import { sessionsWithOwnCache } from "../pooled/owner-cache.js";
-import { servePooled, withdrawPooled } from "../pooled/owner-sockets.js";
+import { type PooledLink, servePooled, withdrawPooled } from "../pooled/owner-sockets.js";
 import * as candidate from "../storage-candidate.js";
 import { startInstance, type Instance } from "./instance.js";
 import type { OwnerProcess } from "./process.js";
@@ -60,6 +60,8 @@ class OwnerRole {
   private recordServing?: () => void;
   private clientCheck?: NodeJS.Timeout;
   private idleRetry?: NodeJS.Timeout;
+  /** Moves the pooled sockets' link here once the previous holder is gone (owner-sockets.ts). */
+  private pooledLink?: PooledLink;
 
   constructor(private readonly proc: OwnerProcess) {
     this.record = startingOwnerRecord({
@@ -89,19 +91,19 @@ class OwnerRole {
   serve(instance: Instance): void {
     const proc = this.proc;
     proc.role = "owner";
+    // First: a record found superseded below exits at once, and that exit must dispose of us.
+    proc.onExit(
+      (reason, graceful) => this.beforeExit(reason, graceful),
+      () => this.afterDispose(),
+    );
     const log = (message: string) => proc.log(message);
     const how = candidate.publish(proc.registryPath, proc.persistRoot, instance.address, log);
     // Only now, after any previous owner's workerd is gone, may the pooled sockets' link move here.
-    let pooledSockets = servePooled(
-      instance.pooled,
-      proc.identity,
-      log,
-      () => !proc.shuttingDown,
-      (stable) => {
-        pooledSockets = stable;
-        recordServing();
-      },
-    );
+    this.pooledLink = servePooled(instance.pooled, proc.identity, log, (stable) => {
+      pooledSockets = stable;
+      recordServing();
+    });
+    let pooledSockets = this.pooledLink.offered;
     // Announced once no live session runs its own Cache (owner-cache.ts), looked at again on each
     // heartbeat until then, and never withdrawn: sessions that route their Cache here keep doing
     // so across restarts and failover.
@@ -144,10 +146,6 @@ class OwnerRole {
       killIdentities(childProcesses(process.pid, "workerd"));
       process.exit(1);
     };
-    proc.onExit(
-      (reason, graceful) => this.beforeExit(reason, graceful),
-      () => this.afterDispose(),
-    );
     this.heartbeat = setInterval(
       () => proc.step("heartbeat", () => this.beat(instance)),
       HEARTBEAT_INTERVAL_MS,
@@ -257,6 +255,7 @@ class OwnerRole {
     clearInterval(this.heartbeat);
     clearInterval(this.clientCheck);
     clearTimeout(this.idleRetry);
+    this.pooledLink?.dispose();
   }
 
   private beforeExit(reason: string, graceful: boolean): void {

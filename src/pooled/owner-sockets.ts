@@ -138,33 +138,63 @@ const RETRY_FAST_FOR_MS = 10_000;
 const RETRY_SLOW_MS = 1000;
 
 /**
- * When the instance serves: points the root's stable path at its sockets and returns it (to name
- * in the owner record). While the previous holder still lives the link may not move: returns
- * undefined and tries again until it can (while `serving()`), then calls `offered`.
+ * When the instance serves: points the root's stable path at its sockets. While the previous
+ * holder still lives the link may not move: it tries again until it can, then calls `offered`.
+ * The retry is the returned link's: its owner (`OwnerRole`) disposes of it on the way out.
  */
 export function servePooled(
   sockets: PooledSockets | undefined,
   self: ProcessIdentity,
   log: (message: string) => void,
-  serving: () => boolean,
   offered: (stable: string) => void,
-): string | undefined {
-  if (!sockets) return undefined;
-  const refused = pointStableLink(sockets.stable, sockets.dir, self);
-  if (!refused) return sockets.stable;
-  log(`pooled storage sockets wait: ${refused}`);
-  const since = Date.now();
-  const retry = () => {
-    if (!serving()) return;
-    if (pointStableLink(sockets.stable, sockets.dir, self) === undefined) {
-      log(`pooled storage sockets offered ${Date.now() - since} ms later`);
-      offered(sockets.stable);
+): PooledLink {
+  return new PooledLink(sockets, self, log, offered);
+}
+
+export class PooledLink {
+  private stable?: string;
+  private retry?: NodeJS.Timeout;
+
+  constructor(
+    private readonly sockets: PooledSockets | undefined,
+    private readonly self: ProcessIdentity,
+    private readonly log: (message: string) => void,
+    private readonly onOffered: (stable: string) => void,
+  ) {
+    if (!sockets) return;
+    const refused = pointStableLink(sockets.stable, sockets.dir, self);
+    if (!refused) {
+      this.stable = sockets.stable;
       return;
     }
-    setTimeout(retry, Date.now() - since < RETRY_FAST_FOR_MS ? RETRY_FAST_MS : RETRY_SLOW_MS);
-  };
-  setTimeout(retry, RETRY_FAST_MS);
-  return undefined;
+    log(`pooled storage sockets wait: ${refused}`);
+    this.retryIn(RETRY_FAST_MS, Date.now());
+  }
+
+  /** The stable path once it points at our sockets (to name in the owner record), else undefined. */
+  get offered(): string | undefined {
+    return this.stable;
+  }
+
+  /** Nothing moves the link after this. */
+  dispose(): void {
+    clearTimeout(this.retry);
+    this.retry = undefined;
+  }
+
+  private retryIn(ms: number, since: number): void {
+    this.retry = setTimeout(() => {
+      const { stable, dir } = this.sockets!;
+      if (pointStableLink(stable, dir, this.self) !== undefined) {
+        const elapsed = Date.now() - since;
+        return this.retryIn(elapsed < RETRY_FAST_FOR_MS ? RETRY_FAST_MS : RETRY_SLOW_MS, since);
+      }
+      this.retry = undefined;
+      this.stable = stable;
+      this.log(`pooled storage sockets offered ${Date.now() - since} ms later`);
+      this.onOffered(stable);
+    }, ms);
+  }
 }
 
 /** A graceful exit with no client left: our sockets and the link to them go. */
