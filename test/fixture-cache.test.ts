@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, utimesSync, writeFileSync }
 import os from "node:os";
 import path from "node:path";
 import { afterAll, expect, it } from "vitest";
-import { pruneFixtureCaches } from "./harness/fixture-project.js";
+import { pruneFixtureCaches, RETIRED } from "./harness/fixture-project.js";
 
 const root = mkdtempSync(path.join(os.tmpdir(), "fixture-cache-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -47,15 +47,8 @@ it("drops other checkouts' caches unused for two days or beyond the two newest, 
   }
 
   // What earlier versions kept in a checkout's cache: package-manager caches and stores.
-  const retired = [
-    "yarn-cache",
-    "yarn4-cache",
-    "pnpm-cache",
-    "pnpm9-cache",
-    "pnpm9-store",
-    "bun-cache",
-  ];
-  for (const name of retired) mkdirSync(path.join(ours, name, "v3"), { recursive: true });
+  expect(RETIRED).toContain("yarn-cache");
+  for (const name of RETIRED) mkdirSync(path.join(ours, name, "v3"), { recursive: true });
   // The stores every checkout's projects link into: kept while any checkout used them in two
   // days, though they are not among the two newest caches.
   const store = (name: string, ageMs: number) => cache(path.join("shared", name), ageMs);
@@ -77,7 +70,7 @@ it("drops other checkouts' caches unused for two days or beyond the two newest, 
       unstamped,
       earlier,
       storeUnused,
-      ...retired.map((n) => path.join(ours, n)),
+      ...RETIRED.map((n) => path.join(ours, n)),
     ].sort(),
   );
   for (const dir of storesInUse) expect(existsSync(dir), dir).toBe(true);

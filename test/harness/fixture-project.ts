@@ -44,7 +44,7 @@ const STORES = path.join(CACHES, "shared");
 /** A fixture's package-manager caches while it installs: `<fixture dir><SCRATCH>`. */
 const SCRATCH = ".install-cache";
 /** What earlier versions of this file kept in a checkout's cache: managers' caches and stores. */
-const RETIRED = [
+export const RETIRED = [
   "yarn-cache",
   "yarn4-cache",
   "pnpm-cache",
