@@ -11,6 +11,7 @@ import { linkTarget } from "../src/pooled/sockets.js";
 import { commandLine, procPids, procStat } from "../src/process-info.js";
 import { rootPaths } from "../src/records.js";
 import { addCacheWorker, isCacheFile, putsAndLookups, putThenMatch } from "./harness/cache.js";
+import { readyStandby, succeeds, waitForOwner } from "./harness/records.js";
 import {
   parentPid,
   processesWithOpen,
@@ -108,12 +109,10 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
     const first = sandbox.owner()!;
     expect(first.pooledCache).toBe(true);
     process.kill(first.pid, "SIGKILL");
-    const starting = await waitFor(
+    const starting = await waitForOwner(
+      sandbox,
       "a new owner to start",
-      () => {
-        const o = sandbox.owner();
-        return o && o.pid !== first.pid && o.phase === "starting" ? o : undefined;
-      },
+      (o) => o.pid !== first.pid && o.phase === "starting",
       20_000,
       5,
     );
@@ -126,13 +125,10 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
       process.kill(starting.pid, "SIGCONT");
     }
     await reloaded();
-    await waitFor(
+    await waitForOwner(
+      sandbox,
       "the new owner to announce its cache socket",
-      () => {
-        const o = sandbox.owner();
-        return o?.pid === starting.pid && o.phase === "running" && o.pooledCache ? o : undefined;
-      },
-      30_000,
+      (o) => o.pid === starting.pid && o.phase === "running" && o.pooledCache === true,
     );
     await sandbox.waitReady(a);
     await expectOneWriter(sandbox, [a, b], "reload-");
@@ -176,14 +172,7 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
     let next;
     try {
       process.kill(first.pid, "SIGKILL");
-      next = await waitFor(
-        "b to elect a new owner",
-        () => {
-          const o = sandbox.owner();
-          return o && o.pid !== first.pid && o.phase === "running" ? o : undefined;
-        },
-        30_000,
-      );
+      next = await waitForOwner(sandbox, "b to elect a new owner", succeeds(first.pid));
     } finally {
       process.kill(watcher, "SIGCONT");
     }
@@ -206,13 +195,10 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
     // a goes; the owner dies with no standby: b's watch elects the successor, with b's TMPDIR.
     await sandbox.stopSession(a);
     process.kill(first.pid, "SIGKILL");
-    const next = await waitFor(
+    const next = await waitForOwner(
+      sandbox,
       "b to elect a new owner that announces its cache socket",
-      () => {
-        const o = sandbox.owner();
-        return o && o.pid !== first.pid && o.phase === "running" && o.pooledCache ? o : undefined;
-      },
-      30_000,
+      (o) => succeeds(first.pid)(o) && o.pooledCache === true,
     );
     expect(next.pooledSockets?.startsWith(tmpB!)).toBe(true);
     await edit(sandbox, b);
@@ -249,21 +235,17 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
     expect(existsSync(rootPaths(sandbox.persistRoot).isolatedDir)).toBe(false); // moved
     const first = sandbox.owner()!;
     expect(first.pooledCache).toBeUndefined();
-    const standby = await waitFor(
-      "a ready standby (started after the move: its workerd listens on a cache socket)",
-      () => {
-        const s = inspectRoot(sandbox.persistRoot).standby;
-        return s?.alive && s.phase === "ready" && s.backs === first.pid ? s : undefined;
-      },
+    const standby = await readyStandby(
+      sandbox,
+      first.pid,
       30_000,
+      "a ready standby (started after the move: its workerd listens on a cache socket)",
     );
     process.kill(first.pid, "SIGKILL");
-    const promoted = await waitFor(
+    const promoted = await waitForOwner(
+      sandbox,
       "the standby to serve",
-      () => {
-        const o = sandbox.owner();
-        return o?.pid === standby.pid && o.phase === "running" && o.pooledSockets ? o : undefined;
-      },
+      (o) => o.pid === standby.pid && o.phase === "running" && Boolean(o.pooledSockets),
       20_000,
     );
     // Session a runs its own Cache: the promoted standby does not announce its socket.

@@ -24,6 +24,7 @@ import {
   sleep,
   waitFor,
 } from "./harness/sandbox.js";
+import { readyStandby, succeeds, waitForOwner } from "./harness/records.js";
 
 const WORKERS = ["api", "jobs", "admin"];
 
@@ -59,20 +60,7 @@ describe.each([
 
   it("recovers well inside miniflare's 10 s window, never with two file holders, losing no write", async () => {
     const dead = sandbox.owner()!;
-    const successor = standby
-      ? await waitFor(
-          "the standby to be ready",
-          () => {
-            const report = inspectRoot(sandbox.persistRoot);
-            return report.standby?.alive &&
-              report.standby.phase === "ready" &&
-              report.standby.backs === dead.pid
-              ? report.standby.pid
-              : undefined;
-          },
-          20_000,
-        )
-      : undefined;
+    const successor = standby ? (await readyStandby(sandbox, dead.pid, 20_000)).pid : undefined;
     await holdLifelines(dead.pid);
     const sampler = sampleHolders(sandbox.persistRoot, 50);
     const load = steadyLoad(sessions, "crash");
@@ -88,12 +76,10 @@ describe.each([
     const killedAt = Date.now();
     if (portable) process.kill(dead.pid, "SIGKILL");
     else killGroup(dead.pid, "SIGKILL");
-    const next = await waitFor(
+    const next = await waitForOwner(
+      sandbox,
       "a new owner to serve",
-      () => {
-        const owner = sandbox.owner();
-        return owner && owner.pid !== dead.pid && owner.phase === "running" ? owner : undefined;
-      },
+      succeeds(dead.pid),
       20_000,
       50,
     );

@@ -21,6 +21,7 @@ import {
 } from "../src/records.js";
 import { oursIsOldest, ownerCandidateFile, publish } from "../src/storage-candidate.js";
 import { isCacheFile } from "./harness/cache.js";
+import { readyStandby, succeeds, waitForOwner } from "./harness/records.js";
 import {
   cachePutMatch,
   failedWindow,
@@ -43,28 +44,11 @@ import {
 
 const WORKERS = ["api", "jobs", "admin"];
 
-function readyStandby(sandbox: Sandbox, backs: number, timeoutMs = 30_000) {
-  return waitFor(
-    "the standby to be ready",
-    () => {
-      const standby = inspectRoot(sandbox.persistRoot).standby;
-      return standby?.alive && standby.phase === "ready" && standby.backs === backs
-        ? standby
-        : undefined;
-    },
-    timeoutMs,
-  );
-}
-
 function newOwner(sandbox: Sandbox, oldPid: number, timeoutMs = 30_000) {
-  return waitFor(
+  return waitForOwner(
+    sandbox,
     "a new owner to serve",
-    () => {
-      const owner = sandbox.owner();
-      return owner && owner.pid !== oldPid && owner.phase === "running" && isAlive(owner)
-        ? owner
-        : undefined;
-    },
+    (owner) => succeeds(oldPid)(owner) && isAlive(owner),
     timeoutMs,
     20,
   );
@@ -350,16 +334,13 @@ describe.each([
     await sleep(500);
     const killedAt = Date.now();
     process.kill(workerd!.pid, "SIGKILL");
-    const next = await waitFor(
+    const next = await waitForOwner(
+      sandbox,
       "the owner record to name a new workerd",
-      () => {
-        const current = sandbox.owner();
-        return current?.phase === "running" &&
-          isAlive(current) &&
-          current.workerd?.[0]?.pid !== workerd!.pid
-          ? current
-          : undefined;
-      },
+      (current) =>
+        current.phase === "running" &&
+        isAlive(current) &&
+        current.workerd?.[0]?.pid !== workerd!.pid,
       20_000,
       20,
     );
@@ -499,12 +480,10 @@ describe("an owner killed while it starts", () => {
     const session = await sandbox.startSession("api", { wait: false });
     const lock = path.join(sandbox.persistRoot, ".miniflare-startup.lock");
     // The moment the starting owner holds miniflare's startup lock (its workerd is starting).
-    const owner = await waitFor(
+    const owner = await waitForOwner(
+      sandbox,
       "the starting owner to take miniflare's startup lock",
-      () => {
-        const record = sandbox.owner();
-        return record?.phase === "starting" && existsSync(lock) ? record : undefined;
-      },
+      (record) => record.phase === "starting" && existsSync(lock),
       60_000,
       5,
     );

@@ -21,7 +21,7 @@ import {
   waitFor,
   withoutProc,
 } from "./harness/sandbox.js";
-import { inspectRoot } from "../src/owner/inspect.js";
+import { readyStandby, succeeds, waitForOwner } from "./harness/records.js";
 import { liveness, readStartTime } from "../src/process-info.js";
 
 const namespace = withoutProc();
@@ -39,15 +39,7 @@ describe.skipIf("skip" in namespace)(
     const cli = (...args: string[]) =>
       sandbox.run(["storage-owner", ...args, "--persist-to", sandbox.persistTo], { via });
     const newOwner = (oldPid: number) =>
-      waitFor(
-        "a new owner to serve",
-        () => {
-          const owner = sandbox.owner();
-          return owner && owner.pid !== oldPid && owner.phase === "running" ? owner : undefined;
-        },
-        30_000,
-        50,
-      );
+      waitForOwner(sandbox, "a new owner to serve", succeeds(oldPid), 30_000, 50);
 
     beforeAll(async () => {
       sessions = await Promise.all(["api", "jobs"].map((w) => sandbox.startSession(w, { via })));
@@ -73,14 +65,7 @@ describe.skipIf("skip" in namespace)(
         return found.length === 1 && parentPid(found[0]!) === dead.pid ? found : undefined;
       });
       const workerd = holders.map((pid) => ({ pid, startTime: readStartTime(pid) }));
-      const standby = await waitFor(
-        "the standby to be ready",
-        () => {
-          const s = inspectRoot(sandbox.persistRoot).standby;
-          return s?.alive && s.phase === "ready" && s.backs === dead.pid ? s : undefined;
-        },
-        30_000,
-      );
+      const standby = await readyStandby(sandbox, dead.pid);
       const sampler = sampleHolders(sandbox.persistRoot, 50);
       const load = steadyLoad(sessions, "crash");
       await new Promise((resolve) => setTimeout(resolve, 500));

@@ -1,7 +1,8 @@
 // A user project as npm builds it: `npm install` of our packed tarball into a project that pins
 // its own wrangler. Installs are cached under os.tmpdir() per checkout and wrangler version; a
 // changed tarball is reinstalled over the cached wrangler (seconds), a new wrangler version costs
-// a full install (~15 s with a warm npm cache). Caches of checkouts nobody runs are pruned.
+// a full install (~15 s with a warm npm cache). Package managers' caches live only while they
+// install; the stores projects hard-link are shared by checkouts. Caches nobody uses are pruned.
 import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
 import {
@@ -33,6 +34,24 @@ const KEEP_OTHERS_MS = 2 * 24 * 3600_000;
 const KEEP_OTHERS = 2;
 /** Tarballs of earlier builds: a fork of this run packs the same bytes, so old ones are unused. */
 const KEEP_TARBALLS_MS = 3600_000;
+/**
+ * What the installed projects of every checkout hard-link (pnpm's stores, bun's cache, with
+ * pnpm's metadata): one copy on the machine per manager and wrangler version, stamped at each use.
+ * Both managers make these for many projects installing at once (by default one per user), so
+ * concurrent suites share them.
+ */
+const STORES = path.join(CACHES, "shared");
+/** A fixture's package-manager caches while it installs: `<fixture dir><SCRATCH>`. */
+const SCRATCH = ".install-cache";
+/** What earlier versions of this file kept in a checkout's cache: managers' caches and stores. */
+export const RETIRED = [
+  "yarn-cache",
+  "yarn4-cache",
+  "pnpm-cache",
+  "pnpm9-cache",
+  "pnpm9-store",
+  "bun-cache",
+];
 
 export interface FixtureProject {
   dir: string;
@@ -56,9 +75,10 @@ function lastUsed(cache: string): number {
 }
 
 /**
- * Each checkout caches ~3–4 GB of installs. Without pruning, every clone a contributor ever ran
+ * Each checkout caches ~2 GB of installs. Without pruning, every clone a contributor ever ran
  * the suite in keeps its own under the temp dir: drop those unused for two days (and all but the
- * two most recently used), and this checkout's tarballs of earlier builds.
+ * two most recently used), the stores they share once no checkout used them for two days, this
+ * checkout's tarballs of earlier builds, and what earlier versions kept for good.
  */
 export function pruneFixtureCaches(
   now = Date.now(),
@@ -67,11 +87,15 @@ export function pruneFixtureCaches(
   keep: string | undefined = packed?.file,
 ): string[] {
   const removed: string[] = [];
-  mkdirSync(ours, { recursive: true });
-  writeFileSync(path.join(ours, LAST_USED), "");
+  const shared = path.join(caches, path.basename(STORES));
+  // The shared folder is stamped too: a checkout of an earlier version takes it for a checkout's.
+  for (const dir of [ours, shared]) {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(path.join(dir, LAST_USED), "");
+  }
   const others = readdirSync(caches)
     .map((name) => path.join(caches, name))
-    .filter((dir) => dir !== ours && statSync(dir).isDirectory())
+    .filter((dir) => dir !== ours && dir !== shared && statSync(dir).isDirectory())
     .sort((a, b) => lastUsed(b) - lastUsed(a));
   others.forEach((dir, index) => {
     const unused = now - lastUsed(dir);
@@ -81,6 +105,21 @@ export function pruneFixtureCaches(
       removed.push(dir);
     }
   });
+  // A store no checkout used for two days: a checkout that still links into it keeps its files
+  // (hard links), and its next install, finding the store gone, starts over.
+  for (const entry of readdirSync(shared, { withFileTypes: true })) {
+    const store = path.join(shared, entry.name);
+    if (entry.isDirectory() && now - lastUsed(store) > KEEP_OTHERS_MS) {
+      rmSync(store, { recursive: true, force: true, maxRetries: 3 });
+      removed.push(store);
+    }
+  }
+  for (const name of RETIRED) {
+    const dir = path.join(ours, name);
+    if (!existsSync(dir)) continue;
+    rmSync(dir, { recursive: true, force: true, maxRetries: 3 });
+    removed.push(dir);
+  }
   const tarballs = path.join(ours, "pack");
   for (const name of existsSync(tarballs) ? readdirSync(tarballs) : []) {
     const file = path.join(tarballs, name);
@@ -262,24 +301,31 @@ export function managerBin(manager: Manager): string {
   return path.join(dir, declared);
 }
 
-/** Each manager's own cache, kept beside the fixtures rather than in the user's home. */
-function managerEnv(manager: Manager, env: NodeJS.ProcessEnv): NodeJS.ProcessEnv {
-  const cache = path.join(CACHE, `${manager}-cache`);
+/**
+ * Where each manager keeps what it needs only while installing: yarn 1's cache (~1.7 GB: it
+ * fetches every platform's workerd, esbuild and sharp) and yarn 4's cache and global mirror
+ * (~480 MB), in `scratch`, which the install removes when it ends; adding our next tarball then
+ * fetches them again (~9 s and ~6 s here, against 0.6 s from a kept cache). What the installed
+ * projects hard-link stays, shared by every checkout: pnpm's stores and bun's cache (~230 MB
+ * each, no more than the one project linked to them), with pnpm's metadata.
+ */
+function managerEnv(env: NodeJS.ProcessEnv, scratch: string, shared: string): NodeJS.ProcessEnv {
   return {
     ...env,
-    YARN_CACHE_FOLDER: cache,
+    YARN_CACHE_FOLDER: scratch,
     // yarn 4: its own cache folder rather than the global one, installs that may write the
     // lockfile (the sandbox sets CI, which makes them immutable), and npm's registry (the only
     // one this machine reaches; the project's .yarnrc.yml does not name one).
     YARN_ENABLE_GLOBAL_CACHE: "false",
-    YARN_GLOBAL_FOLDER: path.join(cache, "yarn-global"),
+    YARN_GLOBAL_FOLDER: path.join(scratch, "yarn-global"),
     YARN_ENABLE_IMMUTABLE_INSTALLS: "false",
     YARN_ENABLE_TELEMETRY: "0",
     YARN_NPM_REGISTRY_SERVER: "https://registry.npmjs.org",
-    BUN_INSTALL_CACHE_DIR: cache,
-    // pnpm keeps its metadata cache and state under XDG_CACHE_HOME and XDG_STATE_HOME (~/.cache/pnpm).
-    XDG_CACHE_HOME: path.join(cache, "xdg-cache"),
-    XDG_STATE_HOME: path.join(cache, "xdg-state"),
+    BUN_INSTALL_CACHE_DIR: shared,
+    // pnpm keeps its metadata cache and state under XDG_CACHE_HOME and XDG_STATE_HOME
+    // (~/.cache/pnpm): a few MB, which make adding our next tarball 0.1 s instead of 5.
+    XDG_CACHE_HOME: path.join(shared, "xdg-cache"),
+    XDG_STATE_HOME: path.join(shared, "xdg-state"),
   };
 }
 
@@ -316,13 +362,20 @@ export function managerProject(
   env: NodeJS.ProcessEnv,
 ): FixtureProject {
   const dir = path.join(CACHE, `${manager}+wrangler-${wrangler}`);
-  // Each pnpm major has its own store layout.
-  const storeDir = manager === "pnpm9" ? "pnpm9-store" : "pnpm-cache";
-  const store = isPnpm(manager) ? [`--store-dir=${path.join(CACHE, storeDir)}`] : [];
+  const scratch = `${dir}${SCRATCH}`;
+  // What the project links into, shared by checkouts: one per manager (each pnpm major has its
+  // own store layout) and wrangler, so a store of versions the suite no longer pins is pruned.
+  const linked = isPnpm(manager) || manager === "bun";
+  const shared = linked ? path.join(STORES, path.basename(dir)) : scratch;
+  if (linked) {
+    mkdirSync(shared, { recursive: true });
+    writeFileSync(path.join(shared, LAST_USED), "");
+  }
+  const store = isPnpm(manager) ? [`--store-dir=${path.join(shared, "store")}`] : [];
   const run = (args: string[]) =>
     execFileSync(managerBin(manager), [...args, ...store], {
       cwd: dir,
-      env: managerEnv(manager, env),
+      env: managerEnv(env, scratch, shared),
       stdio: "pipe",
       timeout: INSTALL_TIMEOUT_MS / 4,
     });
@@ -355,13 +408,20 @@ export function managerProject(
     }
   };
   return cachedFixture(dir, env, (tarball) => {
-    if (installedVersion(dir) !== wrangler) installWrangler();
+    // Under the fixture's lock, so no other install uses this scratch; one a killed install left
+    // is removed here.
+    rmSync(scratch, { recursive: true, force: true });
     try {
-      run(ADD_DEV[manager](tarball));
-    } catch {
-      // The cached project names a tarball that is gone (yarn then cannot resolve it): start over.
-      installWrangler();
-      run(ADD_DEV[manager](tarball));
+      if (installedVersion(dir) !== wrangler) installWrangler();
+      try {
+        run(ADD_DEV[manager](tarball));
+      } catch {
+        // The cached project names a tarball that is gone (yarn then cannot resolve it): start over.
+        installWrangler();
+        run(ADD_DEV[manager](tarball));
+      }
+    } finally {
+      rmSync(scratch, { recursive: true, force: true, maxRetries: 3 });
     }
     // Then, as the README says, the one line that teaches the real `wrangler` our command lines,
     // which pnpm passes to every node it runs (install scripts included). Written before we are
