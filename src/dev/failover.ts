@@ -27,8 +27,8 @@ const LOST_LIFELINE_RECHECK_MS = [20, 100, 400];
 const RECOVER_INTERVAL_MS = 50;
 
 /**
- * One session's watch over one root's owner. Its timers are fields, cleared by `dispose()` (they
- * are unref'd: a session that exits needs no dispose).
+ * One session's watch over one root's owner. Its timers (unref'd) and lifeline are fields,
+ * released by `dispose()`, which the session's exit path calls (`Session.dispose`, preload.ts).
  */
 export class OwnerWatch {
   private owner: OwnerRecord;
