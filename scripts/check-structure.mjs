@@ -1,6 +1,6 @@
 // Structure check, part of `npm test`: no import cycles among the package's modules (type-only
-// imports included: a cycle of types is still two modules that cannot be read apart), and the
-// package never imports the tests, the harness or the bench.
+// imports included: a cycle of types is still two modules that cannot be read apart), the
+// package never imports the tests, the harness or the bench, and the layers (LAYERS) hold.
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,12 +14,42 @@ const files = readdirSync(src, { recursive: true })
   .map((f) => path.join(src, f));
 
 const IMPORT =
-  /(?:^|\n)\s*(?:import|export)\s[^;]*?from\s+"(\.{1,2}\/[^"]+)"|import\(\s*"(\.{1,2}\/[^"]+)"\s*\)|require\(\s*"(\.{1,2}\/[^"]+)"\s*\)/g;
+  /(?:^|\n)\s*(?:import|export)\s[^;]*?from\s+"(\.{1,2}\/[^"]+)"|import\(\s*"(\.{1,2}\/[^"]+)"\s*\)|require\(\s*"(\.{1,2}\/[^"]+)"\s*\)|(?:^|\n)\s*import\s+"(\.{1,2}\/[^"]+)"/g;
 
 /** The .ts/.cts file a relative specifier names (`./x.js` → `x.ts`, `./x.cjs` → `x.cts`). */
 function target(from, specifier) {
   const resolved = path.resolve(path.dirname(from), specifier);
   return resolved.replace(/\.js$/, ".ts").replace(/\.cjs$/, ".cts");
+}
+
+/**
+ * The rooms of src/, each importing only from those below it: the modules directly in src/
+ * (records, process identity, environment: the base), src/pooled, src/owner, and on top, side by
+ * side, src/dev (the session) and src/commands (storage-owner), which never import each other.
+ * What both need lives below them. The entries (dispatch.ts, register.cts) may import any room.
+ */
+const LAYERS = { base: 0, pooled: 1, owner: 2, dev: 3, commands: 3 };
+const ENTRIES = new Set(["dispatch.ts", "register.cts"]);
+
+/** The room of a file under src/: its first directory, or "base"; undefined for an entry. */
+function roomOf(file) {
+  const rel = path.relative(src, file);
+  const [first, ...rest] = rel.split(path.sep);
+  if (rest.length === 0) return ENTRIES.has(first) ? undefined : "base";
+  return first;
+}
+
+/** Why an import from `from` of `to` breaks the layers, if it does. */
+function layerProblem(from, to) {
+  const [a, b] = [roomOf(from), roomOf(to)];
+  if (a === undefined || a === b) return undefined;
+  if (b === undefined) return "an entry";
+  const [la, lb] = [LAYERS[a], LAYERS[b]];
+  if (la === undefined || lb === undefined) return undefined; // a room the layers do not name
+  const name = (room) => (room === "base" ? "src/ (the base)" : `src/${room}`);
+  if (lb > la) return `${name(b)} is a layer above ${name(a)}`;
+  if (lb === la) return `${name(b)} is beside ${name(a)}: what both need belongs below them`;
+  return undefined;
 }
 
 const graph = new Map();
@@ -28,12 +58,19 @@ for (const file of files) {
   const text = readFileSync(file, "utf8");
   const edges = [];
   for (const match of text.matchAll(IMPORT)) {
-    const to = target(file, match[1] ?? match[2] ?? match[3]);
+    const to = target(file, match[1] ?? match[2] ?? match[3] ?? match[4]);
     if (!to.startsWith(src + path.sep))
       problems.push(
         `${path.relative(root, file)} imports ${path.relative(root, to)}, outside src/`,
       );
-    else edges.push(to);
+    else {
+      edges.push(to);
+      const problem = layerProblem(file, to);
+      if (problem)
+        problems.push(
+          `${path.relative(root, file)} imports ${path.relative(root, to)}: ${problem}`,
+        );
+    }
   }
   graph.set(file, edges);
 }
@@ -59,4 +96,4 @@ if (problems.length > 0) {
   for (const problem of problems) console.error(`✘ ${problem}`);
   process.exit(1);
 }
-console.log(`structure: ${files.length} modules, no import cycle`);
+console.log(`structure: ${files.length} modules, no import cycle, layers kept`);

@@ -39,18 +39,36 @@ export function resolveWranglerPackage(
   );
 }
 
-/** A value computed on first use, then fixed for the life of the process. */
-function once<T>(compute: () => T): () => T {
-  let value: { of: T } | undefined;
-  return () => (value ??= { of: compute() }).of;
+/**
+ * What this process resolves once and keeps: its wrangler, that wrangler's miniflare, and the
+ * versions of each miniflare copy it runs. The one process-wide cache of this module, on purpose
+ * (the answers cannot change while the process runs, and `versions()` is asked on every record
+ * written), filled on first use, never at import: the register loads this module in processes
+ * where no wrangler resolves, and a taken-over wrangler names itself (WRANGLER_X_WRANGLER_PACKAGE)
+ * before anything here asks.
+ */
+class EnvironmentCache {
+  wranglerPackageJson?: string;
+  wranglerMiniflareEntry?: string;
+  /** Per miniflare entry (`miniflareEntry()`). */
+  readonly versions = new Map<string, Versions>();
+
+  /** Forgets everything, for a test that changes the environment within one process. */
+  reset(): void {
+    this.wranglerPackageJson = undefined;
+    this.wranglerMiniflareEntry = undefined;
+    this.versions.clear();
+  }
 }
 
-/**
- * This process's wrangler (`resolveWranglerPackage`), resolved on first use, not at import: the
- * register loads this module in processes where no wrangler resolves, and a taken-over wrangler
- * names itself (WRANGLER_X_WRANGLER_PACKAGE) before anything here asks.
- */
-export const wranglerPackageJson = once(() => resolveWranglerPackage());
+const cache = new EnvironmentCache();
+/** For tests: `environmentCache.reset()`. */
+export { cache as environmentCache };
+
+/** This process's wrangler (`resolveWranglerPackage`), resolved on first use. */
+export function wranglerPackageJson(): string {
+  return (cache.wranglerPackageJson ??= resolveWranglerPackage());
+}
 /** That wrangler's bundle, and its bin (which checks the Node version first). */
 export const wranglerCli = () =>
   path.join(path.dirname(wranglerPackageJson()), "wrangler-dist", "cli.js");
@@ -65,9 +83,10 @@ export const wranglerBin = () =>
 export const MINIFLARE_ENTRY_ENV = "WRANGLER_X_MINIFLARE_ENTRY";
 
 /** That wrangler's own copy of miniflare. */
-const wranglerMiniflareEntry = once(() =>
-  createRequire(wranglerPackageJson()).resolve("miniflare"),
-);
+function wranglerMiniflareEntry(): string {
+  return (cache.wranglerMiniflareEntry ??=
+    createRequire(wranglerPackageJson()).resolve("miniflare"));
+}
 
 /**
  * The copy of miniflare this process runs (the owner must run exactly the code the sessions run):
@@ -100,11 +119,10 @@ function findPackageJson(entry: string, name: string): string | undefined {
   return undefined;
 }
 
-const cachedVersions = new Map<string, Versions>();
 /** The versions of the miniflare copy this process runs (`miniflareEntry()`), and its workerd. */
 export function versions(): Versions {
   const entry = miniflareEntry();
-  const cached = cachedVersions.get(entry);
+  const cached = cache.versions.get(entry);
   if (cached) return cached;
   const miniflareJson = findPackageJson(entry, "miniflare");
   let workerd = "unknown";
@@ -119,7 +137,7 @@ export function versions(): Versions {
     miniflare: miniflareJson ? packageVersion(miniflareJson) : "unknown",
     workerd,
   };
-  cachedVersions.set(entry, found);
+  cache.versions.set(entry, found);
   return found;
 }
 

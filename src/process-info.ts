@@ -49,16 +49,29 @@ const PS_TIMEOUT_MS = 3000;
 const PS_ANSWER_TTL_MS = 250;
 
 /**
- * Facts fixed for the life of this process (which source works, our own identity, the boot
- * time), and recent `ps` answers. The only module state here, and none of it is ever stale
- * beyond PS_ANSWER_TTL_MS.
+ * This module's one process-wide cache, as one object: facts fixed for the life of the process
+ * (which source works, our own identity, the boot time) and recent `ps` answers, none of them
+ * ever stale beyond PS_ANSWER_TTL_MS. Process-wide on purpose: every caller asks about the same
+ * process table, and liveness checks run every 50 ms in loops. Filled on first use, never at import.
  */
-const memo: {
+class ProcessInfoCache {
   source?: InfoSource;
   self?: ProcessIdentity;
   btime?: number;
-  answers: Map<number, { at: number; stat: ProcStat | null | undefined }>;
-} = { answers: new Map() };
+  readonly answers = new Map<number, { at: number; stat: ProcStat | null | undefined }>();
+
+  /** Forgets everything, for a test that changes WRANGLER_X_PROCESS_INFO within one process. */
+  reset(): void {
+    this.source = undefined;
+    this.self = undefined;
+    this.btime = undefined;
+    this.answers.clear();
+  }
+}
+
+const cache = new ProcessInfoCache();
+/** For tests: `processInfoCache.reset()`. */
+export { cache as processInfoCache };
 
 /** WRANGLER_X_PROCESS_INFO=portable: behave exactly as where there is no /proc. */
 export function portableForced(env: NodeJS.ProcessEnv = process.env): boolean {
@@ -66,26 +79,26 @@ export function portableForced(env: NodeJS.ProcessEnv = process.env): boolean {
 }
 
 export function infoSource(): InfoSource {
-  if (memo.source === undefined) {
-    if (!portableForced() && readProcStat(process.pid) !== undefined) memo.source = "proc";
+  if (cache.source === undefined) {
+    if (!portableForced() && readProcStat(process.pid) !== undefined) cache.source = "proc";
     else {
       const self = psStat(process.pid);
-      memo.source = self ? "ps" : "none";
-      if (self) memo.answers.set(process.pid, { at: Date.now(), stat: self });
+      cache.source = self ? "ps" : "none";
+      if (self) cache.answers.set(process.pid, { at: Date.now(), stat: self });
     }
   }
-  return memo.source;
+  return cache.source;
 }
 
 function bootSeconds(): number | undefined {
-  if (memo.btime === undefined) {
+  if (cache.btime === undefined) {
     try {
-      memo.btime = Number(/^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"))?.[1]);
+      cache.btime = Number(/^btime (\d+)$/m.exec(readFileSync("/proc/stat", "utf8"))?.[1]);
     } catch {
       return undefined;
     }
   }
-  return Number.isFinite(memo.btime) ? memo.btime : undefined;
+  return Number.isFinite(cache.btime) ? cache.btime : undefined;
 }
 
 function readProcStat(pid: number): ProcStat | undefined {
@@ -187,11 +200,11 @@ function stat(pid: number): ProcStat | null | undefined {
   if (source === "proc") return readProcStat(pid) ?? null;
   if (source === "none") return undefined;
   const now = Date.now();
-  const cached = memo.answers.get(pid);
+  const cached = cache.answers.get(pid);
   if (cached && now - cached.at < PS_ANSWER_TTL_MS) return cached.stat;
   const answer = psStat(pid);
-  if (memo.answers.size > 256) memo.answers.clear();
-  memo.answers.set(pid, { at: now, stat: answer });
+  if (cache.answers.size > 256) cache.answers.clear();
+  cache.answers.set(pid, { at: now, stat: answer });
   return answer;
 }
 
@@ -215,8 +228,8 @@ export function identityOf(pid: number): ProcessIdentity {
 }
 
 export function currentIdentity(): ProcessIdentity {
-  memo.self ??= identityOf(process.pid);
-  return { ...memo.self };
+  cache.self ??= identityOf(process.pid);
+  return { ...cache.self };
 }
 
 function pidExists(pid: number): boolean {
@@ -277,7 +290,7 @@ function proven(identity: ProcessIdentity): boolean {
   if (identity.group) return groupExists(identity.pid);
   if (!pidExists(identity.pid)) return false;
   // A signal rests on a fresh answer, never on one up to PS_ANSWER_TTL_MS old.
-  memo.answers.delete(identity.pid);
+  cache.answers.delete(identity.pid);
   const now = stat(identity.pid);
   return !!now && now.state !== "Z" && now.state !== "X" && compare(identity, now) === "same";
 }
@@ -408,6 +421,34 @@ export function establishedRemotePortsOf(pids: number[]): number[] {
   return ports;
 }
 
+export interface UnixSocket {
+  /** The path it is bound at ("" when unnamed; abstract names start with "@"). */
+  path: string;
+  /** Connected (an accepted or a connecting end), not listening. */
+  connected: boolean;
+}
+
+/** The rows of /proc/net/unix: `Num RefCount Protocol Flags Type St Inode [Path]`; St 03 = connected. */
+export function parseUnixSockets(table: string): UnixSocket[] {
+  return table
+    .split("\n")
+    .slice(1)
+    .flatMap((line) => {
+      const fields = line.trim().split(/\s+/);
+      if (fields.length < 7) return [];
+      return [{ path: fields.slice(7).join(" "), connected: fields[5] === "03" }];
+    });
+}
+
+/** Every Unix socket on the host (/proc/net/unix); [] where there is no /proc. */
+export function unixSockets(): UnixSocket[] {
+  try {
+    return parseUnixSockets(readFileSync("/proc/net/unix", "utf8"));
+  } catch {
+    return [];
+  }
+}
+
 /** Every live process whose process group is `pgid`: for the test harness, which started them (Linux). */
 export function processGroupMembers(pgid: number): number[] {
   if (readProcStat(process.pid) === undefined) return [];
@@ -442,7 +483,7 @@ export function signalIfOurs(identity: ProcessIdentity, signal: NodeJS.Signals):
   try {
     process.kill(identity.group ? -identity.pid : identity.pid, signal);
     // Its state changes now (a SIGKILLed process becomes a zombie): ask ps afresh.
-    memo.answers.delete(identity.pid);
+    cache.answers.delete(identity.pid);
     return "signalled";
   } catch {
     return "gone"; // exited between the check and the signal

@@ -1,9 +1,10 @@
 // Owner crash and owner stall under steady load from three sessions.
-import { existsSync, statSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../src/owner/inspect.js";
 import { ownerGone, ownerLeftovers } from "../src/owner/assessment.js";
 import { liveness } from "../src/process-info.js";
+import { rootPaths } from "../src/records.js";
 import { ownerCandidateFile } from "../src/storage-candidate.js";
 import {
   failedWindow,
@@ -122,6 +123,8 @@ describe.each([
   it("leaves nothing running once the sessions stop", async () => {
     const owner = sandbox.owner()!;
     await Promise.all(sessions.map((s) => sandbox.stopSession(s)));
+    // Each session's exit path (Session.dispose) removed its presence, after a failover too.
+    expect(readdirSync(rootPaths(sandbox.persistRoot).clientsDir)).toEqual([]);
     await waitFor("the owner to idle out", () => ownerGone(owner), 15_000);
     expect(await sandbox.settledLeftovers()).toEqual([]);
   });

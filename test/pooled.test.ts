@@ -1,13 +1,12 @@
 // The pooled storage path (src/pooled) with real sessions: KV/R2/D1 calls reach the owner's
 // workerd over its Unix sockets through the root's stable link; the link moves to a promoted
 // standby only once the old owner's workerd is gone; nothing reaches the standby before it serves.
-import { readFileSync } from "node:fs";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../src/owner/inspect.js";
 import { ownerLeftovers } from "../src/owner/assessment.js";
 import { linkTarget } from "../src/pooled/sockets.js";
-import { isAlive, type ProcessIdentity } from "../src/process-info.js";
+import { isAlive, type ProcessIdentity, unixSockets } from "../src/process-info.js";
 import { steadyLoad, waitForCleanTraffic, waitUntilAllWrite } from "./harness/load.js";
 import {
   getJson,
@@ -90,10 +89,10 @@ describe.skipIf(process.platform === "win32")("pooled storage sockets", () => {
       "the standby's sockets",
       () => {
         const prefix = socketDirOf(stable, standby.pid);
-        const dirs = readFileSync("/proc/net/unix", "utf8").match(
-          new RegExp(`${prefix.replace(/[.]/g, "\\.")}\\d+(?=/kv\\b)`),
-        );
-        return dirs?.[0];
+        const kv = new RegExp(`^${prefix.replace(/[.]/g, "\\.")}\\d+(?=/kv$)`);
+        return unixSockets()
+          .map((socket) => kv.exec(socket.path)?.[0])
+          .find((dir) => dir !== undefined);
       },
       10_000,
     );

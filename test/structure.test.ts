@@ -45,3 +45,38 @@ it("finds an import of something outside the package", () => {
   expect(code).toBe(1);
   expect(output).toMatch(/a\.ts imports .*test\/harness\/sandbox\.ts, outside src\//);
 });
+
+it("keeps the layers: dev and commands import neither each other nor anything above them", () => {
+  const { code, output } = check({
+    "records.ts": "export const r = 1;\n",
+    "dispatch.ts": 'import "./dev/preload.js";\nimport "./commands/status.js";\n',
+    "pooled/sockets.ts": 'import { r } from "../records.js";\nexport const p = r;\n',
+    "owner/succession.ts": 'import { p } from "../pooled/sockets.js";\nexport const s = p;\n',
+    "dev/preload.ts":
+      'import { s } from "../owner/succession.js";\nimport "../commands/scope.js";\n',
+    "commands/status.ts": 'import type { X } from "../dev/continuity.js";\nexport type Y = X;\n',
+    "commands/scope.ts": "export const scope = 1;\n",
+    "dev/continuity.ts": "export type X = 1;\n",
+    "owner/garbage.ts": 'import "../dev/continuity.js";\n',
+    "environment.ts": 'import "./owner/succession.js";\n',
+  });
+  expect(code).toBe(1);
+  const problems = output.trim().split("\n");
+  expect(problems).toHaveLength(4);
+  expect(problems).toEqual(
+    expect.arrayContaining([
+      expect.stringMatching(
+        /dev\/preload\.ts imports .*commands\/scope\.ts: src\/commands is beside src\/dev/,
+      ),
+      expect.stringMatching(
+        /commands\/status\.ts imports .*dev\/continuity\.ts: src\/dev is beside src\/commands/,
+      ),
+      expect.stringMatching(
+        /owner\/garbage\.ts imports .*dev\/continuity\.ts: src\/dev is a layer above src\/owner/,
+      ),
+      expect.stringMatching(
+        /environment\.ts imports .*owner\/succession\.ts: src\/owner is a layer above src\/ \(the base\)/,
+      ),
+    ]),
+  );
+});

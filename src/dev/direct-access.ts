@@ -1,7 +1,7 @@
 // A local storage command (or a plain `wrangler dev`) that opens a persist root's files itself,
 // while a storage owner serves that root: say so in one line on stderr, then run it as asked.
 // Loaded only for those commands; reads one record, loads nothing of wrangler.
-import { persistRootFor } from "../commands/storage-owner/scope.js";
+import { resolvePersistRoot } from "../persist-root.js";
 import { isAlive } from "../process-info.js";
 import { readOwner, rootPaths } from "../records.js";
 
@@ -17,12 +17,9 @@ export interface DirectStorageUse {
 }
 
 export function directAccessWarning(use: DirectStorageUse): string | undefined {
-  let root: string;
-  try {
-    root = persistRootFor({ "persist-to": use.persistTo, config: use.config }, use.cwd);
-  } catch {
-    return undefined; // wrangler itself reports a missing config
-  }
+  const found = resolvePersistRoot({ "persist-to": use.persistTo, config: use.config }, use.cwd);
+  if ("missingConfig" in found) return undefined; // wrangler itself reports a missing config
+  const { root } = found;
   const record = readOwner(rootPaths(root));
   if (!record?.ok || !isAlive(record.value)) return undefined;
   const advice = use.sharable

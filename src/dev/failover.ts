@@ -3,11 +3,14 @@
 // over within milliseconds by rewriting that candidate in place; sessions do nothing for it. When
 // there is no standby (or it does not take over within its priority window), the sessions elect
 // one of them (the spawn lock) to reclaim what the owner left and start a new owner, by the same
-// rules as the first election (owner/succession.ts). No session
-// ever serves storage itself: however long a failover takes, the candidate stays the oldest.
+// rules as the first election (owner/succession.ts), its limit of three owner starts included
+// (owner/start-attempts.ts). No session ever serves storage itself: however long a failover
+// takes, the candidate stays the oldest.
 import { liveness } from "../process-info.js";
 import type { OwnerRecord, RootPaths } from "../records.js";
-import { Election } from "../owner/succession.js";
+import { decide, Election, observe } from "../owner/succession.js";
+import { tailOfLog } from "../owner/spawn.js";
+import { tooManyOwnerStarts } from "../owner/start-attempts.js";
 import { ownerTimings } from "../environment.js";
 import { keepFresh } from "../storage-candidate.js";
 import { holdLifeline } from "../lifeline.js";
@@ -24,12 +27,14 @@ const LOST_LIFELINE_RECHECK_MS = [20, 100, 400];
 const RECOVER_INTERVAL_MS = 50;
 
 /**
- * One session's watch over one root's owner. Its timers are fields, cleared by `dispose()` (they
- * are unref'd: a session that exits needs no dispose).
+ * One session's watch over one root's owner. Its timers (unref'd) and lifeline are fields,
+ * released by `dispose()`, which the session's exit path calls (`Session.dispose`, preload.ts).
  */
 export class OwnerWatch {
   private owner: OwnerRecord;
   private recovering = false;
+  /** Recovery ended by the three-start rule: no more owner starts from this session. */
+  private gaveUp = false;
   private disposed = false;
   /** The lifeline we hold, to whom: at most one, to the current owner. */
   private lifeline: { pid: number; drop: () => void } | undefined;
@@ -92,16 +97,29 @@ export class OwnerWatch {
     };
   }
 
+  /** After recovery gave up: joins an owner someone else started (by `decide`), starts none. */
+  private joinIfServed(): void {
+    const decision = decide(observe(this.paths, this.registryPath));
+    if (decision.kind !== "join") return;
+    this.gaveUp = false;
+    this.owner = decision.owner;
+    this.say(`storage owner is now pid ${decision.owner.pid} at ${decision.owner.debugAddress}`);
+    this.holdLifelineTo(decision.owner);
+  }
+
   private check(): void {
     if (this.disposed || this.recovering) return;
     if (liveness(this.owner) === "alive") return this.holdLifelineTo(this.owner);
+    if (this.gaveUp) return this.joinIfServed();
     this.recovering = true;
     this.lifelineRetryAt = 0;
-    void recover(this.paths, this.registryPath, this.owner, this.say)
-      .then((next) => {
+    const election = new Election(this.paths, this.registryPath);
+    void recover(election, this.paths, this.owner, this.say)
+      .then((outcome) => {
         this.recovering = false;
-        if (next) {
-          this.owner = next;
+        if (outcome.kind === "gaveUp") this.gaveUp = true;
+        if (outcome.kind === "served") {
+          this.owner = outcome.owner;
           this.check(); // a lifeline to the new owner
         }
       })
@@ -112,38 +130,60 @@ export class OwnerWatch {
   }
 }
 
-async function recover(
+/** What recovery needs of an election: its steps (`Election.step`). */
+export type ElectionSteps = Pick<Election, "step">;
+
+export type Recovery =
+  | { kind: "served"; owner: OwnerRecord }
+  /** No owner within WRANGLER_X_OWNER_START_TIMEOUT_MS: the next check elects again. */
+  | { kind: "timeout" }
+  /** The first election's three-start rule (`tooManyOwnerStarts`): this session starts no more. */
+  | { kind: "gaveUp" };
+
+/**
+ * One failover election after `dead` died, by the first election's rules: its decisions
+ * (`Election.step`), its bound (WRANGLER_X_OWNER_START_TIMEOUT_MS) and its limit of owner starts.
+ */
+export async function recover(
+  election: ElectionSteps,
   paths: RootPaths,
-  registryPath: string,
   dead: OwnerRecord,
   say: (message: string) => void,
-): Promise<OwnerRecord | undefined> {
-  const election = new Election(paths, registryPath);
+): Promise<Recovery> {
   const deadline = Date.now() + ownerTimings().startTimeoutMs;
   let refused: string | undefined;
+  let starts = 0;
   while (Date.now() < deadline) {
     const notes: string[] = [];
     const step = election.step(notes);
     if (step.kind === "ready") {
       if (step.owner.pid !== dead.pid)
         say(`storage owner is now pid ${step.owner.pid} at ${step.owner.debugAddress}`);
-      return step.owner;
+      return { kind: "served", owner: step.owner };
     }
     if (step.kind === "spawned") {
       say(`storage owner pid ${dead.pid} is gone; this session takes over the election`);
       for (const note of notes) say(note);
       say(`started storage owner pid ${step.pid} (log: ${paths.ownerLog})`);
+      const tooMany = tooManyOwnerStarts(++starts);
+      if (tooMany) {
+        say(
+          `✘ ${tooMany}; this session starts no further owner for ${paths.persistRoot} ` +
+            `(it joins one that another session starts). Owner log ${paths.ownerLog}:\n${tailOfLog(paths.ownerLog)}`,
+        );
+        return { kind: "gaveUp" };
+      }
     } else if (step.kind === "refused" && step.message !== refused) {
       // This session's storage cannot reach that owner (another registry or version). Said once;
       // the session keeps failing storage calls rather than serve them itself.
       refused = step.message;
       say(`✘ ${step.message} Restart this session with the same settings.`);
-      if (step.owner) return step.owner;
+      if (step.owner) return { kind: "served", owner: step.owner };
     }
     await sleep(RECOVER_INTERVAL_MS);
   }
   say(
     `✘ no storage owner for ${paths.persistRoot} after ${ownerTimings().startTimeoutMs} ms; see ${paths.ownerLog}`,
   );
-  return undefined;
+  return { kind: "timeout" };
 }

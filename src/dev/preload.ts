@@ -41,7 +41,8 @@ import { acquireSpawnLockSync } from "../owner/spawn-lock.js";
 import { installPooledBindings } from "../pooled/session-bindings.js";
 import { SessionRoutes } from "../pooled/session-routes.js";
 import { pooledAvailable } from "../pooled/sockets.js";
-import { adoptLegacyLayout, severalSessionsOf, severalSessionsWarning } from "./continuity.js";
+import { severalSessionsOf, severalSessionsWarning } from "../several-sessions.js";
+import { adoptLegacyLayout } from "./continuity.js";
 import { OwnerWatch } from "./failover.js";
 import { writePresence } from "./presence.js";
 import { SESSION_ENV } from "./shared-storage.js";
@@ -63,7 +64,9 @@ type Entry = "wrangler" | "register";
 
 /**
  * What this process shares, as one object: created by the first entry that needs it (the preload
- * at start, the register when a miniflare loads), never at import.
+ * at start, the register when a miniflare loads), never at import. It owns what it holds — the
+ * presence files, and per root an OwnerWatch with its timers and lifeline — and lets go of all of
+ * it in `dispose`, its one exit path (signal-exit's onExit, registered once).
  */
 class Session {
   readonly command: string;
@@ -82,15 +85,56 @@ class Session {
   /** Each miniflare module object met, with ours in its place. */
   readonly installed = new WeakMap<object, typeof MiniflareModule>();
 
+  /** Presence files written (`clients/<pid>.json`), removed by `dispose`. */
+  readonly #presences = new Set<string>();
+  /** One per connected root: its timers and lifeline, cleared by `dispose`. */
+  readonly #watches: OwnerWatch[] = [];
+  /** Unregisters the exit hook; set once the session holds something. */
+  #exitHook: (() => void) | undefined;
+  #disposed = false;
+
   constructor(readonly entry: Entry) {
     this.command = process.env[SESSION_ENV] ?? "dev";
     // Children that wrangler spawns must not run this preload again.
     delete process.env[SESSION_ENV];
   }
+
+  /** A presence file now exists: from here on, the process's exit removes it (`dispose`). */
+  holdPresence(file: string): void {
+    this.#presences.add(file);
+    // One exit hook for all the session holds, registered when it first holds something.
+    this.#exitHook ??= onExit(() => {
+      // Not removed while signal-exit runs its hooks: that would skip the hook after ours.
+      this.#exitHook = undefined;
+      this.dispose();
+    });
+  }
+
+  releasePresence(file: string): void {
+    this.#presences.delete(file);
+    removeFile(file);
+  }
+
+  watch(watch: OwnerWatch): void {
+    this.#watches.push(watch);
+  }
+
+  /** The session's one exit path: its watches' timers and lifelines, then its presence files. */
+  dispose(): void {
+    if (this.#disposed) return;
+    this.#disposed = true;
+    this.#exitHook?.();
+    for (const watch of this.#watches.splice(0)) watch.dispose();
+    for (const file of [...this.#presences]) this.releasePresence(file);
+  }
 }
 
+/**
+ * The one process-wide slot: every miniflare copy met (by the preload and the register alike)
+ * shares through this process's one session. Filled on first use (by the register, unless the
+ * preload came first), never at import.
+ */
 let current: Session | undefined;
-/** This process's session, created on first use (by the register, unless the preload came first). */
 function session(entry: Entry = "register"): Session {
   return (current ??= new Session(entry));
 }
@@ -114,7 +158,8 @@ function fail(message: string, cause?: unknown): never {
 }
 
 function connect(persistRoot: string, registryPath: string, worker: string): RootPaths {
-  const { connections, routes, command, presencePort } = session();
+  const self = session();
+  const { connections, routes, command, presencePort } = self;
   const existing = connections.get(persistRoot);
   if (existing) return existing;
   const paths = rootPaths(persistRoot);
@@ -136,17 +181,14 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
       error,
     );
   }
-  onExit(() => {
-    removeFile(presence);
-  });
+  self.holdPresence(presence);
   try {
     const owner = new Election(paths, registryPath).untilServedSync(say);
     say(`storage for ${persistRoot} is served by owner pid ${owner.pid} at ${owner.debugAddress}`);
-    // Its timers are unref'd and live as long as the session: nothing keeps or disposes it.
-    new OwnerWatch(paths, registryPath, owner, say);
+    self.watch(new OwnerWatch(paths, registryPath, owner, say));
     routes.connected(persistRoot, presence);
   } catch (error) {
-    removeFile(presence);
+    self.releasePresence(presence);
     fail(
       error instanceof OwnerElectionError
         ? error.message

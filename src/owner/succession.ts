@@ -37,6 +37,7 @@ import {
 } from "./assessment.js";
 import { type ReclaimReport, reclaimDeadOwner, setAsideCorrupt } from "./reclaim.js";
 import { spawnOwner, tailOfLog } from "./spawn.js";
+import { tooManyOwnerStarts } from "./start-attempts.js";
 import { tryAcquireSpawnLock } from "./spawn-lock.js";
 
 /** What a session sees of the root's owner, read by `observe`: everything `decide` needs. */
@@ -441,8 +442,8 @@ export class Election {
         log(
           `started storage owner pid ${step.pid} for ${this.paths.persistRoot} (log: ${this.paths.ownerLog})`,
         );
-        if (spawns > 2)
-          throw this.startFailure(`the storage owner exited during startup ${spawns} times`);
+        const tooMany = tooManyOwnerStarts(spawns);
+        if (tooMany) throw this.startFailure(tooMany);
       } else {
         lastReason = step.reason;
       }

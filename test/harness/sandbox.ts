@@ -2,7 +2,7 @@
 // in their own process groups, and a teardown that kills only what it started, by pid, then
 // checks that nothing of it is left.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
@@ -15,6 +15,7 @@ import {
   processGroupMembers,
   procPids,
   procStat,
+  unixSockets,
 } from "../../src/process-info.js";
 import { readOwner, readStandby, rootPaths, type OwnerRecord } from "../../src/records.js";
 import { sleep } from "../../src/wait.js";
@@ -463,12 +464,5 @@ export function establishedRemotePorts(pgid: number): number[] {
 
 /** Connected (not listening) Unix sockets bound at `file`: accepted pooled connections (Linux). */
 export function acceptedConnections(file: string): number {
-  return readFileSync("/proc/net/unix", "utf8")
-    .split("\n")
-    .slice(1)
-    .filter((line) => {
-      const fields = line.trim().split(/\s+/);
-      // Num RefCount Protocol Flags Type St Inode Path; St 03 = connected.
-      return fields[5] === "03" && fields[7] === file;
-    }).length;
+  return unixSockets().filter((socket) => socket.connected && socket.path === file).length;
 }

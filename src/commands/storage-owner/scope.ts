@@ -1,13 +1,11 @@
-// Which persist roots a storage-owner command looks at, resolved as `wrangler dev` resolves
-// them: `--persist-to DIR` is DIR/v3 relative to the cwd; otherwise `.wrangler/state/v3` next to
-// the nearest wrangler config (wrangler.json, then .jsonc, then .toml, searching upwards, as
-// wrangler's findWranglerConfig does; a test compares the two). `--all` lists every root that
-// left a pointer in the dev registry.
+// Which persist roots a storage-owner command looks at: the one `wrangler dev` would use
+// (src/persist-root.ts resolves it), or with `--all` every root that left a pointer in the dev
+// registry.
 import { existsSync, statSync } from "node:fs";
-import path from "node:path";
 import type { Options } from "yargs";
 import { canonicalRootIfExists } from "../../canonical-root.js";
 import { resolveRegistryPath } from "../../environment.js";
+import { type PersistRootArgs, resolvePersistRoot } from "../../persist-root.js";
 import { listPointers, pointerDir } from "../../records.js";
 import { UserError } from "../create-command.js";
 
@@ -32,40 +30,16 @@ export const scopeArgs = {
   },
 } as const satisfies Record<string, Options>;
 
-export interface ScopeArgs {
-  "persist-to"?: string;
-  config?: string;
+export interface ScopeArgs extends PersistRootArgs {
   all?: boolean;
 }
 
-const CONFIG_NAMES = ["wrangler.json", "wrangler.jsonc", "wrangler.toml"];
-
-function findUp(name: string, from: string): string | undefined {
-  for (let dir = from; ; dir = path.dirname(dir)) {
-    const candidate = path.join(dir, name);
-    if (existsSync(candidate)) return candidate;
-    if (dir === path.dirname(dir)) return undefined;
-  }
-}
-
-/** The config file `wrangler dev` in `cwd` would use (its userConfigPath). */
-export function findUserConfig(cwd: string): string | undefined {
-  for (const name of CONFIG_NAMES) {
-    const found = findUp(name, cwd);
-    if (found) return found;
-  }
-  return undefined;
-}
-
+/** The persist root `wrangler dev` in `cwd` would use with these arguments (src/persist-root.ts). */
 export function persistRootFor(args: ScopeArgs, cwd = process.cwd()): string {
-  if (args["persist-to"] !== undefined) {
-    return canonicalRootIfExists(path.join(path.resolve(cwd, args["persist-to"]), "v3"));
-  }
-  const config = args.config ? path.resolve(cwd, args.config) : findUserConfig(cwd);
-  if (args.config && !existsSync(config!))
-    throw new UserError(`No Wrangler configuration file at ${config}.`);
-  const base = config ? path.dirname(config) : cwd;
-  return canonicalRootIfExists(path.join(base, ".wrangler", "state", "v3"));
+  const found = resolvePersistRoot(args, cwd);
+  if ("missingConfig" in found)
+    throw new UserError(`No Wrangler configuration file at ${found.missingConfig}.`);
+  return found.root;
 }
 
 export interface Scope {

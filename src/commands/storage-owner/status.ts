@@ -1,4 +1,4 @@
-import { severalSessionsWarning, workersWithSeveralSessions } from "../../dev/continuity.js";
+import { severalSessionsWarning, workersWithSeveralSessions } from "../../several-sessions.js";
 import { inspectRoot, type RootReport } from "../../owner/inspect.js";
 import { createCommand } from "../create-command.js";
 import { fields, formatAge, formatDuration, table } from "./format.js";
