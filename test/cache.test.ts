@@ -9,7 +9,15 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../src/owner/inspect.js";
 import { ownerLeftovers } from "../src/owner/assessment.js";
 import { linkTarget } from "../src/pooled/sockets.js";
-import { addCacheWorker, bulkMixed, isCacheFile } from "./harness/cache.js";
+import {
+  addCacheWorker,
+  bulkMixed,
+  bulkPut,
+  isCacheFile,
+  startOrigin,
+  SUBREQUEST_CASES,
+  subrequestConversation,
+} from "./harness/cache.js";
 import {
   getJson,
   parentPid,
@@ -143,7 +151,37 @@ describe.skipIf(process.platform === "win32")("the Cache API through the owner",
     expect(byPath("/match/k1", 5)).toEqual({ found: false });
   });
 
+  it("treats fetch()'s cf.cacheTtl, cacheEverything, cacheTtlByStatus as plain wrangler dev does", async () => {
+    // One origin per mode, so each counts only its own session's subrequests.
+    const [sharedOrigin, localOrigin] = await Promise.all([startOrigin(), startOrigin()]);
+    try {
+      const [shared, local] = await Promise.all([
+        subrequestConversation(a, sharedOrigin),
+        subrequestConversation(plain, localOrigin),
+      ]);
+      expect(shared).toEqual(local);
+      // What plain wrangler dev does (4.164.0, measured): a local session applies none of these
+      // options. Every request reaches the origin, whatever its headers, and no cache header is
+      // added; the origin sees the same request with or without them.
+      console.log(
+        `[cache] subrequests with cf cache options: origin hits per case, shared ${shared.map((r) => r.originHits).join(",")}; plain ${local.map((r) => r.originHits).join(",")}`,
+      );
+      expect(local.map((r) => r.originHits)).toEqual(SUBREQUEST_CASES.map(() => 2));
+      for (const r of local) {
+        expect([r.first.headers["x-hit"], r.second.headers["x-hit"]]).toEqual(["1", "2"]);
+        expect(Object.keys(r.second.headers)).not.toContain("cf-cache-status");
+        expect(Object.keys(r.second.headers)).not.toContain("age");
+        expect(r.asked).toEqual({ "cf-worker": "cachea.example.com" });
+      }
+      expect(local.find((r) => r.key === "missing-1")!.second.status).toBe(404);
+    } finally {
+      await Promise.all([sharedOrigin.close(), localOrigin.close()]);
+    }
+  });
+
   it("recovers cache calls after a kill -9 of the owner within the failover bound, one holder after", async () => {
+    // Its own entries from before the kill, so it needs no earlier test (and runs alone with -t).
+    expect((await bulkPut(a, "pre")).failed).toBe(0);
     const dead = sandbox.owner()!;
     await waitFor(
       "the standby to be ready",
@@ -218,7 +256,9 @@ describe.skipIf(process.platform === "win32")("the Cache API through the owner",
     const holders = processesWithOpen(isCacheFile(sandbox.persistRoot));
     expect(holders.map(parentPid)).toEqual(holders.map(() => next.pid));
     // What was cached before the kill is still there: the files are the root's, not the owner's.
-    expect((await getJson<{ found: number }>(b.url("/bulk-match?n=100&prefix=a"))).found).toBe(100);
+    expect((await getJson<{ found: number }>(b.url("/bulk-match?n=100&prefix=pre"))).found).toBe(
+      100,
+    );
     // And every put acknowledged around the kill. workerd's Cache.put resolves even when its
     // backend disconnected: without the forwarder's retry (session-cache.ts), a put refused while
     // the standby took over was missing here, 1 in each of 4 of 5 runs.
