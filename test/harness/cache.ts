@@ -1,6 +1,8 @@
 // The Cache API's real-process instruments, for the tests and the bench: a worker that exercises
 // the Cache (test/fixtures/cache-worker), and which of a root's files hold cached entries.
 import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
+import http from "node:http";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import { readOwner, rootPaths } from "../../src/records.js";
 import {
@@ -101,4 +103,96 @@ export async function putThenMatch(s: Session, key: string): Promise<boolean> {
   } catch {
     return false;
   }
+}
+
+/**
+ * What an origin answers for `/<kind>-<case>`, by kind: the headers that decide whether
+ * Cloudflare's cache keeps a subrequest's response (none, private, a cookie, HTML, a 404).
+ */
+const ORIGIN_KINDS: Record<string, { status?: number; headers: Record<string, string> }> = {
+  bare: { headers: { "content-type": "text/plain" } },
+  maxage: { headers: { "content-type": "text/plain", "cache-control": "public, max-age=60" } },
+  private: { headers: { "content-type": "text/plain", "cache-control": "private" } },
+  cookie: {
+    headers: { "content-type": "text/plain", "cache-control": "max-age=60", "set-cookie": "s=1" },
+  },
+  html: { headers: { "content-type": "text/html" } },
+  missing: { status: 404, headers: { "content-type": "text/plain" } },
+};
+
+/** A local HTTP origin for the worker's subrequests, counting hits per path. */
+export interface Origin {
+  url: string;
+  hits: Map<string, number>;
+  /** The last request's headers per path, but Host (each origin's port differs). */
+  asked: Map<string, http.IncomingHttpHeaders>;
+  close(): Promise<void>;
+}
+
+export async function startOrigin(): Promise<Origin> {
+  const hits = new Map<string, number>();
+  const asked = new Map<string, http.IncomingHttpHeaders>();
+  const server = http.createServer((req, res) => {
+    const key = (req.url ?? "/").slice(1);
+    const n = (hits.get(key) ?? 0) + 1;
+    hits.set(key, n);
+    const { host: _, ...headers } = req.headers;
+    asked.set(key, headers);
+    const kind = ORIGIN_KINDS[key.split("-")[0]!] ?? ORIGIN_KINDS.bare!;
+    res.writeHead(kind.status ?? 200, { ...kind.headers, "x-hit": String(n) });
+    res.end(kind.headers["content-type"] === "text/html" ? `<p>${key}</p>` : key);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    hits,
+    asked,
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections(); // workerd keeps its subrequest connections alive
+      }),
+  };
+}
+
+/** fetch()'s Cache options against each origin kind: `[path, cf options as the route's query]`. */
+export const SUBREQUEST_CASES: [string, string][] = [
+  ["maxage-1", ""],
+  ["bare-1", "cacheTtl=60"],
+  ["maxage-2", "cacheTtl=60"],
+  ["html-1", "cacheTtl=60"],
+  ["html-2", "cacheEverything&cacheTtl=60"],
+  ["bare-2", "cacheEverything"],
+  ["private-1", "cacheEverything&cacheTtl=60"],
+  ["cookie-1", "cacheEverything&cacheTtl=60"],
+  ["maxage-3", "cacheTtl=-1"],
+  ["missing-1", `cacheTtlByStatus=${encodeURIComponent('{"200-299":60,"404":30}')}`],
+  ["bare-3", "cacheEverything&cacheTtl=60&cacheKey=https://cache.example/shared"],
+  ["bare-4", "cacheEverything&cacheTtl=60&cacheKey=https://cache.example/shared"],
+];
+
+/**
+ * Each case's path fetched twice through the session's worker with its `cf` options, against
+ * `origin`: both answers as the worker saw them, and how often the origin was asked.
+ */
+export async function subrequestConversation(s: Session, origin: Origin) {
+  const through = async (key: string, query: string) => {
+    const p = `/origin/${key}?origin=${encodeURIComponent(origin.url)}${query ? `&${query}` : ""}`;
+    return getJson<{ status: number; body: string; headers: Record<string, string> }>(s.url(p));
+  };
+  const answers = [];
+  for (const [key, query] of SUBREQUEST_CASES) {
+    const first = await through(key, query);
+    const second = await through(key, query);
+    answers.push({
+      key,
+      query,
+      first,
+      second,
+      originHits: origin.hits.get(key) ?? 0,
+      asked: origin.asked.get(key),
+    });
+  }
+  return answers;
 }
