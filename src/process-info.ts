@@ -434,9 +434,10 @@ export function parseUnixSockets(table: string): UnixSocket[] {
     .split("\n")
     .slice(1)
     .flatMap((line) => {
-      const fields = line.trim().split(/\s+/);
-      if (fields.length < 7) return [];
-      return [{ path: fields.slice(7).join(" "), connected: fields[5] === "03" }];
+      // Seven fixed fields, then the path, which may itself contain spaces (kept as they are).
+      const match = /^\s*(\S+\s+){5}(\S+)\s+\S+(?: (.*))?$/.exec(line);
+      if (!match) return [];
+      return [{ path: match[3] ?? "", connected: match[2] === "03" }];
     });
 }
 

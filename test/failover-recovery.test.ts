@@ -24,40 +24,46 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** An election that answers `steps` in turn, then waits. */
+/** An election that answers `steps` in turn (a start it may not make: `exhausted`), then waits. */
 function scripted(steps: ElectionStep[]): ElectionSteps & { calls: number } {
   return {
     calls: 0,
-    step() {
-      return steps[this.calls++] ?? { kind: "wait", reason: "nothing scripted" };
+    step(_notes, { mayStart = true } = {}) {
+      const step = steps[this.calls++] ?? { kind: "wait", reason: "nothing scripted" };
+      return step.kind === "spawned" && !mayStart ? { kind: "exhausted" } : step;
     },
   };
 }
 
 describe("failover recovery", () => {
-  it("gives up at the third owner start, as the first election does, naming the owner log", async () => {
+  it("gives up when the third started owner died too, as the first election does, naming the owner log", async () => {
     const election = scripted([
       { kind: "spawned", pid: 201 },
       { kind: "wait", reason: "owner pid 201 is starting" },
       { kind: "spawned", pid: 202 },
       { kind: "wait", reason: "owner pid 202 is starting" },
       { kind: "spawned", pid: 203 },
+      { kind: "wait", reason: "owner pid 203 is starting" },
+      { kind: "spawned", pid: 204 }, // would replace the third: refused to the caller
+      { kind: "spawned", pid: 205 },
     ]);
     const said: string[] = [];
     const outcome = await recover(election, paths, dead, (m) => said.push(m));
     expect(outcome).toEqual({ kind: "gaveUp" });
-    expect(election.calls).toBe(5); // no step after the third start
+    expect(election.calls).toBe(7); // no step after the one that would start a fourth
+    expect(said.filter((m) => m.startsWith("started storage owner pid"))).toHaveLength(3);
     const last = said.at(-1)!;
     expect(last).toContain("✘ the storage owner exited during startup 3 times");
     expect(last).toContain(`Owner log ${paths.ownerLog}`);
     expect(said.join("\n")).not.toContain("after 3000 ms");
   });
 
-  it("takes an owner that serves after two starts", async () => {
-    const next = ownerRecordFixture({ pid: 202 });
+  it("takes the third started owner when it serves, without a word of giving up", async () => {
+    const next = ownerRecordFixture({ pid: 203 });
     const election = scripted([
       { kind: "spawned", pid: 201 },
       { kind: "spawned", pid: 202 },
+      { kind: "spawned", pid: 203 },
       { kind: "ready", owner: next },
     ]);
     const said: string[] = [];
@@ -65,11 +71,13 @@ describe("failover recovery", () => {
       kind: "served",
       owner: next,
     });
-    expect(said.at(-1)).toBe(`storage owner is now pid 202 at ${next.debugAddress}`);
+    expect(said.at(-1)).toBe(`storage owner is now pid 203 at ${next.debugAddress}`);
+    expect(said.join("\n")).not.toContain("exited during startup");
   });
 
   it("shares the rule with the first election", () => {
-    expect([1, 2, 3].map(tooManyOwnerStarts)).toEqual([
+    expect([0, 1, 2, 3].map(tooManyOwnerStarts)).toEqual([
+      undefined,
       undefined,
       undefined,
       "the storage owner exited during startup 3 times",

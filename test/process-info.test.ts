@@ -54,18 +54,20 @@ describe("processInfoCache", () => {
 });
 
 describe("unix sockets (/proc/net/unix)", () => {
-  it("parses rows with and without a path, connected or listening", () => {
+  it("parses rows with and without a path (spaces in it kept), connected or listening", () => {
     const table = [
       "Num       RefCount Protocol Flags    Type St Inode Path",
       "0000000089d2862e: 00000002 00000000 00010000 0001 01 211909 /tmp/x/kv",
       "0000000006a2254b: 00000003 00000000 00000000 0001 03 212605",
       "0000000039b704b5: 00000003 00000000 00000000 0001 03 211548 /tmp/x/kv",
+      "00000000a1b2c3d4: 00000002 00000000 00010000 0001 01 211950 /tmp/My  Dir/kv",
       "",
     ].join("\n");
     expect(parseUnixSockets(table)).toEqual([
       { path: "/tmp/x/kv", connected: false },
       { path: "", connected: true },
       { path: "/tmp/x/kv", connected: true },
+      { path: "/tmp/My  Dir/kv", connected: false },
     ]);
   });
 

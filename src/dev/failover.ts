@@ -25,6 +25,12 @@ const CHECK_INTERVAL_MS = 2000;
 const LOST_LIFELINE_RECHECK_MS = [20, 100, 400];
 /** While recovering, how often to look again. */
 const RECOVER_INTERVAL_MS = 50;
+/**
+ * After recovery gave up (three owners died starting), how long before this session elects again:
+ * a cause that passes (a port, a full disk) heals without a restart, a lasting one costs three
+ * owner starts per period, not a loop.
+ */
+export const GAVE_UP_RETRY_MS = 30_000;
 
 /**
  * One session's watch over one root's owner. Its timers (unref'd) and lifeline are fields,
@@ -33,8 +39,8 @@ const RECOVER_INTERVAL_MS = 50;
 export class OwnerWatch {
   private owner: OwnerRecord;
   private recovering = false;
-  /** Recovery ended by the three-start rule: no more owner starts from this session. */
-  private gaveUp = false;
+  /** Recovery ended by the three-start rule: no owner start from this session before then. */
+  private gaveUpUntil = 0;
   private disposed = false;
   /** The lifeline we hold, to whom: at most one, to the current owner. */
   private lifeline: { pid: number; drop: () => void } | undefined;
@@ -99,9 +105,16 @@ export class OwnerWatch {
 
   /** After recovery gave up: joins an owner someone else started (by `decide`), starts none. */
   private joinIfServed(): void {
-    const decision = decide(observe(this.paths, this.registryPath));
+    let decision: ReturnType<typeof decide>;
+    try {
+      decision = decide(observe(this.paths, this.registryPath));
+    } catch (error) {
+      // In a timer of the user's process (wrangler, vite): said, never thrown.
+      this.say(`✘ failover for ${this.paths.persistRoot} failed: ${String(error)}`);
+      return;
+    }
     if (decision.kind !== "join") return;
-    this.gaveUp = false;
+    this.gaveUpUntil = 0;
     this.owner = decision.owner;
     this.say(`storage owner is now pid ${decision.owner.pid} at ${decision.owner.debugAddress}`);
     this.holdLifelineTo(decision.owner);
@@ -110,14 +123,14 @@ export class OwnerWatch {
   private check(): void {
     if (this.disposed || this.recovering) return;
     if (liveness(this.owner) === "alive") return this.holdLifelineTo(this.owner);
-    if (this.gaveUp) return this.joinIfServed();
+    if (Date.now() < this.gaveUpUntil) return this.joinIfServed();
     this.recovering = true;
     this.lifelineRetryAt = 0;
     const election = new Election(this.paths, this.registryPath);
     void recover(election, this.paths, this.owner, this.say)
       .then((outcome) => {
         this.recovering = false;
-        if (outcome.kind === "gaveUp") this.gaveUp = true;
+        if (outcome.kind === "gaveUp") this.gaveUpUntil = Date.now() + GAVE_UP_RETRY_MS;
         if (outcome.kind === "served") {
           this.owner = outcome.owner;
           this.check(); // a lifeline to the new owner
@@ -137,7 +150,7 @@ export type Recovery =
   | { kind: "served"; owner: OwnerRecord }
   /** No owner within WRANGLER_X_OWNER_START_TIMEOUT_MS: the next check elects again. */
   | { kind: "timeout" }
-  /** The first election's three-start rule (`tooManyOwnerStarts`): this session starts no more. */
+  /** The first election's three-start rule (`tooManyOwnerStarts`): no start for GAVE_UP_RETRY_MS. */
   | { kind: "gaveUp" };
 
 /**
@@ -155,7 +168,16 @@ export async function recover(
   let starts = 0;
   while (Date.now() < deadline) {
     const notes: string[] = [];
-    const step = election.step(notes);
+    const tooMany = tooManyOwnerStarts(starts);
+    const step = election.step(notes, { mayStart: tooMany === undefined });
+    if (step.kind === "exhausted") {
+      say(
+        `✘ ${tooMany}; this session starts no further owner for ${paths.persistRoot} for ` +
+          `${GAVE_UP_RETRY_MS / 1000} s (it joins one that another session starts meanwhile). ` +
+          `Owner log ${paths.ownerLog}:\n${tailOfLog(paths.ownerLog)}`,
+      );
+      return { kind: "gaveUp" };
+    }
     if (step.kind === "ready") {
       if (step.owner.pid !== dead.pid)
         say(`storage owner is now pid ${step.owner.pid} at ${step.owner.debugAddress}`);
@@ -165,14 +187,7 @@ export async function recover(
       say(`storage owner pid ${dead.pid} is gone; this session takes over the election`);
       for (const note of notes) say(note);
       say(`started storage owner pid ${step.pid} (log: ${paths.ownerLog})`);
-      const tooMany = tooManyOwnerStarts(++starts);
-      if (tooMany) {
-        say(
-          `✘ ${tooMany}; this session starts no further owner for ${paths.persistRoot} ` +
-            `(it joins one that another session starts). Owner log ${paths.ownerLog}:\n${tailOfLog(paths.ownerLog)}`,
-        );
-        return { kind: "gaveUp" };
-      }
+      starts++;
     } else if (step.kind === "refused" && step.message !== refused) {
       // This session's storage cannot reach that owner (another registry or version). Said once;
       // the session keeps failing storage calls rather than serve them itself.

@@ -261,7 +261,9 @@ export type ElectionStep =
   | { kind: "ready"; owner: OwnerRecord }
   | { kind: "wait"; reason: string }
   | { kind: "refused"; message: string; owner?: OwnerRecord }
-  | { kind: "spawned"; pid: number };
+  | { kind: "spawned"; pid: number }
+  /** The owner is dead and must be replaced, but the caller may start no more (`mayStart`). */
+  | { kind: "exhausted" };
 
 /** How long an owner of another version gets to exit after SIGTERM before it is killed. */
 export const RETIRE_TIMEOUT_MS = 10_000;
@@ -347,7 +349,8 @@ export class Election {
     readonly registryPath: string,
   ) {}
 
-  step(notes: string[]): ElectionStep {
+  /** One look and what it decides; `mayStart: false` returns `exhausted` instead of starting an owner. */
+  step(notes: string[], { mayStart = true }: { mayStart?: boolean } = {}): ElectionStep {
     const decision = decide(observe(this.paths, this.registryPath));
     switch (decision.kind) {
       case "join":
@@ -359,6 +362,7 @@ export class Election {
       case "retire":
         return this.retire(decision.owner, notes);
       case "replace": {
+        if (!mayStart) return { kind: "exhausted" };
         const outcome = replaceDeadOwner(this.paths, this.registryPath, {
           start: () => spawnOwner(this.paths, this.registryPath),
         });
@@ -432,18 +436,18 @@ export class Election {
     let spawns = 0;
     for (;;) {
       const notes: string[] = [];
-      const step = this.step(notes);
+      const tooMany = tooManyOwnerStarts(spawns);
+      const step = this.step(notes, { mayStart: tooMany === undefined });
       for (const note of notes) log(note);
       if (step.kind === "ready") return step.owner;
       if (step.kind === "refused") throw new OwnerElectionError(step.message);
+      if (step.kind === "exhausted") throw this.startFailure(tooMany!);
       if (step.kind === "spawned") {
         spawnedPid = step.pid;
         spawns++;
         log(
           `started storage owner pid ${step.pid} for ${this.paths.persistRoot} (log: ${this.paths.ownerLog})`,
         );
-        const tooMany = tooManyOwnerStarts(spawns);
-        if (tooMany) throw this.startFailure(tooMany);
       } else {
         lastReason = step.reason;
       }
