@@ -122,6 +122,11 @@ export interface OwnerRecord extends ProcessIdentity {
    * then sends its cache calls there, and none opens the cache files (src/pooled/owner-cache.ts).
    */
   pooledCache?: boolean;
+  /**
+   * When (ISO time) the owner began to check the sessions' cache decisions before it announces
+   * `pooledCache`; present only for that check (src/pooled/owner-cache.ts `claimCache`).
+   */
+  cacheIntent?: string;
 }
 
 /**
@@ -170,7 +175,13 @@ export interface ClientRecord extends ProcessIdentity {
    * "cache: session" where its own workerd runs the Cache (session-bindings.ts `describeRoutes`).
    */
   storageRoute?: string;
+  /** Where its Cache is served, as the owner's announcement reads it (src/pooled/owner-cache.ts). */
+  cacheDecision?: CacheDecision;
 }
+
+/** A session's Cache route in its presence: deciding it, decided, or following an owner's intent. */
+export const CACHE_DECISIONS = ["deciding", "session", "pooled", "follows-owner"] as const;
+export type CacheDecision = (typeof CACHE_DECISIONS)[number];
 
 /** A started owner that is not yet serving: it takes over when the owner it `backs` dies. */
 export interface StandbyRecord extends ProcessIdentity {
@@ -300,6 +311,7 @@ export function validateOwner(value: unknown): string | undefined {
       lifelinePort: "number",
       pooledSockets: "string",
       pooledCache: "boolean",
+      cacheIntent: "string",
     },
   );
   if (problem) return problem;
@@ -312,7 +324,7 @@ export function validateOwner(value: unknown): string | undefined {
 }
 
 export function validateClient(value: unknown): string | undefined {
-  return checkFields(
+  const problem = checkFields(
     value,
     {
       pid: "number",
@@ -328,8 +340,14 @@ export function validateClient(value: unknown): string | undefined {
       port: "number",
       registryPath: "string",
       storageRoute: "string",
+      cacheDecision: "string",
     },
   );
+  if (problem) return problem;
+  const decision = (value as ClientRecord).cacheDecision;
+  if (decision !== undefined && !CACHE_DECISIONS.includes(decision))
+    return `unknown cacheDecision "${decision}"`;
+  return undefined;
 }
 
 export function validateStandby(value: unknown): string | undefined {
