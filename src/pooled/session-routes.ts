@@ -2,16 +2,21 @@
 // each config assembly from the root's owner record (an owner that serves pooled sockets names
 // their stable path there), and noted in the session's presence record for `storage-owner status`
 // and, for the Cache, for the owner's announcement (owner-cache.ts `CACHE_CLAIM`).
-import type { Presence } from "../dev/presence.js";
-import { type CacheDecision, readOwner, rootPaths } from "../records.js";
+import { type CacheDecision, type ClientRecord, readOwner, rootPaths } from "../records.js";
 import { sleep } from "../wait.js";
 import { CACHE_CLAIM } from "./owner-cache.js";
 import { describeRoutes, type KindRoute, type PooledBindingHooks } from "./session-bindings.js";
 import type { CacheRoute } from "./session-cache.js";
 import { type PooledKind, verifiedStableDir } from "./sockets.js";
 
+/** Where a session notes its routes: its presence record under the root (src/dev/presence.ts). */
+export interface RouteNotes {
+  /** Readers see the note once this returns. */
+  note(note: Partial<Pick<ClientRecord, "storageRoute" | "cacheDecision">>): void;
+}
+
 interface Root {
-  presence: Presence;
+  presence: RouteNotes;
   routes: Map<PooledKind, KindRoute>;
   /** Decided once for the session's life (the first assembly that has a Cache decides it). */
   cache?: CacheRoute;
@@ -38,7 +43,7 @@ export class SessionRoutes implements PooledBindingHooks {
   constructor(private readonly timings = CACHE_CLAIM) {}
 
   /** The session wrote its presence and the root's owner serves. */
-  connected(persistRoot: string, presence: Presence): void {
+  connected(persistRoot: string, presence: RouteNotes): void {
     if (!this.#roots.has(persistRoot))
       this.#roots.set(persistRoot, { presence, routes: new Map() });
   }
