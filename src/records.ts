@@ -122,6 +122,11 @@ export interface OwnerRecord extends ProcessIdentity {
    * then sends its cache calls there, and none opens the cache files (src/pooled/owner-cache.ts).
    */
   pooledCache?: boolean;
+  /**
+   * When (ISO time) the owner began to check the sessions' cache decisions before it announces
+   * `pooledCache`; present only for that check (src/pooled/owner-cache.ts `claimCache`).
+   */
+  cacheIntent?: string;
 }
 
 /**
@@ -170,7 +175,12 @@ export interface ClientRecord extends ProcessIdentity {
    * "cache: session" where its own workerd runs the Cache (session-bindings.ts `describeRoutes`).
    */
   storageRoute?: string;
+  /** Where its Cache is served, as the owner's announcement reads it (src/pooled/owner-cache.ts). */
+  cacheDecision?: CacheDecision;
 }
+
+/** A session's Cache route in its presence: deciding it, decided, or following an owner's intent. */
+export type CacheDecision = "deciding" | "session" | "pooled" | "follows-owner";
 
 /** A started owner that is not yet serving: it takes over when the owner it `backs` dies. */
 export interface StandbyRecord extends ProcessIdentity {
@@ -300,6 +310,7 @@ export function validateOwner(value: unknown): string | undefined {
       lifelinePort: "number",
       pooledSockets: "string",
       pooledCache: "boolean",
+      cacheIntent: "string",
     },
   );
   if (problem) return problem;
@@ -328,6 +339,7 @@ export function validateClient(value: unknown): string | undefined {
       port: "number",
       registryPath: "string",
       storageRoute: "string",
+      cacheDecision: "string",
     },
   );
 }

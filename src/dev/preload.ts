@@ -44,7 +44,7 @@ import { pooledAvailable } from "../pooled/sockets.js";
 import { severalSessionsOf, severalSessionsWarning } from "../several-sessions.js";
 import { adoptLegacyLayout } from "./continuity.js";
 import { OwnerWatch } from "./failover.js";
-import { writePresence } from "./presence.js";
+import { Presence } from "./presence.js";
 import { SESSION_ENV } from "./shared-storage.js";
 
 type MiniflareOptions = ConstructorParameters<typeof MiniflareModule.Miniflare>[0];
@@ -170,10 +170,10 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
       ? registryMismatch(current.value, registryPath)
       : undefined;
   if (mismatch) fail(mismatch);
-  let presence: string;
+  let presence: Presence;
   try {
     // Presence first: an owner that sees no client may idle out under a session that routes.
-    presence = writePresence(paths, registryPath, { worker, command, port: presencePort });
+    presence = Presence.write(paths, registryPath, { worker, command, port: presencePort });
   } catch (error) {
     const code = errorCode(error);
     fail(
@@ -181,14 +181,14 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
       error,
     );
   }
-  self.holdPresence(presence);
+  self.holdPresence(presence.file);
   try {
     const owner = new Election(paths, registryPath).untilServedSync(say);
     say(`storage for ${persistRoot} is served by owner pid ${owner.pid} at ${owner.debugAddress}`);
     self.watch(new OwnerWatch(paths, registryPath, owner, say));
     routes.connected(persistRoot, presence);
   } catch (error) {
-    self.releasePresence(presence);
+    self.releasePresence(presence.file);
     fail(
       error instanceof OwnerElectionError
         ? error.message

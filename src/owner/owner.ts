@@ -18,7 +18,7 @@ import {
   startingOwnerRecord,
   writeRecordAtomic,
 } from "../records.js";
-import { sessionsWithOwnCache } from "../pooled/owner-cache.js";
+import { claimCache } from "../pooled/owner-cache.js";
 import { type PooledLink, servePooled, withdrawPooled } from "../pooled/owner-sockets.js";
 import * as candidate from "../storage-candidate.js";
 import { startInstance, type Instance } from "./instance.js";
@@ -104,25 +104,30 @@ class OwnerRole {
       recordServing();
     });
     let pooledSockets = this.pooledLink.offered;
-    // Announced once no live session runs its own Cache (owner-cache.ts), looked at again on each
-    // heartbeat until then, and never withdrawn: sessions that route their Cache here keep doing
-    // so across restarts and failover.
+    // Announced once no live session runs its own Cache or is deciding to (owner-cache.ts
+    // `claimCache`: our intent first, then their notes), looked at again on each heartbeat until
+    // then, and never withdrawn: sessions that route their Cache here keep doing so across
+    // restarts and failover.
     let pooledCache = false;
     const recordServing = () => {
+      const write = (cache: { pooledCache?: true; cacheIntent?: string }) => {
+        const { pooledCache: _announced, cacheIntent: _intent, ...record } = this.record;
+        this.record = {
+          ...record,
+          pooledSockets,
+          ...cache,
+          debugAddress: instance.address.debugAddress,
+          instanceId: instance.address.instanceId,
+          workerd: instance.workerd,
+          lifelinePort: proc.lifelinePort,
+        };
+        this.publish("running");
+      };
       pooledCache ||=
         pooledSockets !== undefined &&
         instance.pooled?.cache === true &&
-        sessionsWithOwnCache(proc.paths).length === 0;
-      this.record = {
-        ...this.record,
-        pooledSockets,
-        ...(pooledCache ? { pooledCache } : {}),
-        debugAddress: instance.address.debugAddress,
-        instanceId: instance.address.instanceId,
-        workerd: instance.workerd,
-        lifelinePort: proc.lifelinePort,
-      };
-      this.publish("running");
+        claimCache(proc.paths, (cacheIntent) => write({ cacheIntent }));
+      write(pooledCache ? { pooledCache } : {});
     };
     this.recordServing = recordServing;
     recordServing();

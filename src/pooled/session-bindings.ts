@@ -186,7 +186,7 @@ export function installPooledBindings(
 /**
  * One line for a root's routes by kind: "pooled", "proxy", or "pooled; d1: proxy (why)", then the
  * Cache's unless it is pooled beside pooled KV/R2/D1: "proxy; cache: pooled", "pooled; cache:
- * session" (its own workerd runs it: owners read that note, owner-cache.ts `OWN_CACHE_NOTE`).
+ * session" (its own workerd runs it; owners read the record's `cacheDecision`, not this line).
  */
 export function describeRoutes(
   routes: ReadonlyMap<PooledKind, KindRoute>,

@@ -21,10 +21,11 @@ import { CACHE_SOCKET, CF_BLOB_HEADER, PROTO_HEADER, socketPath } from "./socket
 export type CacheRoute = "pooled" | "session";
 
 export interface PooledCacheHooks {
-  /** The root's stable socket path where its owner announces the cache socket (`pooledCache`). */
-  cacheSocketDirFor(storageScope: string): string | undefined;
-  /** Where a root's Cache is served (at each config assembly). */
-  onCacheRoute?(storageScope: string, route: CacheRoute): void;
+  /**
+   * The root's stable socket path where its owner announced the cache socket (`pooledCache`), or
+   * undefined for this session's own Cache: decided (and noted) by the session (session-routes.ts).
+   */
+  cacheSocketDirFor(storageScope: string): Promise<string | undefined>;
 }
 
 type Args = {
@@ -110,7 +111,7 @@ export function installPooledCache(
   const original = plugin.getServices;
   // One decision per config assembly (its sharedOptions object), the same for all its workers:
   // no worker keeps the Cache's object while another routes to the owner.
-  const decided = new WeakMap<object, string | undefined>();
+  const decided = new WeakMap<object, Promise<string | undefined>>();
   plugin.getServices = async function (this: unknown, ...args: unknown[]) {
     const result = await original.apply(this, args);
     const { workerIndex, sharedOptions } = (args[0] ?? {}) as Args;
@@ -120,9 +121,9 @@ export function installPooledCache(
     if (!cacheServices(result as CacheService[], workerIndex)) return result;
     // miniflare's storageScope spelling (getStorageScope), which the owner record is keyed by.
     const scope = path.resolve(root);
-    if (!decided.has(sharedOptions!)) decided.set(sharedOptions!, hooks.cacheSocketDirFor(scope));
-    const dir = decided.get(sharedOptions!);
-    hooks.onCacheRoute?.(scope, dir ? "pooled" : "session");
+    let decision = decided.get(sharedOptions!);
+    if (!decision) decided.set(sharedOptions!, (decision = hooks.cacheSocketDirFor(scope)));
+    const dir = await decision;
     if (!dir) return result;
     return (result as CacheService[]).flatMap((service) => {
       if (service.name === CACHE_STORAGE || service.name === CACHE_OBJECT) return [];
