@@ -78,13 +78,23 @@ class OwnerRole {
   /** Writes our record; never overwrites one that another owner now holds (e.g. after gc). */
   publish(phase: OwnerRecord["phase"]): void {
     this.record = { ...this.record, phase, heartbeatAt: new Date().toISOString() };
-    const current = readOwner(this.proc.paths);
-    if (current?.ok && current.value.pid !== this.proc.identity.pid) {
-      this.proc.log(`owner record now names pid ${current.value.pid}; exiting`);
-      void this.proc.exit("superseded", false);
-      return;
-    }
+    const other = this.supersededBy();
+    if (other !== undefined) return this.exitSuperseded(other);
     writeRecordAtomic(this.proc.paths.ownerRecord, this.record);
+  }
+
+  /** The pid the root's owner record names when it is not ours (another owner holds the root). */
+  private supersededBy(): number | undefined {
+    const current = readOwner(this.proc.paths);
+    return current?.ok && current.value.pid !== this.proc.identity.pid
+      ? current.value.pid
+      : undefined;
+  }
+
+  private exitSuperseded(other: number): void {
+    if (this.proc.shuttingDown) return;
+    this.proc.log(`owner record now names pid ${other}; exiting`);
+    void this.proc.exit("superseded", false);
   }
 
   /** Serve storage through the root's candidate until no client remains. */
@@ -97,13 +107,18 @@ class OwnerRole {
       () => this.afterDispose(),
     );
     const log = (message: string) => proc.log(message);
+    // Superseded while our workerd started (gc, `stop --force`, a promoted standby): the root's
+    // candidate, pointer and link are the other owner's. Exit touching none of them.
+    const other = this.supersededBy();
+    if (other !== undefined) return this.exitSuperseded(other);
     const how = candidate.publish(proc.registryPath, proc.persistRoot, instance.address, log);
+    let pooledSockets: string | undefined;
     // Only now, after any previous owner's workerd is gone, may the pooled sockets' link move here.
     this.pooledLink = servePooled(instance.pooled, proc.identity, log, (stable) => {
       pooledSockets = stable;
       recordServing();
     });
-    let pooledSockets = this.pooledLink.offered;
+    pooledSockets = this.pooledLink.offered;
     // Announced once no live session runs its own Cache or is deciding to (owner-cache.ts
     // `claimCache`: our intent first, then their notes), looked at again on each heartbeat until
     // then, and never withdrawn: sessions that route their Cache here keep doing so across
@@ -131,6 +146,8 @@ class OwnerRole {
     };
     this.recordServing = recordServing;
     recordServing();
+    // Found superseded by that first write: its exit has begun; no pointer, timer or standby.
+    if (proc.shuttingDown) return;
     proc.step("pointer", () => this.writePointer());
 
     proc.log(
