@@ -46,6 +46,8 @@ export interface RootPaths {
   isolatedDir: string;
   standbyRecord: string;
   instancesDir: string;
+  /** The root's Cache route, shared by its sessions and owners (src/pooled/cache-claim.ts). */
+  cacheRoute: string;
 }
 
 export function rootPaths(persistRoot: string): RootPaths {
@@ -61,6 +63,7 @@ export function rootPaths(persistRoot: string): RootPaths {
     isolatedDir: path.join(stateDir, "isolated"),
     standbyRecord: path.join(stateDir, "standby.json"),
     instancesDir: path.join(stateDir, "instances"),
+    cacheRoute: path.join(stateDir, "cache-route.json"),
   };
 }
 
@@ -118,15 +121,11 @@ export interface OwnerRecord extends ProcessIdentity {
   /** The stable socket path (src/pooled/sockets.ts) when this owner serves pooled storage sockets. */
   pooledSockets?: string;
   /**
-   * The owner's workerd serves the root's Cache on the stable path's cache socket: every session
-   * then sends its cache calls there, and none opens the cache files (src/pooled/owner-cache.ts).
+   * The owner's workerd serves the root's Cache on the stable path's cache socket, for status:
+   * sessions decide by the root's route (`cache-route.json`, src/pooled/cache-claim.ts), which
+   * outlives this record.
    */
   pooledCache?: boolean;
-  /**
-   * When (ISO time) the owner began to check the sessions' cache decisions before it announces
-   * `pooledCache`; present only for that check (src/pooled/owner-cache.ts `claimCache`).
-   */
-  cacheIntent?: string;
 }
 
 /**
@@ -181,6 +180,18 @@ export interface ClientRecord extends ProcessIdentity {
 
 /** A session's Cache route in its presence: deciding it, decided, or following an owner's intent. */
 export type CacheDecision = "deciding" | "session" | "pooled" | "follows-owner";
+
+/**
+ * The root's Cache route (src/pooled/cache-claim.ts): an owner checking the sessions' notes
+ * (`intent`), or the owner's workerd serving every session's Cache (`pooled`). Written by owners.
+ */
+export interface CacheRouteRecord extends ProcessIdentity {
+  schema: number;
+  state: "intent" | "pooled";
+  /** Names one claim: a session follows an intent by it, and its owner withdraws only its own. */
+  nonce: string;
+  at: string;
+}
 
 /** A started owner that is not yet serving: it takes over when the owner it `backs` dies. */
 export interface StandbyRecord extends ProcessIdentity {
@@ -310,7 +321,6 @@ export function validateOwner(value: unknown): string | undefined {
       lifelinePort: "number",
       pooledSockets: "string",
       pooledCache: "boolean",
-      cacheIntent: "string",
     },
   );
   if (problem) return problem;
@@ -342,6 +352,17 @@ export function validateClient(value: unknown): string | undefined {
       cacheDecision: "string",
     },
   );
+}
+
+export function validateCacheRoute(value: unknown): string | undefined {
+  const problem = checkFields(
+    value,
+    { pid: "number", state: "string", nonce: "string", at: "string" },
+    { startTime: "string", started: "string" },
+  );
+  if (problem) return problem;
+  const state = (value as CacheRouteRecord).state;
+  return state === "intent" || state === "pooled" ? undefined : `unknown state "${state}"`;
 }
 
 export function validateStandby(value: unknown): string | undefined {
@@ -390,6 +411,8 @@ export const readOwner = (paths: RootPaths) =>
   });
 export const readStandby = (paths: RootPaths) =>
   readRecord<StandbyRecord>(paths.standbyRecord, validateStandby);
+export const readCacheRoute = (paths: RootPaths) =>
+  readRecord<CacheRouteRecord>(paths.cacheRoute, validateCacheRoute);
 export const readPointer = (registryPath: string, persistRoot: string) =>
   readRecord<PointerRecord>(pointerPath(registryPath, persistRoot), validatePointer);
 export const readLockHolder = (paths: RootPaths) =>

@@ -9,7 +9,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { inspectRoot } from "../src/owner/inspect.js";
 import { linkTarget } from "../src/pooled/sockets.js";
 import { commandLine, procPids, procStat } from "../src/process-info.js";
-import { rootPaths } from "../src/records.js";
+import { readCacheRoute, rootPaths } from "../src/records.js";
 import { addCacheWorker, isCacheFile, putsAndLookups, putThenMatch } from "./harness/cache.js";
 import { readyStandby, succeeds, waitForOwner } from "./harness/records.js";
 import {
@@ -109,6 +109,11 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
     const first = sandbox.owner()!;
     expect(first.pooledCache).toBe(true);
     process.kill(first.pid, "SIGKILL");
+    // The route is the root's, not the dead owner's record's: a session deciding now finds it.
+    expect(readCacheRoute(rootPaths(sandbox.persistRoot))).toMatchObject({
+      ok: true,
+      value: { state: "pooled", pid: first.pid },
+    });
     const starting = await waitForOwner(
       sandbox,
       "a new owner to start",

@@ -9,17 +9,14 @@ import {
   readlinkSync,
   rmSync,
   symlinkSync,
-  writeFileSync,
 } from "node:fs";
-import { spawn, spawnSync } from "node:child_process";
 import { createRequire } from "node:module";
 import os from "node:os";
 import path from "node:path";
 import type * as MiniflareModule from "miniflare";
 import { afterAll, describe, expect, it } from "vitest";
-import { Presence, type PresenceNote } from "../src/dev/presence.js";
+import { Presence } from "../src/dev/presence.js";
 import { miniflareEntry } from "../src/environment.js";
-import { claimCache } from "../src/pooled/owner-cache.js";
 import { prepareOwnerSockets } from "../src/pooled/owner-sockets.js";
 import {
   describeRoutes,
@@ -37,17 +34,8 @@ import {
   writeHolder,
 } from "../src/pooled/sockets.js";
 import { SessionRoutes } from "../src/pooled/session-routes.js";
-import { currentIdentity, identityOf } from "../src/process-info.js";
-import {
-  type CacheDecision,
-  type ClientRecord,
-  listClients,
-  readOwner,
-  rootPaths,
-  SCHEMA_VERSION,
-  writeRecordAtomic,
-} from "../src/records.js";
-import { sleep, sleepSync } from "../src/wait.js";
+import { currentIdentity } from "../src/process-info.js";
+import { rootPaths, SCHEMA_VERSION, writeRecordAtomic } from "../src/records.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "x-ss-pooled-unit-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -404,10 +392,7 @@ describe("the sockets' base directory, another user's or open to others", () => 
 });
 
 /** A running owner's record for `root` (a pid no process has), with the pooled fields given. */
-function writeOwnerRecord(
-  root: string,
-  fields: { pooledSockets?: string; pooledCache?: boolean; cacheIntent?: string },
-): void {
+function writeOwnerRecord(root: string, fields: { pooledSockets?: string }): void {
   const now = new Date().toISOString();
   writeRecordAtomic(rootPaths(root).ownerRecord, {
     schema: SCHEMA_VERSION,
@@ -431,135 +416,7 @@ function presenceFor(root: string): Presence {
   });
 }
 
-/** Short protocol timings, so that each timeout costs tens of ms. */
-const FAST = { waitMs: 60, intentMs: 120, expireMs: 200, followMs: 400, pollMs: 5 };
-
-/** Another process's presence under `root` noting `decision` (its identity read from the system). */
-function writeClientNote(root: string, pid: number, decision: CacheDecision): void {
-  writeRecordAtomic(path.join(rootPaths(root).clientsDir, `${pid}.json`), {
-    schema: SCHEMA_VERSION,
-    ...identityOf(pid),
-    worker: `w${pid}`,
-    command: "dev",
-    since: new Date().toISOString(),
-    cwd: tmp,
-    versions: {},
-    cacheDecision: decision,
-  });
-}
-
-const decisionOf = (root: string): ClientRecord | undefined =>
-  listClients(rootPaths(root)).flatMap(({ record }) =>
-    record.ok && record.value.pid === process.pid ? [record.value] : [],
-  )[0];
-
-const ownerRecordOf = (root: string) => {
-  const record = readOwner(rootPaths(root));
-  return record?.ok ? record.value : undefined;
-};
-
-/**
- * The owner's side as `OwnerRole.serve`'s recordServing runs it (its workerd listens on the cache
- * socket): `claimCache`, its intent in the record, then `during` (what happens in that moment),
- * then the record announced or withdrawn. True when announced.
- */
-function ownerTurn(root: string, during: () => void = () => {}, timings = FAST): boolean {
-  const pooledSockets = stableSocketDir(root);
-  const announced = claimCache(
-    rootPaths(root),
-    (cacheIntent) => {
-      writeOwnerRecord(root, { pooledSockets, cacheIntent });
-      during();
-    },
-    timings,
-  );
-  writeOwnerRecord(root, announced ? { pooledSockets, pooledCache: true } : { pooledSockets });
-  return announced;
-}
-
-/**
- * The session's presence with `before`/`after` run around each note it writes: where the test puts
- * the owner's steps between the session's. Also lists the notes, in order.
- */
-function steppedPresence(
-  root: string,
-  around: { before?: (note: PresenceNote) => void; after?: (note: PresenceNote) => void } = {},
-): { presence: Presence; notes: (CacheDecision | undefined)[] } {
-  const real = presenceFor(root);
-  const notes: (CacheDecision | undefined)[] = [];
-  const presence: Presence = {
-    file: real.file,
-    note(note) {
-      around.before?.(note);
-      real.note(note);
-      notes.push(note.cacheDecision);
-      around.after?.(note);
-    },
-  };
-  return { presence, notes };
-}
-
-/** A root whose owner serves pooled sockets (not yet its cache socket), and a session on it. */
-function cacheRoot(name: string, around?: Parameters<typeof steppedPresence>[1]) {
-  const root = path.join(tmp, name);
-  writeOwnerRecord(root, { pooledSockets: stableSocketDir(root) });
-  const { presence, notes } = steppedPresence(root, around);
-  const routes = new SessionRoutes(FAST);
-  routes.connected(root, presence);
-  return { root, routes, notes, stable: stableSocketDir(root) };
-}
-
-/** A pid no process has any more: a child that ran and exited. */
-function deadPid(): number {
-  const child = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"]);
-  return Number(child.stdout.toString());
-}
-
-describe("a session's Cache route", () => {
-  it("goes to the owner when its record announces the cache socket, and stays there", async () => {
-    const { root, routes, notes, stable } = cacheRoot("cache-route-root");
-    writeOwnerRecord(root, { pooledSockets: stable, pooledCache: true });
-    expect(await routes.cacheSocketDirFor(root)).toBe(stable);
-    expect(notes).toEqual(["deciding", "pooled"]);
-    expect(decisionOf(root)?.storageRoute).toBe("pooled");
-    // A successor starting (no sockets named yet), an unreadable record: still the owner's.
-    writeOwnerRecord(root, {});
-    expect(await routes.cacheSocketDirFor(root)).toBe(stable);
-    writeFileSync(rootPaths(root).ownerRecord, "{ not json");
-    expect(await routes.cacheSocketDirFor(root)).toBe(stable);
-    // A successor checking the sessions' notes: no wait, no note (a reload assembles at once).
-    writeOwnerRecord(root, { pooledSockets: stable, cacheIntent: new Date().toISOString() });
-    const since = performance.now();
-    expect(await routes.cacheSocketDirFor(root)).toBe(stable);
-    expect(performance.now() - since).toBeLessThan(FAST.pollMs * 4);
-    // A successor started under another TMPDIR announces its own link: the next assembly follows.
-    const base = path.join(
-      mkdtempSync(path.join(tmp, "other-tmpdir-")),
-      `x-ss-${process.getuid!()}`,
-    );
-    mkdirSync(base, { mode: 0o700 });
-    const elsewhere = path.join(base, path.basename(stable));
-    writeOwnerRecord(root, { pooledSockets: elsewhere, pooledCache: true });
-    expect(await routes.cacheSocketDirFor(root)).toBe(elsewhere);
-    expect(notes).toEqual(["deciding", "pooled"]);
-    // A root this session never connected to: nothing, and nothing noted.
-    expect(await routes.cacheSocketDirFor(path.join(tmp, "not-connected"))).toBeUndefined();
-  });
-
-  it("keeps its own Cache where no owner intends to announce, for its life", async () => {
-    const { root, routes, notes, stable } = cacheRoot("cache-own-root");
-    expect(await routes.cacheSocketDirFor(root)).toBeUndefined();
-    expect(notes).toEqual(["deciding", "session"]);
-    expect(decisionOf(root)?.storageRoute).toBe("cache: session");
-    // Its note holds the owner back (no intent written); a reload keeps its own Cache.
-    const intents: string[] = [];
-    expect(claimCache(rootPaths(root), (intent) => intents.push(intent), FAST)).toBe(false);
-    expect(intents).toEqual([]);
-    writeOwnerRecord(root, { pooledSockets: stable, pooledCache: true });
-    expect(await routes.cacheSocketDirFor(root)).toBeUndefined();
-    expect(notes).toEqual(["deciding", "session"]);
-  });
-
+describe("a session's Cache hooks", () => {
   it("hooks a copy's Cache even where its KV/R2/D1 plugins cannot be pooled (no getBindings)", () => {
     const getServices = async () => [];
     const copy = {
@@ -575,182 +432,6 @@ describe("a session's Cache route", () => {
     });
     expect(installed).toBe(false);
     expect(copy.CACHE_PLUGIN.getServices).not.toBe(getServices);
-  });
-});
-
-// Issue 23: the session's decision and the owner's announcement, each side's steps put in every
-// order with real records under a temp root. In each, the Cache ends with one writer: the owner's
-// (announced, the session's route pooled) or the session's (not announced).
-describe("the Cache's announcement against a session's decision", () => {
-  const oneWriter = (announced: boolean, dir: string | undefined) =>
-    expect(announced ? "owner" : "session").toBe(dir === undefined ? "session" : "owner");
-
-  it("a session that read no intent, the owner checking before the session notes `session`: not announced", async () => {
-    let announced: boolean | undefined;
-    const { root, routes, notes } = cacheRoot("race-read-then-check", {
-      before: (note) => {
-        if (note.cacheDecision === "session") announced = ownerTurn(root);
-      },
-    });
-    const dir = await routes.cacheSocketDirFor(root);
-    expect(announced).toBe(false);
-    expect(dir).toBeUndefined();
-    oneWriter(announced!, dir);
-    expect(notes).toEqual(["deciding", "session"]);
-  });
-
-  it("the owner checking between the session's `deciding` note and its read: withdrawn, the session keeps its own", async () => {
-    let announced: boolean | undefined;
-    const { root, routes } = cacheRoot("race-note-check-read", {
-      after: (note) => {
-        if (note.cacheDecision === "deciding") announced = ownerTurn(root);
-      },
-    });
-    const dir = await routes.cacheSocketDirFor(root);
-    expect(announced).toBe(false);
-    oneWriter(announced!, dir);
-  });
-
-  it("the owner's intent before the session reads: the session follows it onto the owner's Cache", async () => {
-    const { root, routes, notes, stable } = cacheRoot("race-intent-first");
-    let decision: Promise<string | undefined> | undefined;
-    const announced = ownerTurn(root, () => {
-      decision = routes.cacheSocketDirFor(root);
-    });
-    expect(announced).toBe(true);
-    expect(await decision).toBe(stable);
-    expect(notes).toEqual(["deciding", "follows-owner", "pooled"]);
-  });
-
-  it("the owner reading the notes while the session, having read its intent, still notes `deciding`: withdrawn, the session decides again", async () => {
-    let announced: boolean | undefined;
-    const { root, routes, notes } = cacheRoot("race-intent-deciding", {
-      before: (note) => {
-        // The owner's read comes before the session's `follows-owner` note.
-        if (note.cacheDecision === "follows-owner" && announced === undefined)
-          announced = claimCache(rootPaths(root), () => {}, FAST);
-      },
-    });
-    writeOwnerRecord(root, { pooledSockets: stableSocketDir(root), cacheIntent: "t1" });
-    const decision = routes.cacheSocketDirFor(root);
-    expect(announced).toBe(false);
-    writeOwnerRecord(root, { pooledSockets: stableSocketDir(root) }); // withdrawn
-    expect(await decision).toBeUndefined();
-    expect(notes).toEqual(["deciding", "follows-owner", "deciding", "session"]);
-  });
-
-  it("a session that noted `session` before the owner's turn: no intent written, never announced", async () => {
-    const { root, routes } = cacheRoot("race-session-first");
-    expect(await routes.cacheSocketDirFor(root)).toBeUndefined();
-    expect(ownerTurn(root, () => expect.unreachable("intent written"))).toBe(false);
-    expect(ownerRecordOf(root)).not.toHaveProperty("pooledCache");
-  });
-
-  it("follows an intent until announced", async () => {
-    const { root, routes, notes, stable } = cacheRoot("follow-announce");
-    writeOwnerRecord(root, { pooledSockets: stable, cacheIntent: "t1" });
-    const decision = routes.cacheSocketDirFor(root);
-    await sleep(FAST.pollMs * 3);
-    expect(decisionOf(root)?.cacheDecision).toBe("follows-owner");
-    writeOwnerRecord(root, { pooledSockets: stable, pooledCache: true });
-    expect(await decision).toBe(stable);
-    expect(notes).toEqual(["deciding", "follows-owner", "pooled"]);
-  });
-
-  it("follows an intent until withdrawn, then decides again (its own Cache) before an owner's retry can announce", async () => {
-    let retried: boolean | undefined;
-    const { root, routes, notes, stable } = cacheRoot("follow-withdraw", {
-      // The owner tries again just as the session, having read the withdrawal, notes its decision.
-      before: (note) => {
-        if (note.cacheDecision === "session") retried = ownerTurn(root);
-      },
-    });
-    writeOwnerRecord(root, { pooledSockets: stable, cacheIntent: "t1" });
-    const decision = routes.cacheSocketDirFor(root);
-    await sleep(FAST.pollMs * 3);
-    writeOwnerRecord(root, { pooledSockets: stable });
-    const dir = await decision;
-    expect(dir).toBeUndefined();
-    expect(retried).toBe(false);
-    oneWriter(retried!, dir);
-    expect(notes).toEqual(["deciding", "follows-owner", "deciding", "session"]);
-  });
-
-  it("an intent left neither announced nor withdrawn (its owner died or was held mid-check) expires: its own Cache", async () => {
-    const { root, routes, notes, stable } = cacheRoot("follow-expire");
-    writeOwnerRecord(root, { pooledSockets: stable, cacheIntent: "t1" });
-    const since = performance.now();
-    expect(await routes.cacheSocketDirFor(root)).toBeUndefined();
-    const took = performance.now() - since;
-    expect(took).toBeGreaterThanOrEqual(FAST.expireMs);
-    expect(took).toBeLessThan(FAST.followMs);
-    expect(notes).toEqual(["deciding", "follows-owner", "deciding", "session"]);
-  });
-
-  it("new intents all along: past followMs it stops following, holds the owner back as `deciding`, and decides within expireMs more", async () => {
-    const { root, routes, notes, stable } = cacheRoot("follow-deadline");
-    let n = 0;
-    writeOwnerRecord(root, { pooledSockets: stable, cacheIntent: `t${n}` });
-    const intents = setInterval(
-      () => writeOwnerRecord(root, { pooledSockets: stable, cacheIntent: `t${++n}` }),
-      FAST.pollMs,
-    );
-    let heldBack: boolean | undefined;
-    const check = setInterval(() => {
-      // Once it stopped following: an owner's turn now is not announced.
-      if (notes.at(-1) === "deciding" && notes.includes("follows-owner") && heldBack === undefined)
-        heldBack = claimCache(rootPaths(root), () => {}, FAST);
-    }, FAST.pollMs);
-    const since = performance.now();
-    try {
-      expect(await routes.cacheSocketDirFor(root)).toBeUndefined();
-    } finally {
-      clearInterval(intents);
-      clearInterval(check);
-    }
-    const took = performance.now() - since;
-    expect(took).toBeGreaterThanOrEqual(FAST.followMs + FAST.expireMs);
-    expect(took).toBeLessThan(FAST.followMs + FAST.expireMs + 300);
-    expect(notes).toEqual(["deciding", "follows-owner", "deciding", "session"]);
-    expect(heldBack).toBe(false);
-  });
-
-  it("the owner waits for a `deciding` note at most waitMs, then withdraws; a `follows-owner` note does not hold it", () => {
-    const root = path.join(tmp, "owner-wait");
-    const presence = presenceFor(root);
-    presence.note({ cacheDecision: "deciding" });
-    const since = performance.now();
-    expect(ownerTurn(root)).toBe(false);
-    expect(performance.now() - since).toBeGreaterThanOrEqual(FAST.waitMs);
-    expect(ownerRecordOf(root)).not.toHaveProperty("cacheIntent");
-    presence.note({ cacheDecision: "follows-owner" });
-    // Held still past its intent's time mid-check: it does not announce that intent (its own clock).
-    expect(ownerTurn(root, () => sleepSync(FAST.intentMs + 10))).toBe(false);
-    expect(ownerTurn(root)).toBe(true);
-    expect(ownerRecordOf(root)).toMatchObject({ pooledCache: true });
-    expect(ownerRecordOf(root)).not.toHaveProperty("cacheIntent");
-  });
-
-  it("another live session's note holds the owner back; a dead pid's never does", () => {
-    const root = path.join(tmp, "owner-pids");
-    const dead = deadPid();
-    writeClientNote(root, dead, "session");
-    expect(ownerTurn(root)).toBe(true);
-    const other = path.join(tmp, "owner-pids-live");
-    const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 30000)"], {
-      stdio: "ignore",
-    });
-    try {
-      writeClientNote(other, dead, "deciding");
-      writeClientNote(other, child.pid!, "session");
-      expect(ownerTurn(other)).toBe(false);
-      writeClientNote(other, child.pid!, "deciding");
-      expect(ownerTurn(other)).toBe(false);
-      writeClientNote(other, child.pid!, "follows-owner");
-      expect(ownerTurn(other)).toBe(true);
-    } finally {
-      child.kill();
-    }
   });
 });
 

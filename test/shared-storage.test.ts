@@ -1,5 +1,6 @@
 // `wrangler dev --x-shared-storage`: real sessions of three workers on one persist root.
 import {
+  existsSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -13,6 +14,7 @@ import { isCacheFile } from "./harness/cache.js";
 import { cachePutMatch, sampleHolders, steadyLoad } from "./harness/load.js";
 import { inspectRoot } from "../src/owner/inspect.js";
 import { ownerGone, ownerLeftovers } from "../src/owner/assessment.js";
+import { readCacheRoute, rootPaths } from "../src/records.js";
 import { CANDIDATE_PREFIX } from "../src/storage-candidate.js";
 import {
   getJson,
@@ -198,6 +200,12 @@ describe("wrangler dev --x-shared-storage", () => {
 
   it("lets the owner go once the last session exits; a new session sees all earlier data", async () => {
     const owner = sandbox.owner()!;
+    const route = rootPaths(sandbox.persistRoot).cacheRoute;
+    // The sessions' Cache went through the owner: the root's route says so while they live.
+    expect(readCacheRoute(rootPaths(sandbox.persistRoot))).toMatchObject({
+      ok: true,
+      value: { state: "pooled" },
+    });
     const stoppedAt = Date.now();
     await Promise.all(sessions.map((s) => sandbox.stopSession(s)));
     // grace (3 s, long over) + idle debounce (1 s) + polling slack
@@ -208,6 +216,8 @@ describe("wrangler dev --x-shared-storage", () => {
     );
     console.log(`owner exited ${Date.now() - stoppedAt} ms after the sessions were told to stop`);
     expect(await sandbox.settledLeftovers()).toEqual([]);
+    // Retired by the idle exit, under the election lock: the next owner decides afresh.
+    expect(existsSync(route)).toBe(false);
 
     const again = await sandbox.startSession("admin");
     const { count } = await getJson<{ count: number }>(again.url("/d1/count?who=shared"));

@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { inspectRoot } from "../src/owner/inspect.js";
 import { ownerGone } from "../src/owner/assessment.js";
 import { liveness } from "../src/process-info.js";
-import { clientRecordPath, rootPaths } from "../src/records.js";
+import { clientRecordPath, readCacheRoute, rootPaths } from "../src/records.js";
 import { storageCandidates } from "../src/storage-candidate.js";
 import {
   isDatabaseFile,
@@ -208,6 +208,11 @@ describe("storage-owner stop and gc, one owner at a time", () => {
     expect(report.killed).toEqual([]);
     expect(report.removed.map((r) => r.what)).not.toContain("record of dead owner");
     expect(report.kept).toContainEqual(expect.objectContaining({ what: "owner", pid: before.pid }));
+    // The root's Cache route is kept while an owner or session lives (src/pooled/cache-claim.ts).
+    expect(readCacheRoute(rootPaths(sandbox.persistRoot))).toMatchObject({
+      ok: true,
+      value: { state: "pooled" },
+    });
     expect(liveness(before)).toBe("alive");
     expect(sandbox.owner()).toMatchObject({ pid: before.pid, phase: "running" });
     expect((await post(session.url("/d1/insert?who=after-gc"))).ok).toBe(true);
@@ -277,6 +282,7 @@ describe("storage-owner with bad records", () => {
     const paths = rootPaths(sandbox.persistRoot);
     mkdirSync(paths.clientsDir, { recursive: true });
     writeFileSync(paths.ownerRecord, "\u0000\u0001 not json at all");
+    writeFileSync(paths.cacheRoute, "{ torn");
     writeFileSync(clientRecordPath(paths, 111111), '{"schema":1,"pid":111111,"worker":"api","comm');
     // A live process that is not ours, recorded with another start time: a reused pid.
     const unrelated = spawn("sleep", ["60"], { detached: true, stdio: "ignore" });
@@ -314,6 +320,9 @@ describe("storage-owner with bad records", () => {
       const gc = await cli("gc");
       expect(gc.code).toBe(0);
       expect(gc.stdout).toContain(`removed owner record ${paths.ownerRecord}`);
+      // With no owner or session left, the Cache route goes too: the next owner decides afresh.
+      expect(gc.stdout).toContain(`removed cache route ${paths.cacheRoute}`);
+      expect(existsSync(paths.cacheRoute)).toBe(false);
       // Set aside for diagnosis under the election lock, as an election does: not lost.
       const aside = readdirSync(paths.stateDir).filter((f) => f.startsWith("owner.json.corrupt-"));
       expect(aside).toHaveLength(1);

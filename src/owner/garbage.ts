@@ -29,6 +29,7 @@ import { deadInstanceDirs, releaseStartupLocks } from "./instance.js";
 import { ownerLeftovers } from "./assessment.js";
 import { type ReclaimReport, reclaimDeadOwner } from "./reclaim.js";
 import { replaceDeadOwnerWithin } from "./succession.js";
+import { tryAcquireSpawnLock } from "./spawn-lock.js";
 
 export interface GcAction {
   what: string;
@@ -309,6 +310,7 @@ export async function collectGarbage(
     for (const file of pointerFiles.filter((f) => existsSync(f)))
       remove({ what: "registry pointer", path: file, why: "no live owner for its root" });
   }
+  if (!liveOwner && !liveClients) removeCacheRoute(paths, dryRun, report);
   for (const file of leftoverTempFiles(paths.stateDir))
     remove({ what: "temporary file", path: file, why: "an interrupted write" });
   const deadDirs = deadInstanceDirs(paths);
@@ -324,6 +326,35 @@ export async function collectGarbage(
     report.removed.push({ what: "instance files", path: dir, why: "its owner or standby is gone" });
   }
   return report;
+}
+
+/**
+ * The root's Cache route outlives owners while sessions live (src/pooled/cache-claim.ts); with
+ * none left it goes, and the next owner decides afresh. Counted again under the election lock, as
+ * the owner's idle exit does: a session that arrives meanwhile elects under that lock first.
+ */
+function removeCacheRoute(paths: RootPaths, dryRun: boolean, report: GcReport): void {
+  if (!existsSync(paths.cacheRoute)) return;
+  const action = {
+    what: "cache route",
+    path: paths.cacheRoute,
+    why: "no owner or session is left on the root",
+  };
+  if (dryRun) return void report.removed.push(action);
+  const lock = tryAcquireSpawnLock(paths);
+  if (!lock.release) {
+    report.kept.push({ ...action, why: "an election holds the root's lock" });
+    return;
+  }
+  try {
+    const live = listClients(paths).some(
+      (c) => c.record.ok && liveness(c.record.value) === "alive",
+    );
+    if (live) report.kept.push({ ...action, why: "a session arrived while gc ran" });
+    else if (removeFile(paths.cacheRoute)) report.removed.push(action);
+  } finally {
+    lock.release();
+  }
 }
 
 function leftoverTempFiles(dir: string): string[] {

@@ -18,7 +18,7 @@ import {
   startingOwnerRecord,
   writeRecordAtomic,
 } from "../records.js";
-import { claimCache } from "../pooled/owner-cache.js";
+import { claimCache, retireCacheRoute } from "../pooled/cache-claim.js";
 import { type PooledLink, servePooled, withdrawPooled } from "../pooled/owner-sockets.js";
 import * as candidate from "../storage-candidate.js";
 import { startInstance, type Instance } from "./instance.js";
@@ -119,30 +119,28 @@ class OwnerRole {
       recordServing();
     });
     pooledSockets = this.pooledLink.offered;
-    // Announced once no live session runs its own Cache or is deciding to (owner-cache.ts
-    // `claimCache`: our intent first, then their notes), looked at again on each heartbeat until
-    // then, and never withdrawn: sessions that route their Cache here keep doing so across
-    // restarts and failover.
+    // The root's Cache route made (or found) `pooled` (cache-claim.ts `claimCache`: our intent
+    // first, then the sessions' notes), tried again at each record write until then; announced in
+    // our record for status once written there.
     let pooledCache = false;
     const recordServing = () => {
-      const write = (cache: { pooledCache?: true; cacheIntent?: string }) => {
-        const { pooledCache: _announced, cacheIntent: _intent, ...record } = this.record;
-        this.record = {
-          ...record,
-          pooledSockets,
-          ...cache,
-          debugAddress: instance.address.debugAddress,
-          instanceId: instance.address.instanceId,
-          workerd: instance.workerd,
-          lifelinePort: proc.lifelinePort,
-        };
-        this.publish("running");
+      const announce =
+        pooledCache ||
+        (pooledSockets !== undefined &&
+          instance.pooled?.cache === true &&
+          claimCache(proc.paths, proc.identity));
+      const { pooledCache: _announced, ...record } = this.record;
+      this.record = {
+        ...record,
+        pooledSockets,
+        ...(announce ? { pooledCache: true } : {}),
+        debugAddress: instance.address.debugAddress,
+        instanceId: instance.address.instanceId,
+        workerd: instance.workerd,
+        lifelinePort: proc.lifelinePort,
       };
-      pooledCache ||=
-        pooledSockets !== undefined &&
-        instance.pooled?.cache === true &&
-        claimCache(proc.paths, (cacheIntent) => write({ cacheIntent }));
-      write(pooledCache ? { pooledCache } : {});
+      this.publish("running");
+      pooledCache = announce;
     };
     this.recordServing = recordServing;
     recordServing();
@@ -266,6 +264,7 @@ class OwnerRole {
         this.watchClients();
         return;
       }
+      retireCacheRoute(this.proc.paths);
     } finally {
       lock.release();
     }

@@ -7,9 +7,7 @@
 import { existsSync, mkdirSync, rmSync } from "node:fs";
 import path from "node:path";
 import type * as MiniflareModule from "miniflare";
-import { isAlive } from "../process-info.js";
-import { type CacheDecision, listClients, type RootPaths, rootPaths } from "../records.js";
-import { sleepSync } from "../wait.js";
+import { rootPaths } from "../records.js";
 import { exportedPlugin, type Plugin } from "./plugins.js";
 import { CACHE_SOCKET, CF_BLOB_HEADER, PROTO_HEADER, socketPath } from "./sockets.js";
 
@@ -46,77 +44,6 @@ export function cacheServices(
   if (!entry || !readsNamespace || typeof storage?.disk?.path !== "string") return undefined;
   if (object?.worker?.durableObjectStorage?.localDisk !== CACHE_STORAGE) return undefined;
   return { entry, storage, object };
-}
-
-/**
- * How the owner's announcement and the sessions' decisions are ordered, without a lock (the
- * announcement runs under the election lock during a standby's promotion). Each side writes
- * before it reads. A session notes `deciding` in its presence, then reads the owner record; the
- * owner writes `cacheIntent` into its record, then reads the notes (`claimCache`). So a session
- * that read no intent is seen by the owner as `deciding` or `session`, and the owner does not
- * announce; an owner that read no blocking note is seen by the session as an intent, and the
- * session then follows it (`follows-owner`, which blocks nothing) until it is announced or gone
- * (session-routes.ts `SessionRoutes.cacheSocketDirFor`).
- */
-export const CACHE_CLAIM = {
-  /** The owner waits this long for `deciding` notes to become decisions, then withdraws. */
-  waitMs: 250,
-  /**
-   * The owner announces only within this of writing its intent (its own clock), so an intent a
-   * session has seen for longer (`expireMs`) is never announced: one left by an owner that died,
-   * or was held still, mid-check.
-   */
-  intentMs: 500,
-  expireMs: 1000,
-  /** A session follows intents for at most this long, then notes `deciding` until it decides. */
-  followMs: 2000,
-  pollMs: 10,
-};
-
-/**
- * Live sessions of the root whose own workerd runs the Cache (they started while no owner offered
- * the socket, e.g. while an earlier version's data waited to move). While any lives, an owner does
- * not announce its cache socket, even if its workerd listens there: sessions that start meanwhile
- * keep their own Cache too, rather than reach a second writer of the same files.
- */
-export function sessionsWithOwnCache(paths: RootPaths): number[] {
-  return liveDecisions(paths).flatMap(([pid, decision]) => (decision === "session" ? [pid] : []));
-}
-
-/** Live sessions' cache notes, one read of each (a dead pid's note holds nothing back). */
-function liveDecisions(paths: RootPaths): [number, CacheDecision][] {
-  return listClients(paths).flatMap(({ record }) =>
-    record.ok && record.value.cacheDecision !== undefined && isAlive(record.value)
-      ? [[record.value.pid, record.value.cacheDecision] as [number, CacheDecision]]
-      : [],
-  );
-}
-
-/**
- * The owner's check before it announces its cache socket. While a live session runs its own
- * Cache: false, nothing written. Else `writeIntent` puts `cacheIntent` into its record, then the
- * notes are read until none says `deciding` (at most `waitMs`). True: announce now (the caller
- * writes `pooledCache` without the intent); false: the caller withdraws the intent, and the next
- * heartbeat tries again. A session that follows the intent blocks nothing. Blocks the thread for
- * at most `waitMs`, only while a session is deciding (a few ms: one write and one read).
- */
-export function claimCache(
-  paths: RootPaths,
-  writeIntent: (intent: string) => void,
-  timings = CACHE_CLAIM,
-): boolean {
-  if (sessionsWithOwnCache(paths).length > 0) return false;
-  const start = performance.now();
-  writeIntent(new Date().toISOString());
-  for (;;) {
-    // One read of each note: a `deciding` one read again could have become `session` meanwhile.
-    const decisions = liveDecisions(paths).map(([, decision]) => decision);
-    if (decisions.includes("session")) return false;
-    const elapsed = performance.now() - start;
-    if (!decisions.includes("deciding")) return elapsed <= timings.intentMs;
-    if (elapsed > timings.waitMs) return false;
-    sleepSync(timings.pollMs);
-  }
 }
 
 /** Plain wrangler's cache directory under a persist root (miniflare's getPersistPath spelling). */

@@ -1,13 +1,13 @@
-// Which route a session's storage calls take, per persist root it is connected to: decided at
-// each config assembly from the root's owner record (an owner that serves pooled sockets names
-// their stable path there), and noted in the session's presence record for `storage-owner status`
-// and, for the Cache, for the owner's announcement (owner-cache.ts `CACHE_CLAIM`).
+// Which route a session's storage calls take, per persist root it is connected to: KV/R2/D1 by
+// the root's owner record at each config assembly (an owner that serves pooled sockets names
+// their stable path there), the Cache by the root's route (cache-claim.ts), decided once. Both are
+// noted in the session's presence record, for `storage-owner status` and, for the Cache, for the
+// owners' claim.
 import { type CacheDecision, type ClientRecord, readOwner, rootPaths } from "../records.js";
-import { sleep } from "../wait.js";
-import { CACHE_CLAIM } from "./owner-cache.js";
+import { CACHE_CLAIM, decideCacheRoute } from "./cache-claim.js";
 import { describeRoutes, type KindRoute, type PooledBindingHooks } from "./session-bindings.js";
 import type { CacheRoute } from "./session-cache.js";
-import { type PooledKind, verifiedStableDir } from "./sockets.js";
+import { type PooledKind, stableSocketDir, verifiedStableDir } from "./sockets.js";
 
 /** Where a session notes its routes: its presence record under the root (src/dev/presence.ts). */
 export interface RouteNotes {
@@ -22,19 +22,9 @@ interface Root {
   cache?: CacheRoute;
   /** While the first assembly decides: later ones wait for the same decision. */
   deciding?: Promise<void>;
-  /** Where the owner announced its cache socket, as its record names it at each assembly. */
+  /** The owner's stable socket path its Cache goes to, as last found. */
   cacheDir?: string;
   described?: string;
-}
-
-/** What the root's owner record says for the routes. */
-interface Recorded {
-  /** Its stable socket path, verified (sockets.ts `verifiedStableDir`). */
-  dir?: string;
-  /** It announced its cache socket at `dir`. */
-  cache: boolean;
-  /** It is checking the sessions' notes before it announces (owner-cache.ts `claimCache`). */
-  intent?: string;
 }
 
 export class SessionRoutes implements PooledBindingHooks {
@@ -48,19 +38,23 @@ export class SessionRoutes implements PooledBindingHooks {
       this.#roots.set(persistRoot, { presence, routes: new Map() });
   }
 
+  /** The root's verified stable socket path as its owner record names it, or undefined. */
   socketDirFor(storageScope: string): string | undefined {
-    return this.#recorded(storageScope)?.dir;
+    // Only roots this session connected to: their owner serves (or fails over) for it.
+    if (!this.#roots.has(storageScope)) return undefined;
+    const owner = readOwner(rootPaths(storageScope));
+    if (!owner?.ok || owner.value.pooledSockets === undefined) return undefined;
+    return verifiedStableDir(storageScope, owner.value.pooledSockets);
   }
 
   /**
    * The root's cache socket path for this assembly, or undefined where this session's own workerd
-   * runs the Cache. Decided once (`#decideCache`), then sticky both ways. Once on the owner's
-   * Cache it never comes back to its own workerd, not while a successor starts, a workerd
-   * restarts or the record is unreadable (calls then wait or fail for that moment, like KV's): its
-   * own Cache would be a second writer of the files. The path follows the record's announcement
-   * at each assembly (a successor started under another TMPDIR links elsewhere; a reload then
-   * reaches it, as KV's bindings do). A session on its own Cache keeps it: its note holds every
-   * owner's announcement back while it lives, and a reload's old workerd still holds the files.
+   * runs the Cache. Decided once (cache-claim.ts `decideCacheRoute`), then sticky both ways: on
+   * the owner's Cache it never comes back to its own workerd, not while a successor starts, a
+   * workerd restarts or the record is unreadable (calls then wait or fail for that moment, like
+   * KV's), since its own Cache would be a second writer of the files. On its own Cache it stays:
+   * its note holds every owner's claim back while it lives, and a reload's old workerd still
+   * holds the files.
    */
   async cacheSocketDirFor(storageScope: string): Promise<string | undefined> {
     const root = this.#roots.get(storageScope);
@@ -72,72 +66,29 @@ export class SessionRoutes implements PooledBindingHooks {
       await root.deciding;
     }
     if (root.cache === "session") return undefined;
-    const recorded = this.#recorded(storageScope);
-    if (recorded?.cache) root.cacheDir = recorded.dir;
-    return root.cacheDir;
+    return this.#ownerCacheDir(root, storageScope);
+  }
+
+  async #decideCache(root: Root, storageScope: string): Promise<void> {
+    const route = await decideCacheRoute(
+      rootPaths(storageScope),
+      (decision) => this.#noteCache(root, decision),
+      this.timings,
+    );
+    this.#noteCache(root, route);
   }
 
   /**
-   * This session's side of owner-cache.ts `CACHE_CLAIM`: note `deciding`, then read the record.
-   * Announced: the owner's Cache. No live intent, read while noted `deciding`: its own, noted
-   * `session` (an owner that writes its intent after that read sees the note, and withdraws). A
-   * live intent: follow it (`follows-owner`, which lets the owner announce) until announced, or
-   * withdrawn or expired (then note `deciding` and read again). Past `followMs` it stops
-   * following and stays `deciding`: no intent written after that note is announced, and one
-   * written before is announced within `intentMs` or never, so after `expireMs` noted so an
-   * unannounced record means its own Cache. Never two writers; at most `followMs + expireMs`.
+   * Where the owner's cache socket is: the record's stable path (it follows a successor started
+   * under another TMPDIR), else the one last found, else, before any owner record names one (a
+   * successor starting), the root's stable path in our TMPDIR, which every owner of ours links
+   * (its base dir made ours and 0700, or an error naming it: never the session's own Cache).
    */
-  async #decideCache(root: Root, storageScope: string): Promise<void> {
-    const { followMs, expireMs, pollMs } = this.timings;
-    const start = performance.now();
-    /** When each intent was first read: the owner wrote it before then. */
-    const firstRead = new Map<string, number>();
-    let noted = this.#noteCache(root, "deciding");
-    let notedAt = performance.now();
-    for (;;) {
-      const before = performance.now();
-      const recorded = this.#recorded(storageScope);
-      const after = performance.now();
-      if (recorded?.cache) {
-        root.cacheDir = recorded.dir;
-        this.#noteCache(root, "pooled");
-        return;
-      }
-      const intent = recorded?.intent;
-      if (intent !== undefined && !firstRead.has(intent)) firstRead.set(intent, after);
-      const live = intent !== undefined && before - firstRead.get(intent)! < expireMs;
-      const stillDeciding = noted === "deciding" && before - start >= followMs;
-      if (!live || (stillDeciding && before - notedAt > expireMs)) {
-        // Read while noted `deciding`: no owner announces beside us.
-        if (noted === "deciding") {
-          this.#noteCache(root, "session");
-          return;
-        }
-        noted = this.#noteCache(root, "deciding");
-        notedAt = performance.now();
-        continue;
-      }
-      const next: CacheDecision = before - start < followMs ? "follows-owner" : "deciding";
-      if (next !== noted) {
-        noted = this.#noteCache(root, next);
-        notedAt = performance.now();
-      }
-      await sleep(pollMs);
-    }
-  }
-
-  /** The root's owner record as the routes read it; undefined where it is unreadable or names no sockets. */
-  #recorded(storageScope: string): Recorded | undefined {
-    // Only roots this session connected to: their owner serves (or fails over) for it.
-    if (!this.#roots.has(storageScope)) return undefined;
-    const owner = readOwner(rootPaths(storageScope));
-    if (!owner?.ok || owner.value.pooledSockets === undefined) return undefined;
-    const dir = verifiedStableDir(storageScope, owner.value.pooledSockets);
-    return {
-      ...(dir === undefined ? {} : { dir }),
-      cache: dir !== undefined && owner.value.pooledCache === true,
-      ...(owner.value.cacheIntent === undefined ? {} : { intent: owner.value.cacheIntent }),
-    };
+  #ownerCacheDir(root: Root, storageScope: string): string {
+    const recorded = this.socketDirFor(storageScope);
+    if (recorded !== undefined) root.cacheDir = recorded;
+    root.cacheDir ??= stableSocketDir(storageScope);
+    return root.cacheDir;
   }
 
   onRoute(storageScope: string, kind: PooledKind, route: KindRoute): void {

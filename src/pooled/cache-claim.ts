@@ -1,0 +1,169 @@
+// The root's Cache route: whether the owner's workerd serves every session's Cache (`pooled`), or
+// each session's own workerd does (plain wrangler's way). Two processes writing the cache files
+// lose entries, so the two routes never mix while any session of the root lives. The route is the
+// root's, not one owner's: `cache-route.json` beside the owner record outlives a failover (a
+// successor, and a session that starts while one starts, find it) and goes only when no session
+// is left (the owner's idle exit, under the election lock; gc).
+//
+// Taken without a lock (an owner's check runs inside its record write, under the election lock
+// during a standby's promotion; a session's inside miniflare's config assembly): each side writes
+// before it reads. A session notes `deciding` in its presence, then reads the route (`decideCacheRoute`);
+// an owner writes an `intent` route, then reads the notes (`claimCache`), and makes the route
+// `pooled` only if none is `deciding` or `session`. So a session that read no route is seen by
+// that owner, which then withdraws; an owner that read no blocking note is seen by the session as
+// an intent, which it follows (`follows-owner` blocks nothing) until the route is `pooled`, or the
+// intent gone: withdrawn, its owner dead, or followed for `staleMs`.
+import { randomUUID } from "node:crypto";
+import { isAlive, type ProcessIdentity } from "../process-info.js";
+import {
+  type CacheDecision,
+  type CacheRouteRecord,
+  listClients,
+  readCacheRoute,
+  removeFile,
+  type RootPaths,
+  SCHEMA_VERSION,
+  writeRecordAtomic,
+} from "../records.js";
+import { sleep, sleepSync } from "../wait.js";
+
+export const CACHE_CLAIM = {
+  /** The owner waits this long for `deciding` notes to become decisions, then withdraws. */
+  waitMs: 250,
+  /**
+   * The owner makes its intent `pooled` only within this of writing it (its own clock, read
+   * right before that write): far inside `staleMs`, so an intent a session stopped following is
+   * never made `pooled`, unless its owner is held still between that read and the write.
+   */
+  intentMs: 500,
+  /** A session follows one intent of a live owner at most this long (from its first read of it). */
+  staleMs: 10_000,
+  pollMs: 10,
+};
+
+export type RootCacheRoute = "pooled" | "session";
+
+/** Live sessions' cache notes, one read of each (a dead pid's note holds nothing back). */
+function liveDecisions(paths: RootPaths): [number, CacheDecision][] {
+  return listClients(paths).flatMap(({ record }) =>
+    record.ok && record.value.cacheDecision !== undefined && isAlive(record.value)
+      ? [[record.value.pid, record.value.cacheDecision] as [number, CacheDecision]]
+      : [],
+  );
+}
+
+/**
+ * Live sessions of the root whose own workerd runs the Cache (they started while no owner offered
+ * the socket, e.g. while an earlier version's data waited to move). While any lives, no owner
+ * claims the route: sessions that start meanwhile keep their own Cache too.
+ */
+export function sessionsWithOwnCache(paths: RootPaths): number[] {
+  return liveDecisions(paths).flatMap(([pid, decision]) => (decision === "session" ? [pid] : []));
+}
+
+/**
+ * The owner's side, at each record write until it returns true (the owner then announces
+ * `pooledCache` in its record, for status). True at once where the route is already `pooled`
+ * (an earlier owner's: sessions already send their cache calls to the root's socket). Else, while
+ * no other live owner's intent stands and no live session runs its own Cache: writes an intent,
+ * reads the notes until none is `deciding` (at most `waitMs`, blocking the thread; a few ms
+ * where a session is mid-decision), then makes it `pooled`, or withdraws it for the next try.
+ */
+export function claimCache(
+  paths: RootPaths,
+  owner: ProcessIdentity,
+  timings = CACHE_CLAIM,
+): boolean {
+  const current = readCacheRoute(paths);
+  if (current?.ok && current.value.state === "pooled") return true;
+  // Another owner (one superseded, still finishing its check) decides this turn.
+  if (current?.ok && current.value.pid !== owner.pid && isAlive(current.value)) return false;
+  if (sessionsWithOwnCache(paths).length > 0) return false;
+  const nonce = randomUUID();
+  const start = performance.now();
+  writeRoute(paths, owner, "intent", nonce);
+  for (;;) {
+    // One read of each note: a `deciding` one read again could have become `session` meanwhile.
+    const decisions = liveDecisions(paths).map(([, decision]) => decision);
+    if (decisions.includes("session")) return withdraw(paths, nonce);
+    if (!decisions.includes("deciding")) {
+      if (performance.now() - start > timings.intentMs) return withdraw(paths, nonce);
+      writeRoute(paths, owner, "pooled", nonce);
+      return true;
+    }
+    if (performance.now() - start > timings.waitMs) return withdraw(paths, nonce);
+    sleepSync(timings.pollMs);
+  }
+}
+
+function writeRoute(
+  paths: RootPaths,
+  owner: ProcessIdentity,
+  state: CacheRouteRecord["state"],
+  nonce: string,
+): void {
+  const { pid, startTime, started } = owner;
+  const record: CacheRouteRecord = {
+    schema: SCHEMA_VERSION,
+    pid,
+    ...(startTime === undefined ? {} : { startTime }),
+    ...(started === undefined ? {} : { started }),
+    state,
+    nonce,
+    at: new Date().toISOString(),
+  };
+  writeRecordAtomic(paths.cacheRoute, record);
+}
+
+/** Removes our intent, and only ours: another owner's route, or our own once `pooled`, stays. */
+function withdraw(paths: RootPaths, nonce: string): false {
+  const current = readCacheRoute(paths);
+  if (current?.ok && current.value.state === "intent" && current.value.nonce === nonce)
+    removeFile(paths.cacheRoute);
+  return false;
+}
+
+/**
+ * The owner's idle exit, under the election lock, once it counted no live session after writing
+ * `stopping`: a session that starts from here on waits for the next owner, and decides afresh
+ * (that owner's workerd may not offer the cache socket).
+ */
+export function retireCacheRoute(paths: RootPaths): void {
+  removeFile(paths.cacheRoute);
+}
+
+/**
+ * A session's side, once per root for its life: notes each step through `note` (its presence).
+ * `pooled` where the route is; `session` where it read no route, or only an intent gone, while
+ * noted `deciding` (an owner that writes its intent after that read sees the note and withdraws).
+ * While a live owner's intent stands: `follows-owner`, until it is `pooled` or gone; then it
+ * notes `deciding` and reads again. Usually a few ms; at most `staleMs` per intent.
+ */
+export async function decideCacheRoute(
+  paths: RootPaths,
+  note: (decision: CacheDecision) => void,
+  timings = CACHE_CLAIM,
+): Promise<RootCacheRoute> {
+  let noted: CacheDecision = "deciding";
+  note(noted);
+  /** When each intent was first read (a corrupt route counts as one intent). */
+  const firstRead = new Map<string, number>();
+  for (;;) {
+    const now = performance.now();
+    const route = readCacheRoute(paths);
+    if (route?.ok && route.value.state === "pooled") return "pooled";
+    if (route !== undefined) {
+      // Unreadable, it may have said `pooled`: followed (an owner writes over it) as an intent is.
+      const key = route.ok ? route.value.nonce : "unreadable";
+      if (!firstRead.has(key)) firstRead.set(key, now);
+      const live = !route.ok || isAlive(route.value);
+      if (live && now - firstRead.get(key)! < timings.staleMs) {
+        if (noted !== "follows-owner") note((noted = "follows-owner"));
+        await sleep(timings.pollMs);
+        continue;
+      }
+    }
+    if (noted === "deciding") return "session";
+    note((noted = "deciding"));
+  }
+}

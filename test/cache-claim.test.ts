@@ -1,0 +1,408 @@
+// Issue 23: the root's Cache route (src/pooled/cache-claim.ts) against every order of a session's
+// decision and an owner's claim, with real records under a temp root and real live and dead pids.
+// In each, the cache files end with one writer: the owner's workerd (route `pooled`, the session
+// pooled) or the sessions' own (no route).
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { Presence, type PresenceNote } from "../src/dev/presence.js";
+import { claimCache, decideCacheRoute, retireCacheRoute } from "../src/pooled/cache-claim.js";
+import { SessionRoutes } from "../src/pooled/session-routes.js";
+import { stableSocketDir } from "../src/pooled/sockets.js";
+import { currentIdentity, identityOf, type ProcessIdentity } from "../src/process-info.js";
+import {
+  type CacheDecision,
+  type CacheRouteRecord,
+  readCacheRoute,
+  rootPaths,
+  SCHEMA_VERSION,
+  writeRecordAtomic,
+} from "../src/records.js";
+import { sleep } from "../src/wait.js";
+
+const tmp = mkdtempSync(path.join(os.tmpdir(), "x-ss-cache-claim-"));
+const children: ChildProcess[] = [];
+afterAll(() => {
+  for (const child of children) child.kill("SIGKILL");
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+/** Short timings, so that each timeout costs tens of ms. */
+const FAST = { waitMs: 60, intentMs: 120, staleMs: 300, pollMs: 5 };
+const me = currentIdentity();
+
+/** A live process that is not this one (another owner, another session), killed after the file. */
+function liveOther(): ProcessIdentity {
+  const child = spawn(process.execPath, ["-e", "setTimeout(() => {}, 60000)"], { stdio: "ignore" });
+  children.push(child);
+  return identityOf(child.pid!);
+}
+
+/** A pid no process has any more: a child that ran and exited. */
+function deadPid(): number {
+  const child = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"]);
+  return Number(child.stdout.toString());
+}
+
+let roots = 0;
+const newRoot = () => path.join(tmp, `root-${++roots}`);
+
+function writeRoute(
+  root: string,
+  state: CacheRouteRecord["state"],
+  owner: ProcessIdentity,
+  nonce = "n1",
+): void {
+  writeRecordAtomic(rootPaths(root).cacheRoute, {
+    schema: SCHEMA_VERSION,
+    ...owner,
+    state,
+    nonce,
+    at: new Date().toISOString(),
+  });
+}
+
+const routeOf = (root: string) => {
+  const route = readCacheRoute(rootPaths(root));
+  return route?.ok ? route.value : route;
+};
+
+/** An owner record naming the pooled sockets at the root's stable path, or (a successor starting) none. */
+function writeOwnerRecord(root: string, fields: { pooledSockets?: string; phase?: string }): void {
+  const now = new Date().toISOString();
+  writeRecordAtomic(rootPaths(root).ownerRecord, {
+    schema: SCHEMA_VERSION,
+    phase: "running",
+    pid: 999_999_988,
+    persistRoot: root,
+    registryPath: path.join(tmp, "registry"),
+    versions: {},
+    startedAt: now,
+    heartbeatAt: now,
+    logFile: path.join(tmp, "owner.log"),
+    ...fields,
+  });
+}
+
+/** Another process's presence under `root` noting `decision`. */
+function writeClientNote(root: string, who: ProcessIdentity, decision: CacheDecision): void {
+  writeRecordAtomic(path.join(rootPaths(root).clientsDir, `${who.pid}.json`), {
+    schema: SCHEMA_VERSION,
+    ...who,
+    worker: `w${who.pid}`,
+    command: "dev",
+    since: new Date().toISOString(),
+    cwd: tmp,
+    versions: {},
+    cacheDecision: decision,
+  });
+}
+
+/**
+ * This process's presence under `root`, with `before`/`after` run around each note it writes
+ * (where a test puts an owner's steps between the session's), and the notes listed in order.
+ */
+function steppedPresence(
+  root: string,
+  around: { before?: (note: PresenceNote) => void; after?: (note: PresenceNote) => void } = {},
+) {
+  const real = Presence.write(rootPaths(root), path.join(tmp, "registry"), {
+    worker: "w",
+    command: "dev",
+  });
+  const notes: (CacheDecision | undefined)[] = [];
+  const presence: Presence = {
+    file: real.file,
+    note(note) {
+      around.before?.(note);
+      real.note(note);
+      notes.push(note.cacheDecision);
+      around.after?.(note);
+    },
+  };
+  return { presence, notes };
+}
+
+/** A root whose owner serves pooled sockets at its stable path, and a session on it. */
+function cacheRoot(around?: Parameters<typeof steppedPresence>[1]) {
+  const root = newRoot();
+  const stable = stableSocketDir(root);
+  // The stable path's base dir, ours and 0700, as an owner of ours makes it.
+  mkdirSync(path.dirname(stable), { recursive: true, mode: 0o700 });
+  writeOwnerRecord(root, { pooledSockets: stable });
+  const { presence, notes } = steppedPresence(root, around);
+  const routes = new SessionRoutes(FAST);
+  routes.connected(root, presence);
+  return { root, routes, notes, stable, paths: rootPaths(root) };
+}
+
+/** The owner's turn at a record write (this process as the owner). */
+const ownerTurn = (root: string, owner = me) => claimCache(rootPaths(root), owner, FAST);
+
+describe("a session's Cache route", () => {
+  it("is the owner's where the root's route is pooled, and stays so for the session's life", async () => {
+    const { root, routes, notes, stable } = cacheRoot();
+    writeRoute(root, "pooled", { pid: deadPid() });
+    expect(await routes.cacheSocketDirFor(root)).toBe(stable);
+    expect(notes).toEqual(["deciding", "pooled"]);
+    // A successor starting (no sockets named), an unreadable record, the route gone: still the owner's.
+    writeOwnerRecord(root, { phase: "starting" });
+    expect(await routes.cacheSocketDirFor(root)).toBe(stable);
+    writeFileSync(rootPaths(root).ownerRecord, "{ not json");
+    expect(await routes.cacheSocketDirFor(root)).toBe(stable);
+    retireCacheRoute(rootPaths(root));
+    expect(await routes.cacheSocketDirFor(root)).toBe(stable);
+    expect(notes).toEqual(["deciding", "pooled"]);
+    // A root this session never connected to: nothing, and nothing noted.
+    expect(await routes.cacheSocketDirFor(newRoot())).toBeUndefined();
+  });
+
+  it("starting while a successor starts (its record names no sockets yet): the owner's, at the root's stable path", async () => {
+    // review4's H1: the announcement lived in the owner's record, which a successor starts without.
+    const { root, routes, notes, stable } = cacheRoot();
+    writeRoute(root, "pooled", { pid: deadPid() });
+    writeOwnerRecord(root, { phase: "starting" });
+    expect(await routes.cacheSocketDirFor(root)).toBe(stable);
+    expect(notes).toEqual(["deciding", "pooled"]);
+    // And the successor, seeing the route, serves it at once: no claim, even beside a deciding note.
+    writeClientNote(root, liveOther(), "deciding");
+    const before = routeOf(root);
+    expect(ownerTurn(root)).toBe(true);
+    expect(routeOf(root)).toEqual(before);
+  });
+
+  it("on the owner's Cache with no socket path of ours to reach: the assembly fails, naming the path", async () => {
+    const { root, routes } = cacheRoot();
+    writeRoute(root, "pooled", { pid: deadPid() });
+    writeOwnerRecord(root, { phase: "starting" });
+    const saved = process.env.TMPDIR;
+    const open = mkdtempSync(path.join(tmp, "open-tmpdir-"));
+    mkdirSync(path.join(open, `x-ss-${process.getuid!()}`), { mode: 0o755 });
+    chmodSync(path.join(open, `x-ss-${process.getuid!()}`), 0o755);
+    process.env.TMPDIR = open;
+    try {
+      await expect(routes.cacheSocketDirFor(root)).rejects.toThrow(
+        new RegExp(`${open}/x-ss-\\d+ must be a directory .* mode 0700`),
+      );
+    } finally {
+      process.env.TMPDIR = saved;
+    }
+  });
+
+  it("is its own where the root has no route, for its life; its note keeps every owner from claiming", async () => {
+    const { root, routes, notes, stable, paths } = cacheRoot();
+    expect(await routes.cacheSocketDirFor(root)).toBeUndefined();
+    expect(notes).toEqual(["deciding", "session"]);
+    expect(ownerTurn(root)).toBe(false);
+    expect(existsSync(paths.cacheRoute)).toBe(false);
+    writeRoute(root, "pooled", me);
+    expect(await routes.cacheSocketDirFor(root)).toBeUndefined();
+    expect(stable).toBeTruthy();
+    expect(notes).toEqual(["deciding", "session"]);
+  });
+
+  it("an intent whose owner died: its own at once", async () => {
+    const { root, routes, notes } = cacheRoot();
+    writeRoute(root, "intent", { pid: deadPid() });
+    expect(await routes.cacheSocketDirFor(root)).toBeUndefined();
+    expect(notes).toEqual(["deciding", "session"]);
+  });
+});
+
+describe("a session's decision against an owner's claim", () => {
+  const oneWriter = (announced: boolean, dir: string | undefined) =>
+    expect(announced ? "owner" : "session").toBe(dir === undefined ? "session" : "owner");
+
+  it("the owner claiming after the session read no route, before it notes `session`: withdrawn", async () => {
+    let announced: boolean | undefined;
+    const { root, routes, notes, paths } = cacheRoot({
+      before: (note) => {
+        if (note.cacheDecision === "session") announced = ownerTurn(root);
+      },
+    });
+    const dir = await routes.cacheSocketDirFor(root);
+    expect(announced).toBe(false);
+    expect(existsSync(paths.cacheRoute)).toBe(false);
+    oneWriter(announced!, dir);
+    expect(notes).toEqual(["deciding", "session"]);
+  });
+
+  it("the owner claiming between the session's `deciding` note and its read: withdrawn, its own", async () => {
+    let announced: boolean | undefined;
+    const { root, routes } = cacheRoot({
+      after: (note) => {
+        if (note.cacheDecision === "deciding") announced = ownerTurn(root);
+      },
+    });
+    const dir = await routes.cacheSocketDirFor(root);
+    expect(announced).toBe(false);
+    oneWriter(announced!, dir);
+  });
+
+  it("an owner's intent read first: the session follows it, the owner makes it pooled, the session is the owner's", async () => {
+    const { root, routes, notes, stable } = cacheRoot();
+    writeRoute(root, "intent", me);
+    const decision = routes.cacheSocketDirFor(root);
+    await sleep(FAST.pollMs * 4);
+    expect(notes).toEqual(["deciding", "follows-owner"]);
+    // The owner's check (a fresh intent of its own, then the notes): `follows-owner` holds nothing.
+    expect(ownerTurn(root)).toBe(true);
+    expect(routeOf(root)).toMatchObject({ state: "pooled", pid: me.pid });
+    const dir = await decision;
+    expect(dir).toBe(stable);
+    oneWriter(true, dir);
+    expect(notes).toEqual(["deciding", "follows-owner", "pooled"]);
+  });
+
+  it("the owner reading the notes while the session, having read its intent, still notes `deciding`: withdrawn, the session decides again", async () => {
+    let announced: boolean | undefined;
+    const { root, routes, notes } = cacheRoot({
+      before: (note) => {
+        if (note.cacheDecision === "follows-owner" && announced === undefined)
+          announced = ownerTurn(root);
+      },
+    });
+    writeRoute(root, "intent", me);
+    const dir = await routes.cacheSocketDirFor(root);
+    expect(announced).toBe(false);
+    oneWriter(announced!, dir);
+    expect(notes).toEqual(["deciding", "follows-owner", "deciding", "session"]);
+  });
+
+  it("follows a live owner's intent until withdrawn, then its own; one never resolved, at most staleMs", async () => {
+    const other = liveOther();
+    const first = cacheRoot();
+    writeRoute(first.root, "intent", other, "withdrawn-later");
+    const decision = first.routes.cacheSocketDirFor(first.root);
+    await sleep(FAST.pollMs * 4);
+    retireCacheRoute(first.paths);
+    expect(await decision).toBeUndefined();
+    expect(first.notes).toEqual(["deciding", "follows-owner", "deciding", "session"]);
+
+    const second = cacheRoot();
+    writeRoute(second.root, "intent", other, "held-still");
+    const since = performance.now();
+    expect(await second.routes.cacheSocketDirFor(second.root)).toBeUndefined();
+    expect(performance.now() - since).toBeGreaterThanOrEqual(FAST.staleMs);
+    expect(second.notes).toEqual(["deciding", "follows-owner", "deciding", "session"]);
+  });
+
+  it("an unreadable route is followed (it may have said pooled) until an owner writes over it", async () => {
+    const { root, routes, notes, stable, paths } = cacheRoot();
+    mkdirSync(paths.stateDir, { recursive: true });
+    writeFileSync(paths.cacheRoute, "{ torn");
+    const decision = routes.cacheSocketDirFor(root);
+    await sleep(FAST.pollMs * 4);
+    expect(notes).toEqual(["deciding", "follows-owner"]);
+    expect(ownerTurn(root)).toBe(true);
+    expect(await decision).toBe(stable);
+  });
+
+  it("decideCacheRoute alone: `session` with no route, `pooled` with one, in one read each", async () => {
+    const root = newRoot();
+    const notes: CacheDecision[] = [];
+    expect(await decideCacheRoute(rootPaths(root), (d) => notes.push(d), FAST)).toBe("session");
+    writeRoute(root, "pooled", me);
+    expect(await decideCacheRoute(rootPaths(root), (d) => notes.push(d), FAST)).toBe("pooled");
+    expect(notes).toEqual(["deciding", "deciding"]);
+  });
+});
+
+describe("an owner's claim", () => {
+  it("waits for a `deciding` note at most waitMs, then withdraws; `follows-owner` does not hold it", () => {
+    const root = newRoot();
+    const session = liveOther();
+    writeClientNote(root, session, "deciding");
+    const since = performance.now();
+    expect(ownerTurn(root)).toBe(false);
+    expect(performance.now() - since).toBeGreaterThanOrEqual(FAST.waitMs);
+    expect(existsSync(rootPaths(root).cacheRoute)).toBe(false);
+    writeClientNote(root, session, "follows-owner");
+    expect(ownerTurn(root)).toBe(true);
+    expect(routeOf(root)).toMatchObject({ state: "pooled", pid: me.pid });
+  });
+
+  it("does not make an intent pooled once intentMs passed, checked right before that write", () => {
+    // review4's H2: a `deciding` note that becomes `follows-owner` (another real process writes
+    // it) after the owner's intentMs, inside its waitMs.
+    const root = newRoot();
+    const paths = rootPaths(root);
+    const timings = { ...FAST, waitMs: 1500, intentMs: 100 };
+    const note = path.join(paths.clientsDir, "note.json");
+    const child = spawn(
+      process.execPath,
+      [
+        "-e",
+        `const fs = require("node:fs");
+         const write = (d) => { fs.writeFileSync(process.argv[1] + ".tmp", JSON.stringify({ ...JSON.parse(process.argv[2]), pid: process.pid, cacheDecision: d })); fs.renameSync(process.argv[1] + ".tmp", process.argv[1]); };
+         write("deciding"); process.stdout.write("noted\\n");
+         setTimeout(() => write("follows-owner"), 400); setTimeout(() => {}, 60000);`,
+        note,
+        JSON.stringify({
+          schema: SCHEMA_VERSION,
+          worker: "w",
+          command: "dev",
+          since: new Date().toISOString(),
+          cwd: tmp,
+          versions: {},
+        }),
+      ],
+      { stdio: ["ignore", "pipe", "ignore"] },
+    );
+    children.push(child);
+    mkdirSync(paths.clientsDir, { recursive: true });
+    return new Promise<void>((resolve, reject) => {
+      child.stdout!.once("data", () => {
+        try {
+          const since = performance.now();
+          expect(claimCache(paths, me, timings)).toBe(false);
+          const took = performance.now() - since;
+          expect(took).toBeGreaterThanOrEqual(300);
+          expect(took).toBeLessThan(1500);
+          expect(existsSync(paths.cacheRoute)).toBe(false);
+          resolve();
+        } catch (error) {
+          reject(error);
+        }
+      });
+    });
+  });
+
+  it("a live session's `session` note holds it back; a dead pid's note never does", () => {
+    const root = newRoot();
+    writeClientNote(root, { pid: deadPid() }, "session");
+    writeClientNote(root, { pid: deadPid() }, "deciding");
+    expect(ownerTurn(root)).toBe(true);
+    const held = newRoot();
+    writeClientNote(held, liveOther(), "session");
+    expect(ownerTurn(held)).toBe(false);
+    expect(existsSync(rootPaths(held).cacheRoute)).toBe(false);
+  });
+
+  it("leaves another live owner's intent to it, and claims over a dead one's", () => {
+    const root = newRoot();
+    const other = liveOther();
+    writeRoute(root, "intent", other, "theirs");
+    expect(ownerTurn(root)).toBe(false);
+    expect(routeOf(root)).toMatchObject({ state: "intent", nonce: "theirs" });
+    writeRoute(root, "intent", { pid: deadPid() }, "dead");
+    expect(ownerTurn(root)).toBe(true);
+    expect(routeOf(root)).toMatchObject({ state: "pooled", pid: me.pid });
+    expect(routeOf(root)).not.toMatchObject({ nonce: "dead" });
+  });
+
+  it("withdraws only its own intent: a route another owner wrote meanwhile stays", () => {
+    const root = newRoot();
+    const session = liveOther();
+    writeClientNote(root, session, "deciding");
+    // While ours waits on the `deciding` note, nothing else writes: ours is removed...
+    expect(ownerTurn(root)).toBe(false);
+    expect(existsSync(rootPaths(root).cacheRoute)).toBe(false);
+    // ...but an owner's pooled route is never withdrawn by a later failed claim.
+    writeRoute(root, "pooled", { pid: deadPid() }, "kept");
+    expect(ownerTurn(root)).toBe(true);
+    expect(routeOf(root)).toMatchObject({ state: "pooled", nonce: "kept" });
+  });
+});
