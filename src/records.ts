@@ -178,8 +178,11 @@ export interface ClientRecord extends ProcessIdentity {
   cacheDecision?: CacheDecision;
 }
 
-/** A session's Cache route in its presence: deciding it, decided, or following an owner's intent. */
-export type CacheDecision = "deciding" | "session" | "pooled" | "follows-owner";
+/**
+ * A session's Cache route in its presence: deciding it, decided, following an owner's intent, or
+ * `joining` the owner's (read a standing route, reading it again: src/pooled/cache-claim.ts).
+ */
+export type CacheDecision = "deciding" | "session" | "pooled" | "follows-owner" | "joining";
 
 /**
  * The root's Cache route (src/pooled/cache-claim.ts): an owner checking the sessions' notes

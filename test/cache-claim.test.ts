@@ -10,17 +10,19 @@ import { afterAll, describe, expect, it } from "vitest";
 import { Presence, type PresenceNote } from "../src/dev/presence.js";
 import { claimCache, decideCacheRoute, retireCacheRoute } from "../src/pooled/cache-claim.js";
 import { SessionRoutes } from "../src/pooled/session-routes.js";
+import { ownerRecordFixture } from "./harness/records.js";
 import { stableSocketDir } from "../src/pooled/sockets.js";
-import { currentIdentity, identityOf, type ProcessIdentity } from "../src/process-info.js";
+import { currentIdentity, identityOf, isAlive, type ProcessIdentity } from "../src/process-info.js";
 import {
   type CacheDecision,
   type CacheRouteRecord,
+  type OwnerRecord,
   readCacheRoute,
   rootPaths,
   SCHEMA_VERSION,
   writeRecordAtomic,
 } from "../src/records.js";
-import { sleep } from "../src/wait.js";
+import { sleep, sleepSync } from "../src/wait.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "x-ss-cache-claim-"));
 const children: ChildProcess[] = [];
@@ -70,20 +72,14 @@ const routeOf = (root: string) => {
 };
 
 /** An owner record naming the pooled sockets at the root's stable path, or (a successor starting) none. */
-function writeOwnerRecord(root: string, fields: { pooledSockets?: string; phase?: string }): void {
-  const now = new Date().toISOString();
-  writeRecordAtomic(rootPaths(root).ownerRecord, {
-    schema: SCHEMA_VERSION,
-    phase: "running",
-    pid: 999_999_988,
-    persistRoot: root,
-    registryPath: path.join(tmp, "registry"),
-    versions: {},
-    startedAt: now,
-    heartbeatAt: now,
-    logFile: path.join(tmp, "owner.log"),
-    ...fields,
-  });
+function writeOwnerRecord(
+  root: string,
+  fields: { pooledSockets?: string; phase?: OwnerRecord["phase"] },
+): void {
+  writeRecordAtomic(
+    rootPaths(root).ownerRecord,
+    ownerRecordFixture({ pid: 999_999_988, persistRoot: root, ...fields }),
+  );
 }
 
 /** Another process's presence under `root` noting `decision`. */
@@ -144,9 +140,9 @@ const ownerTurn = (root: string, owner = me) => claimCache(rootPaths(root), owne
 describe("a session's Cache route", () => {
   it("is the owner's where the root's route is pooled, and stays so for the session's life", async () => {
     const { root, routes, notes, stable } = cacheRoot();
-    writeRoute(root, "pooled", { pid: deadPid() });
+    writeRoute(root, "pooled", liveOther());
     expect(await routes.cacheSocketDirFor(root)).toBe(stable);
-    expect(notes).toEqual(["deciding", "pooled"]);
+    expect(notes).toEqual(["deciding", "joining", "pooled"]);
     // A successor starting (no sockets named), an unreadable record, the route gone: still the owner's.
     writeOwnerRecord(root, { phase: "starting" });
     expect(await routes.cacheSocketDirFor(root)).toBe(stable);
@@ -154,7 +150,7 @@ describe("a session's Cache route", () => {
     expect(await routes.cacheSocketDirFor(root)).toBe(stable);
     retireCacheRoute(rootPaths(root));
     expect(await routes.cacheSocketDirFor(root)).toBe(stable);
-    expect(notes).toEqual(["deciding", "pooled"]);
+    expect(notes).toEqual(["deciding", "joining", "pooled"]);
     // A root this session never connected to: nothing, and nothing noted.
     expect(await routes.cacheSocketDirFor(newRoot())).toBeUndefined();
   });
@@ -162,20 +158,50 @@ describe("a session's Cache route", () => {
   it("starting while a successor starts (its record names no sockets yet): the owner's, at the root's stable path", async () => {
     // review4's H1: the announcement lived in the owner's record, which a successor starts without.
     const { root, routes, notes, stable } = cacheRoot();
-    writeRoute(root, "pooled", { pid: deadPid() });
+    // Its writer killed; a session on the owner's Cache (noted `pooled`) still stands behind it.
+    writeRoute(root, "pooled", { pid: deadPid() }, "first");
+    writeClientNote(root, liveOther(), "pooled");
     writeOwnerRecord(root, { phase: "starting" });
     expect(await routes.cacheSocketDirFor(root)).toBe(stable);
-    expect(notes).toEqual(["deciding", "pooled"]);
-    // And the successor, seeing the route, serves it at once: no claim, even beside a deciding note.
+    expect(notes).toEqual(["deciding", "joining", "pooled"]);
+    // And the successor serves it at once, no claim even beside a deciding note, standing behind it.
     writeClientNote(root, liveOther(), "deciding");
-    const before = routeOf(root);
     expect(ownerTurn(root)).toBe(true);
-    expect(routeOf(root)).toEqual(before);
+    expect(routeOf(root)).toMatchObject({ state: "pooled", nonce: "first", pid: me.pid });
+  });
+
+  it("a route left by processes all gone (a reboot) is no route: its own Cache, and the next owner claims afresh", async () => {
+    const { root, routes, notes } = cacheRoot();
+    writeRoute(root, "pooled", { pid: deadPid() }, "before-reboot");
+    writeClientNote(root, { pid: deadPid() }, "pooled");
+    expect(await routes.cacheSocketDirFor(root)).toBeUndefined();
+    expect(notes).toEqual(["deciding", "session"]);
+    const next = newRoot();
+    writeRoute(next, "pooled", { pid: deadPid() }, "before-reboot");
+    expect(ownerTurn(next)).toBe(true);
+    expect(routeOf(next)).toMatchObject({ state: "pooled", pid: me.pid });
+    expect(routeOf(next)).not.toMatchObject({ nonce: "before-reboot" });
+  });
+
+  it("the route's last stand gone between its two reads: back to `deciding`, then its own", async () => {
+    const writer = liveOther();
+    const { root, routes, notes } = cacheRoot({
+      after: (note) => {
+        if (note.cacheDecision !== "joining") return;
+        process.kill(writer.pid, "SIGKILL");
+        // Gone (a zombie counts as gone) before the session reads the route again.
+        const deadline = performance.now() + 2000;
+        while (isAlive(writer) && performance.now() < deadline) sleepSync(5);
+      },
+    });
+    writeRoute(root, "pooled", writer);
+    expect(await routes.cacheSocketDirFor(root)).toBeUndefined();
+    expect(notes).toEqual(["deciding", "joining", "deciding", "session"]);
   });
 
   it("on the owner's Cache with no socket path of ours to reach: the assembly fails, naming the path", async () => {
     const { root, routes } = cacheRoot();
-    writeRoute(root, "pooled", { pid: deadPid() });
+    writeRoute(root, "pooled", liveOther());
     writeOwnerRecord(root, { phase: "starting" });
     const saved = process.env.TMPDIR;
     const open = mkdtempSync(path.join(tmp, "open-tmpdir-"));
@@ -253,7 +279,7 @@ describe("a session's decision against an owner's claim", () => {
     const dir = await decision;
     expect(dir).toBe(stable);
     oneWriter(true, dir);
-    expect(notes).toEqual(["deciding", "follows-owner", "pooled"]);
+    expect(notes).toEqual(["deciding", "follows-owner", "joining", "pooled"]);
   });
 
   it("the owner reading the notes while the session, having read its intent, still notes `deciding`: withdrawn, the session decides again", async () => {
@@ -300,13 +326,13 @@ describe("a session's decision against an owner's claim", () => {
     expect(await decision).toBe(stable);
   });
 
-  it("decideCacheRoute alone: `session` with no route, `pooled` with one, in one read each", async () => {
+  it("decideCacheRoute alone: `session` with no route in one read, `pooled` with one in two", async () => {
     const root = newRoot();
     const notes: CacheDecision[] = [];
     expect(await decideCacheRoute(rootPaths(root), (d) => notes.push(d), FAST)).toBe("session");
     writeRoute(root, "pooled", me);
     expect(await decideCacheRoute(rootPaths(root), (d) => notes.push(d), FAST)).toBe("pooled");
-    expect(notes).toEqual(["deciding", "deciding"]);
+    expect(notes).toEqual(["deciding", "deciding", "joining"]);
   });
 });
 
@@ -400,9 +426,19 @@ describe("an owner's claim", () => {
     // While ours waits on the `deciding` note, nothing else writes: ours is removed...
     expect(ownerTurn(root)).toBe(false);
     expect(existsSync(rootPaths(root).cacheRoute)).toBe(false);
-    // ...but an owner's pooled route is never withdrawn by a later failed claim.
-    writeRoute(root, "pooled", { pid: deadPid() }, "kept");
+    // ...but a standing pooled route is never withdrawn: the owner stands behind it.
+    writeRoute(root, "pooled", liveOther(), "kept");
     expect(ownerTurn(root)).toBe(true);
-    expect(routeOf(root)).toMatchObject({ state: "pooled", nonce: "kept" });
+    expect(routeOf(root)).toMatchObject({ state: "pooled", nonce: "kept", pid: me.pid });
+  });
+
+  it("counts a `joining` note as no stand, and waits for it as for `deciding`", () => {
+    const root = newRoot();
+    writeRoute(root, "pooled", { pid: deadPid() }, "left");
+    writeClientNote(root, liveOther(), "joining");
+    const since = performance.now();
+    expect(ownerTurn(root)).toBe(false);
+    expect(performance.now() - since).toBeGreaterThanOrEqual(FAST.waitMs);
+    expect(existsSync(rootPaths(root).cacheRoute)).toBe(false);
   });
 });

@@ -34,8 +34,9 @@ import {
   writeHolder,
 } from "../src/pooled/sockets.js";
 import { SessionRoutes } from "../src/pooled/session-routes.js";
+import { ownerRecordFixture } from "./harness/records.js";
 import { currentIdentity } from "../src/process-info.js";
-import { rootPaths, SCHEMA_VERSION, writeRecordAtomic } from "../src/records.js";
+import { rootPaths, writeRecordAtomic } from "../src/records.js";
 
 const tmp = mkdtempSync(path.join(os.tmpdir(), "x-ss-pooled-unit-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
@@ -393,19 +394,10 @@ describe("the sockets' base directory, another user's or open to others", () => 
 
 /** A running owner's record for `root` (a pid no process has), with the pooled fields given. */
 function writeOwnerRecord(root: string, fields: { pooledSockets?: string }): void {
-  const now = new Date().toISOString();
-  writeRecordAtomic(rootPaths(root).ownerRecord, {
-    schema: SCHEMA_VERSION,
-    phase: "running",
-    pid: 999_999_988,
-    persistRoot: root,
-    registryPath: path.join(tmp, "registry"),
-    versions: {},
-    startedAt: now,
-    heartbeatAt: now,
-    logFile: path.join(tmp, "owner.log"),
-    ...fields,
-  });
+  writeRecordAtomic(
+    rootPaths(root).ownerRecord,
+    ownerRecordFixture({ pid: 999_999_988, persistRoot: root, ...fields }),
+  );
 }
 
 /** This process's presence under `root`, as a session's preload writes it. */

@@ -62,6 +62,7 @@ class OwnerRole {
   private idleRetry?: NodeJS.Timeout;
   /** Moves the pooled sockets' link here once the previous holder is gone (owner-sockets.ts). */
   private pooledLink?: PooledLink;
+  private claimProblem?: string;
 
   constructor(private readonly proc: OwnerProcess) {
     this.record = startingOwnerRecord({
@@ -126,9 +127,7 @@ class OwnerRole {
     const recordServing = () => {
       const announce =
         pooledCache ||
-        (pooledSockets !== undefined &&
-          instance.pooled?.cache === true &&
-          claimCache(proc.paths, proc.identity));
+        (pooledSockets !== undefined && instance.pooled?.cache === true && this.claimCache());
       const { pooledCache: _announced, ...record } = this.record;
       this.record = {
         ...record,
@@ -176,6 +175,22 @@ class OwnerRole {
     // now and boots its workerd once the first session's is up (standby.ts), out of the way of
     // our own start and of that session's.
     proc.step("standby", () => this.ensureStandby());
+  }
+
+  /**
+   * The root's Cache route made or found `pooled` (cache-claim.ts). A route file we cannot write
+   * (a full disk, a reader holding it on Windows) must not stop the record's heartbeat: logged
+   * once per problem, tried again at the next write.
+   */
+  private claimCache(): boolean {
+    try {
+      return claimCache(this.proc.paths, this.proc.identity);
+    } catch (error) {
+      const problem = `cannot claim the Cache route ${this.proc.paths.cacheRoute}: ${String(error)}`;
+      if (problem !== this.claimProblem) this.proc.log(`${problem}; trying again every 2 s`);
+      this.claimProblem = problem;
+      return false;
+    }
   }
 
   /** Every 2 s: the lease, the candidate (it must exist while we serve), the pointer, the standby. */

@@ -53,6 +53,17 @@ function liveDecisions(paths: RootPaths): [number, CacheDecision][] {
 }
 
 /**
+ * A `pooled` route some live process stands behind: the owner that wrote it, or a session on the
+ * owner's Cache (its note says `pooled` for its life, and only once it read the route standing
+ * twice, the second time while noted `joining`, which holds owners back as `deciding` does). One left by processes all gone (a reboot, a
+ * crash of everything) counts as no route: the next owner, which may not offer the cache socket,
+ * decides afresh. A successor starting beside sessions on the owner's Cache finds it standing.
+ */
+function standing(paths: RootPaths, route: CacheRouteRecord): boolean {
+  return isAlive(route) || liveDecisions(paths).some(([, decision]) => decision === "pooled");
+}
+
+/**
  * Live sessions of the root whose own workerd runs the Cache (they started while no owner offered
  * the socket, e.g. while an earlier version's data waited to move). While any lives, no owner
  * claims the route: sessions that start meanwhile keep their own Cache too.
@@ -63,8 +74,9 @@ export function sessionsWithOwnCache(paths: RootPaths): number[] {
 
 /**
  * The owner's side, at each record write until it returns true (the owner then announces
- * `pooledCache` in its record, for status). True at once where the route is already `pooled`
- * (an earlier owner's: sessions already send their cache calls to the root's socket). Else, while
+ * `pooledCache` in its record, for status). True at once where a standing route is already
+ * `pooled` (an earlier owner's: sessions already send their cache calls to the root's socket),
+ * which we then stand behind. Else, while
  * no other live owner's intent stands and no live session runs its own Cache: writes an intent,
  * reads the notes until none is `deciding` (at most `waitMs`, blocking the thread; a few ms
  * where a session is mid-decision), then makes it `pooled`, or withdraws it for the next try.
@@ -75,7 +87,11 @@ export function claimCache(
   timings = CACHE_CLAIM,
 ): boolean {
   const current = readCacheRoute(paths);
-  if (current?.ok && current.value.state === "pooled") return true;
+  if (current?.ok && current.value.state === "pooled" && standing(paths, current.value)) {
+    // It now stands on us too: sessions that start after the last one on it left still find it.
+    if (current.value.pid !== owner.pid) writeRoute(paths, owner, "pooled", current.value.nonce);
+    return true;
+  }
   // Another owner (one superseded, still finishing its check) decides this turn.
   if (current?.ok && current.value.pid !== owner.pid && isAlive(current.value)) return false;
   if (sessionsWithOwnCache(paths).length > 0) return false;
@@ -86,7 +102,7 @@ export function claimCache(
     // One read of each note: a `deciding` one read again could have become `session` meanwhile.
     const decisions = liveDecisions(paths).map(([, decision]) => decision);
     if (decisions.includes("session")) return withdraw(paths, nonce);
-    if (!decisions.includes("deciding")) {
+    if (!decisions.includes("deciding") && !decisions.includes("joining")) {
       if (performance.now() - start > timings.intentMs) return withdraw(paths, nonce);
       writeRoute(paths, owner, "pooled", nonce);
       return true;
@@ -134,7 +150,8 @@ export function retireCacheRoute(paths: RootPaths): void {
 
 /**
  * A session's side, once per root for its life: notes each step through `note` (its presence).
- * `pooled` where the route is; `session` where it read no route, or only an intent gone, while
+ * `pooled` where it read a standing route, then (noted `joining`) read it standing again;
+ * `session` where it read no route (or one left by processes all gone), or only an intent gone, while
  * noted `deciding` (an owner that writes its intent after that read sees the note and withdraws).
  * While a live owner's intent stands: `follows-owner`, until it is `pooled` or gone; then it
  * notes `deciding` and reads again. Usually a few ms; at most `staleMs` per intent.
@@ -151,8 +168,15 @@ export async function decideCacheRoute(
   for (;;) {
     const now = performance.now();
     const route = readCacheRoute(paths);
-    if (route?.ok && route.value.state === "pooled") return "pooled";
-    if (route !== undefined) {
+    if (route?.ok && route.value.state === "pooled") {
+      // Read standing again while noted `joining` (which holds owners back): ours. The processes
+      // it stood on may have gone before that note, and a session deciding then found none.
+      if (standing(paths, route.value)) {
+        if (noted === "joining") return "pooled";
+        note((noted = "joining"));
+        continue;
+      }
+    } else if (route !== undefined) {
       // Unreadable, it may have said `pooled`: followed (an owner writes over it) as an intent is.
       const key = route.ok ? route.value.nonce : "unreadable";
       if (!firstRead.has(key)) firstRead.set(key, now);
