@@ -3,13 +3,14 @@
 // owner's workerd restarts, a successor elected by a session of another setting, a long TMPDIR,
 // and an earlier version's data. In each, no session runs its own Cache beside the owner's
 // (docs/experimental.md "What is shared"; src/owner/OWNERSHIP.md "Pooled storage sockets").
+import { spawnSync } from "node:child_process";
 import { appendFileSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { inspectRoot } from "../src/owner/inspect.js";
 import { linkTarget } from "../src/pooled/sockets.js";
 import { commandLine, procPids, procStat } from "../src/process-info.js";
-import { readCacheRoute, rootPaths } from "../src/records.js";
+import { readCacheRoute, rootPaths, SCHEMA_VERSION, writeRecordAtomic } from "../src/records.js";
 import { addCacheWorker, isCacheFile, putsAndLookups, putThenMatch } from "./harness/cache.js";
 import { readyStandby, succeeds, waitForOwner } from "./harness/records.js";
 import {
@@ -22,6 +23,12 @@ import {
 } from "./harness/sandbox.js";
 
 const ALL_FOUND = [100, 100, 100, 100];
+
+/** A pid no process has any more: a child that ran and exited. */
+function deadPid(): number {
+  const child = spawnSync(process.execPath, ["-e", "process.stdout.write(String(process.pid))"]);
+  return Number(child.stdout.toString());
+}
 
 /** Two sessions' entries all found from both, and only the owner's workerd holding them. */
 async function expectOneWriter(sandbox: Sandbox, sessions: Session[], tag: string, root?: string) {
@@ -87,12 +94,23 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
     sandbox = undefined;
   });
 
-  it("a session with WRANGLER_X_POOLED_STORAGE=0 beside a pooled one: its Cache goes through the owner too", async () => {
+  it("a session with WRANGLER_X_POOLED_STORAGE=0 beside a pooled one, the root's route torn meanwhile: its Cache goes through the owner too, and the owner writes the route again", async () => {
     const sandbox = fresh();
     const a = await sandbox.startSession("cachea");
+    // Torn while a is on the owner's Cache (review5: b took its own after 10 s, 4 of 100 found).
+    const paths = rootPaths(sandbox.persistRoot);
+    writeFileSync(paths.cacheRoute, "{ torn");
     const b = await sandbox.startSession("cacheb", { env: { WRANGLER_X_POOLED_STORAGE: "0" } });
     expect(sandbox.owner()?.pooledCache).toBe(true);
     await expectOneWriter(sandbox, [a, b], "pooled0-");
+    await waitFor(
+      "the owner to write the route again",
+      () => readCacheRoute(paths)?.ok === true,
+      10_000,
+    );
+    expect(readCacheRoute(paths)).toMatchObject({
+      value: { state: "pooled", pid: sandbox.owner()!.pid },
+    });
     const routes = Object.fromEntries(
       inspectRoot(sandbox.persistRoot).clients.map((c) => [c.worker, c.storageRoute]),
     );
@@ -233,6 +251,14 @@ describe.skipIf(process.platform !== "linux")("the Cache's route on one root", (
 
   it("an earlier version's data waiting at the owner's start: sessions keep their own Cache, and a promoted standby does not announce its socket beside them", async () => {
     const sandbox = fresh();
+    // And a route its owner left, killed after its last session (review5's M1: not a route).
+    writeRecordAtomic(rootPaths(sandbox.persistRoot).cacheRoute, {
+      schema: SCHEMA_VERSION,
+      pid: deadPid(),
+      state: "pooled",
+      nonce: "left",
+      at: new Date().toISOString(),
+    });
     const legacy = path.join(rootPaths(sandbox.persistRoot).isolatedDir, "cachea", "cache");
     mkdirSync(path.join(legacy, "miniflare-CacheObject"), { recursive: true });
     writeFileSync(path.join(legacy, "miniflare-CacheObject", "legacy.txt"), "earlier version");

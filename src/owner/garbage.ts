@@ -12,11 +12,13 @@ import {
   liveness,
   openFiles,
   procPids,
+  type ProcessIdentity,
   procStat,
 } from "../process-info.js";
 import {
   listClients,
   type OwnerRecord,
+  type Parsed,
   readOwner,
   readStandby,
   removeFile,
@@ -347,10 +349,12 @@ function removeCacheRoute(paths: RootPaths, dryRun: boolean, report: GcReport): 
     return;
   }
   try {
-    const live = listClients(paths).some(
-      (c) => c.record.ok && liveness(c.record.value) === "alive",
-    );
-    if (live) report.kept.push({ ...action, why: "a session arrived while gc ran" });
+    const alive = (record: Parsed<ProcessIdentity> | undefined) =>
+      record?.ok === true && liveness(record.value) === "alive";
+    if (listClients(paths).some((c) => alive(c.record)))
+      report.kept.push({ ...action, why: "a session arrived while gc ran" });
+    else if (alive(readOwner(paths)) || alive(readStandby(paths)))
+      report.kept.push({ ...action, why: "an owner started while gc ran" });
     else if (removeFile(paths.cacheRoute)) report.removed.push(action);
   } finally {
     lock.release();

@@ -120,14 +120,11 @@ class OwnerRole {
       recordServing();
     });
     pooledSockets = this.pooledLink.offered;
-    // The root's Cache route made (or found) `pooled` (cache-claim.ts `claimCache`: our intent
-    // first, then the sessions' notes), tried again at each record write until then; announced in
-    // our record for status once written there.
-    let pooledCache = false;
+    // The root's Cache route made, found or kept `pooled` (cache-claim.ts `claimCache`: our intent
+    // first, then the sessions' notes) at each record write: a route found torn is written again.
     const recordServing = () => {
       const announce =
-        pooledCache ||
-        (pooledSockets !== undefined && instance.pooled?.cache === true && this.claimCache());
+        pooledSockets !== undefined && instance.pooled?.cache === true && this.claimCache();
       const { pooledCache: _announced, ...record } = this.record;
       this.record = {
         ...record,
@@ -139,7 +136,6 @@ class OwnerRole {
         lifelinePort: proc.lifelinePort,
       };
       this.publish("running");
-      pooledCache = announce;
     };
     this.recordServing = recordServing;
     recordServing();

@@ -19,6 +19,7 @@ import {
   type CacheDecision,
   type CacheRouteRecord,
   listClients,
+  type Parsed,
   readCacheRoute,
   removeFile,
   type RootPaths,
@@ -53,14 +54,27 @@ function liveDecisions(paths: RootPaths): [number, CacheDecision][] {
 }
 
 /**
- * A `pooled` route some live process stands behind: the owner that wrote it, or a session on the
- * owner's Cache (its note says `pooled` for its life, and only once it read the route standing
- * twice, the second time while noted `joining`, which holds owners back as `deciding` does). One left by processes all gone (a reboot, a
- * crash of everything) counts as no route: the next owner, which may not offer the cache socket,
- * decides afresh. A successor starting beside sessions on the owner's Cache finds it standing.
+ * Whether the owner's Cache stands: a `pooled` route whose writer lives, or any live session on
+ * the owner's Cache (its note says `pooled` for its life), whatever the route file now says
+ * (torn, another version's, lost to two owners' writes). A session notes `pooled` only once it
+ * read the owner's Cache standing twice, the second time noted `joining` (which holds owners back
+ * as `deciding` does). A route left by processes all gone (a reboot, a crash of everything) does
+ * not stand: the next owner, which may not offer the cache socket, decides afresh.
  */
-function standing(paths: RootPaths, route: CacheRouteRecord): boolean {
-  return isAlive(route) || liveDecisions(paths).some(([, decision]) => decision === "pooled");
+function ownersCacheStands(paths: RootPaths, route: Parsed<CacheRouteRecord> | undefined): boolean {
+  if (route?.ok && route.value.state === "pooled" && isAlive(route.value)) return true;
+  return liveDecisions(paths).some(([, decision]) => decision === "pooled");
+}
+
+/** An intent some other live owner may still be checking (one named by a reused pid goes stale). */
+function otherOwnersIntent(
+  route: Parsed<CacheRouteRecord> | undefined,
+  owner: ProcessIdentity,
+  timings: typeof CACHE_CLAIM,
+): boolean {
+  if (!route?.ok || route.value.state !== "intent" || route.value.pid === owner.pid) return false;
+  const age = Date.now() - Date.parse(route.value.at);
+  return isAlive(route.value) && !(age > timings.staleMs);
 }
 
 /**
@@ -73,11 +87,11 @@ export function sessionsWithOwnCache(paths: RootPaths): number[] {
 }
 
 /**
- * The owner's side, at each record write until it returns true (the owner then announces
- * `pooledCache` in its record, for status). True at once where a standing route is already
- * `pooled` (an earlier owner's: sessions already send their cache calls to the root's socket),
- * which we then stand behind. Else, while
- * no other live owner's intent stands and no live session runs its own Cache: writes an intent,
+ * The owner's side, at each record write while its workerd offers the cache socket; true: it
+ * notes `pooledCache` in its record, for status. True at once where the owner's Cache stands
+ * (sessions already send their cache calls to the root's socket), the route then rewritten to
+ * stand on us where it does not read so (a successor; a torn route repaired). Else, while no
+ * other live owner's intent stands and no live session runs its own Cache: writes an intent,
  * reads the notes until none is `deciding` (at most `waitMs`, blocking the thread; a few ms
  * where a session is mid-decision), then makes it `pooled`, or withdraws it for the next try.
  */
@@ -87,13 +101,13 @@ export function claimCache(
   timings = CACHE_CLAIM,
 ): boolean {
   const current = readCacheRoute(paths);
-  if (current?.ok && current.value.state === "pooled" && standing(paths, current.value)) {
-    // It now stands on us too: sessions that start after the last one on it left still find it.
-    if (current.value.pid !== owner.pid) writeRoute(paths, owner, "pooled", current.value.nonce);
+  if (ownersCacheStands(paths, current)) {
+    const ours = current?.ok && current.value.state === "pooled" && current.value.pid === owner.pid;
+    if (!ours) writeRoute(paths, owner, "pooled", current?.ok ? current.value.nonce : randomUUID());
     return true;
   }
   // Another owner (one superseded, still finishing its check) decides this turn.
-  if (current?.ok && current.value.pid !== owner.pid && isAlive(current.value)) return false;
+  if (otherOwnersIntent(current, owner, timings)) return false;
   if (sessionsWithOwnCache(paths).length > 0) return false;
   const nonce = randomUUID();
   const start = performance.now();
@@ -168,15 +182,14 @@ export async function decideCacheRoute(
   for (;;) {
     const now = performance.now();
     const route = readCacheRoute(paths);
-    if (route?.ok && route.value.state === "pooled") {
+    if (ownersCacheStands(paths, route)) {
       // Read standing again while noted `joining` (which holds owners back): ours. The processes
       // it stood on may have gone before that note, and a session deciding then found none.
-      if (standing(paths, route.value)) {
-        if (noted === "joining") return "pooled";
-        note((noted = "joining"));
-        continue;
-      }
-    } else if (route !== undefined) {
+      if (noted === "joining") return "pooled";
+      note((noted = "joining"));
+      continue;
+    }
+    if (route !== undefined && !(route.ok && route.value.state === "pooled")) {
       // Unreadable, it may have said `pooled`: followed (an owner writes over it) as an intent is.
       const key = route.ok ? route.value.nonce : "unreadable";
       if (!firstRead.has(key)) firstRead.set(key, now);
