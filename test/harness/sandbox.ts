@@ -294,7 +294,8 @@ export class Sandbox {
         }
       },
       timeoutMs,
-      200,
+      // Every session start waits here: a refused connect is cheap, a coarser poll is not.
+      50,
     );
   }
 
