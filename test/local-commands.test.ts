@@ -7,8 +7,10 @@ import { steadyLoad } from "./harness/load.js";
 import { getJson, post, Sandbox, type Session, waitFor } from "./harness/sandbox.js";
 import { readOwner, rootPaths } from "../src/records.js";
 
-const INVOCATIONS = 10;
-const INSERTS_PER_INVOCATION = 20;
+// Five commands at once beside two sessions' inserts: concurrent clients of the owner, 200 rows.
+// (Ten, each a wrangler with its own Miniflare, cost the suite's CPU twice as much for the same.)
+const INVOCATIONS = 5;
+const INSERTS_PER_INVOCATION = 40;
 
 async function migrateAndInsertBesideSessions(sandbox: Sandbox, flag: boolean) {
   const shared = flag ? ["--x-shared-storage"] : [];
@@ -38,6 +40,9 @@ async function migrateAndInsertBesideSessions(sandbox: Sandbox, flag: boolean) {
 describe("local CLI commands with --x-shared-storage", () => {
   const sandbox = new Sandbox({ graceMs: 2000, idleMs: 1000 });
   afterAll(() => sandbox.cleanup());
+  // The session of a third worker the commands below meet, started once for them.
+  let admin: Promise<Session> | undefined;
+  const adminSession = () => (admin ??= sandbox.startSession("admin"));
 
   it("run a migration and 200 d1 execute inserts while two dev sessions insert: no failure anywhere", async () => {
     const { sessions, migration, inserts, load } = await migrateAndInsertBesideSessions(
@@ -57,7 +62,7 @@ describe("local CLI commands with --x-shared-storage", () => {
   });
 
   it("kv key put/get and r2 object put/get meet the running sessions in both directions", async () => {
-    const api = await sandbox.startSession("admin");
+    const api = await adminSession();
     const cli = (args: string[]) =>
       sandbox.run([...args, "--local", "--persist-to", sandbox.persistTo, "--x-shared-storage"], {
         cwd: sandbox.workerDir("api"),
@@ -84,7 +89,7 @@ describe("local CLI commands with --x-shared-storage", () => {
 
   it("runs the other local storage commands through the owner, with global options before the command", async () => {
     const owner = sandbox.owner()!;
-    const admin = await sandbox.startSession("admin");
+    const admin = await adminSession();
     const apiDir = sandbox.workerDir("api");
     const local = ["--local", "--persist-to", sandbox.persistTo];
     // Global options first, from the project root, the flag in each form.

@@ -2,11 +2,13 @@
 // in their own process groups, and a teardown that kills only what it started, by pid, then
 // checks that nothing of it is left.
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { cpSync, mkdtempSync, rmSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import lockfile from "proper-lockfile";
+import { errnoCode } from "../../src/errors.js";
 import {
   commandLine,
   establishedRemotePortsOf,
@@ -51,17 +53,45 @@ export async function waitFor<T>(
 
 /**
  * A free port below Linux's ephemeral range (32768+), where no `port: 0` socket (owners, workerd,
- * other tests) can take it between our check and wrangler's bind. Each test process uses its own
- * stripe of 300 ports, so parallel test files do not pick the same one.
+ * other tests) can take it between our check and wrangler's bind. Each test process (a vitest
+ * fork, the bench or demo it runs) picks from a stripe of 300 ports that it holds a lock on while
+ * it lives, so processes running at once never pick the same port: one could take it between
+ * the other's check and its session's bind, and that session's wait then saw the other's
+ * server answer. (Stripes by pid alone, walked into each other's: two failed runs.)
  */
-let nextPort = 20_000 + (process.pid % 40) * 300;
+const PORTS = { low: 20_000, high: 32_000, stripe: 300 };
+let stripe: { base: number; next: number } | undefined;
+
+/** The first stripe no live process holds, from one this pid names; held until it exits. */
+function claimStripe(): { base: number; next: number } {
+  const count = (PORTS.high - PORTS.low) / PORTS.stripe;
+  const dir = path.join(os.tmpdir(), "x-shared-storage-port-stripes");
+  mkdirSync(dir, { recursive: true });
+  for (let k = 0; k < count; k++) {
+    const index = (process.pid + k) % count;
+    try {
+      // Refreshed by a timer: stale only well after the longest blocking install (sync) ends.
+      lockfile.lockSync(path.join(dir, String(index)), {
+        realpath: false,
+        stale: 300_000,
+        onCompromised: () => {},
+      });
+      return { base: PORTS.low + index * PORTS.stripe, next: 0 };
+    } catch (error) {
+      if (errnoCode(error) !== "ELOCKED") throw error;
+    }
+  }
+  // More live test processes than stripes: share one, as before the locks.
+  return { base: PORTS.low + (process.pid % count) * PORTS.stripe, next: 0 };
+}
+
 export async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 300; attempt++) {
-    const port = nextPort;
-    nextPort = nextPort + 1 >= 32_000 ? 20_000 : nextPort + 1;
+  stripe ??= claimStripe();
+  for (let attempt = 0; attempt < PORTS.stripe; attempt++) {
+    const port = stripe.base + (stripe.next++ % PORTS.stripe);
     if (await canBind(port)) return port;
   }
-  throw new Error("no free port found below 32000");
+  throw new Error(`no free port in ${stripe.base}-${stripe.base + PORTS.stripe - 1}`);
 }
 
 function canBind(port: number): Promise<boolean> {
@@ -294,7 +324,8 @@ export class Sandbox {
         }
       },
       timeoutMs,
-      200,
+      // Every session start waits here: a refused connect is cheap, a coarser poll is not.
+      50,
     );
   }
 
