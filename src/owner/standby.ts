@@ -7,7 +7,7 @@
 // kernel closes the instant the owner exits. The owner's pid + start time stay the authority (a
 // stopped owner keeps the pipe open and is never replaced); a slow poll is the fallback. Its state
 // and timers are fields of `StandbyRole`; `dispose()` clears them.
-import { requireMiniflare, versions } from "../environment.js";
+import { versions } from "../environment.js";
 import { ownerCandidateName, storageCandidates } from "../storage-candidate.js";
 import { isAlive, type ProcessIdentity } from "../process-info.js";
 import {
@@ -149,12 +149,13 @@ class StandbyRole {
   };
 
   /**
-   * Waits, with node and miniflare's code already loaded, until the standby is needed: the owner
-   * serves and the first session's workerd is up (its storage candidate appears), or 5 s after the
-   * owner serves, or at once when the owner dies. Never settles once disposed (we are exiting).
+   * Waits until the standby is needed: the owner serves and the first session's workerd is up (its
+   * storage candidate appears), or 5 s after the owner serves, or at once when the owner dies.
+   * miniflare's code loads after that, in `startInstance`: loaded at once, its ~200 ms of CPU ran
+   * beside the first session's own Miniflare start (the owner starts us as it serves) and slowed
+   * that start on 2 cores. Never settles once disposed (we are exiting).
    */
   private untilNeeded(): Promise<void> {
-    requireMiniflare();
     return new Promise((resolve, reject) => {
       const look = () => {
         let needed: boolean;
