@@ -167,9 +167,9 @@ class OwnerRole {
     );
     this.watchClients();
     // The standby starts as soon as we serve (a promoted standby: its own successor at once), so a
-    // crash in our first seconds, or soon after a failover, finds one booting. It loads its code
-    // now and boots its workerd once the first session's is up (standby.ts), out of the way of
-    // our own start and of that session's.
+    // crash in our first seconds, or soon after a failover, finds one booting. It loads miniflare
+    // and boots its workerd once the first session's is up (standby.ts), out of the way of our
+    // own start and of that session's.
     proc.step("standby", () => this.ensureStandby());
   }
 
