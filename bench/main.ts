@@ -6,6 +6,7 @@
 //   npm run bench -- --profile where the time of a call through the owner goes (profile.ts);
 //                              with --quick or --smoke, shorter; writes bench/profile.json
 //   --only ready               the readiness scenario alone (cold/warm start); its rows only
+//   --only idle                the idle-CPU scenario alone (30 s of two idle sessions each)
 //   --out FILE                 write the JSON there instead of bench/results.json
 // Prints a table and writes bench/results.json. Figures are never asserted anywhere. Each
 // scenario is a module of its own under scenarios/; this file only runs them in order.
@@ -87,8 +88,19 @@ async function main(): Promise<void> {
     return;
   }
   bench.log(`mode ${mode}: ${JSON.stringify(bench.sizes)}`);
+  if (values.only === "idle") {
+    const idle = { plain: await idleCost(bench, "plain"), ours: await idleCost(bench, "ours") };
+    const ratio = idle.plain.cpuSeconds > 0 ? idle.ours.cpuSeconds / idle.plain.cpuSeconds : NaN;
+    console.log(
+      `\nidle CPU-s: plain ${idle.plain.cpuSeconds}, ours ${idle.ours.cpuSeconds} (${round(ratio, 2)}x)`,
+    );
+    const out = values.out ? path.resolve(values.out) : path.join(REPO, "bench", "idle.json");
+    write(out, { mode, sizes: bench.sizes, date, versions: versions(), idle });
+    return;
+  }
   if (values.only !== undefined) {
-    if (values.only !== "ready") throw new Error(`--only takes "ready", not "${values.only}"`);
+    if (values.only !== "ready")
+      throw new Error(`--only takes "ready" or "idle", not "${values.only}"`);
     const ready = await readiness(bench);
     console.log(`\n${formatTable([HEADER, ...readyRows(ready)])}`);
     const out = values.out ? path.resolve(values.out) : path.join(REPO, "bench", "ready.json");

@@ -237,6 +237,28 @@ describe("a session's Cache route", () => {
     expect(notes).toEqual(["deciding", "joining", "deciding", "session"]);
   });
 
+  it("another session `joining` a route whose writer died since: followed until its `pooled` note lands, then joined", async () => {
+    // review6's H1: P read the route standing twice and returned, its `pooled` note not yet
+    // written, when the route's writer died; S deciding then must not take its own Cache.
+    const { root, routes, notes, stable } = cacheRoot();
+    writeRoute(root, "pooled", { pid: deadPid() }, "writer-died");
+    const p = liveOther();
+    writeClientNote(root, p, "joining");
+    const decided = routes.cacheSocketDirFor(root);
+    await sleep(FAST.pollMs * 6);
+    expect(notes).toEqual(["deciding", "follows-owner"]);
+    writeClientNote(root, p, "pooled");
+    expect(await decided).toBe(stable);
+    expect(notes).toEqual(["deciding", "follows-owner", "joining", "pooled"]);
+    // One stuck `joining` (stopped) is followed at most staleMs, then no longer counts.
+    const stuck = cacheRoot();
+    writeClientNote(stuck.root, liveOther(), "joining");
+    const since = performance.now();
+    expect(await stuck.routes.cacheSocketDirFor(stuck.root)).toBeUndefined();
+    expect(performance.now() - since).toBeGreaterThanOrEqual(FAST.staleMs);
+    expect(stuck.notes).toEqual(["deciding", "follows-owner", "deciding", "session"]);
+  });
+
   it("on the owner's Cache with no socket path of ours to reach: the assembly fails, naming the path", async () => {
     const { root, routes } = cacheRoot();
     writeRoute(root, "pooled", liveOther());

@@ -179,6 +179,8 @@ class OwnerRole {
    * once per problem, tried again at the next write.
    */
   private claimCache(): boolean {
+    // Superseded: the route is the other owner's to keep (our exit begins at this write).
+    if (this.supersededBy() !== undefined) return false;
     try {
       return claimCache(this.proc.paths, this.proc.identity);
     } catch (error) {

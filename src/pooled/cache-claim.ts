@@ -73,8 +73,9 @@ function otherOwnersIntent(
   timings: typeof CACHE_CLAIM,
 ): boolean {
   if (!route?.ok || route.value.state !== "intent" || route.value.pid === owner.pid) return false;
+  // An unreadable time, or one ahead of ours (a clock stepped back), counts as stale too.
   const age = Date.now() - Date.parse(route.value.at);
-  return isAlive(route.value) && !(age > timings.staleMs);
+  return isAlive(route.value) && age >= 0 && age <= timings.staleMs;
 }
 
 /**
@@ -101,9 +102,10 @@ export function claimCache(
   timings = CACHE_CLAIM,
 ): boolean {
   const current = readCacheRoute(paths);
+  // Ours, and we live: the usual heartbeat, one read (no process table looked at, no ps spawned).
+  if (current?.ok && current.value.state === "pooled" && isUs(current.value, owner)) return true;
   if (ownersCacheStands(paths, current)) {
-    const ours = current?.ok && current.value.state === "pooled" && current.value.pid === owner.pid;
-    if (!ours) writeRoute(paths, owner, "pooled", current?.ok ? current.value.nonce : randomUUID());
+    writeRoute(paths, owner, "pooled", current?.ok ? current.value.nonce : randomUUID());
     return true;
   }
   // Another owner (one superseded, still finishing its check) decides this turn.
@@ -124,6 +126,14 @@ export function claimCache(
     if (performance.now() - start > timings.waitMs) return withdraw(paths, nonce);
     sleepSync(timings.pollMs);
   }
+}
+
+function isUs(writer: ProcessIdentity, owner: ProcessIdentity): boolean {
+  return (
+    writer.pid === owner.pid &&
+    writer.startTime === owner.startTime &&
+    writer.started === owner.started
+  );
 }
 
 function writeRoute(
@@ -195,6 +205,21 @@ export async function decideCacheRoute(
       if (!firstRead.has(key)) firstRead.set(key, now);
       const live = !route.ok || isAlive(route.value);
       if (live && now - firstRead.get(key)! < timings.staleMs) {
+        if (noted !== "follows-owner") note((noted = "follows-owner"));
+        await sleep(timings.pollMs);
+        continue;
+      }
+    }
+    // Another session between its second read and its `pooled` note (`joining`) may be about to
+    // stand on a route whose writer died since: our own Cache now could end beside it. Followed as
+    // an intent is (`joining` itself stands on nothing: two would confirm each other).
+    const joiner = liveDecisions(paths).find(
+      ([pid, decision]) => decision === "joining" && pid !== process.pid,
+    );
+    if (joiner !== undefined) {
+      const key = `joining:${joiner[0]}`;
+      if (!firstRead.has(key)) firstRead.set(key, now);
+      if (now - firstRead.get(key)! < timings.staleMs) {
         if (noted !== "follows-owner") note((noted = "follows-owner"));
         await sleep(timings.pollMs);
         continue;
