@@ -440,6 +440,28 @@ describe("an owner's claim", () => {
     expect(routeOf(root)).toMatchObject({ state: "pooled", pid: me.pid });
   });
 
+  it("waits for the same stuck `deciding` note once, not at every record write; again once it changes", () => {
+    // review6's M1: a session stopped mid-decision cost the owner waitMs of blocked thread every 2 s.
+    const root = newRoot();
+    const session = liveOther();
+    writeClientNote(root, session, "deciding");
+    const memory = {};
+    const timed = () => {
+      const since = performance.now();
+      const claimed = claimCache(rootPaths(root), me, FAST, memory);
+      return { claimed, ms: performance.now() - since };
+    };
+    const first = timed();
+    expect(first.claimed).toBe(false);
+    expect(first.ms).toBeGreaterThanOrEqual(FAST.waitMs);
+    const again = timed();
+    expect(again.claimed).toBe(false);
+    expect(again.ms).toBeLessThan(FAST.waitMs / 2);
+    expect(existsSync(rootPaths(root).cacheRoute)).toBe(false);
+    writeClientNote(root, session, "follows-owner");
+    expect(timed().claimed).toBe(true);
+  });
+
   it("does not make an intent pooled once intentMs passed, checked right before that write", async () => {
     // review4's H2: a `deciding` note that becomes `follows-owner` (another real process writes
     // it) after the owner's intentMs, inside its waitMs.

@@ -18,7 +18,12 @@ import {
   startingOwnerRecord,
   writeRecordAtomic,
 } from "../records.js";
-import { claimCache, retireCacheRoute } from "../pooled/cache-claim.js";
+import {
+  CACHE_CLAIM,
+  type ClaimMemory,
+  claimCache,
+  retireCacheRoute,
+} from "../pooled/cache-claim.js";
 import { type PooledLink, servePooled, withdrawPooled } from "../pooled/owner-sockets.js";
 import * as candidate from "../storage-candidate.js";
 import { startInstance, type Instance } from "./instance.js";
@@ -63,6 +68,8 @@ class OwnerRole {
   /** Moves the pooled sockets' link here once the previous holder is gone (owner-sockets.ts). */
   private pooledLink?: PooledLink;
   private claimProblem?: string;
+  /** Between claims: a session stopped mid-decision blocks our thread once, not every 2 s. */
+  private readonly claimMemory: ClaimMemory = {};
 
   constructor(private readonly proc: OwnerProcess) {
     this.record = startingOwnerRecord({
@@ -182,7 +189,7 @@ class OwnerRole {
     // Superseded: the route is the other owner's to keep (our exit begins at this write).
     if (this.supersededBy() !== undefined) return false;
     try {
-      return claimCache(this.proc.paths, this.proc.identity);
+      return claimCache(this.proc.paths, this.proc.identity, CACHE_CLAIM, this.claimMemory);
     } catch (error) {
       const problem = `cannot claim the Cache route ${this.proc.paths.cacheRoute}: ${String(error)}`;
       if (problem !== this.claimProblem) this.proc.log(`${problem}; trying again every 2 s`);

@@ -100,6 +100,7 @@ export function claimCache(
   paths: RootPaths,
   owner: ProcessIdentity,
   timings = CACHE_CLAIM,
+  memory: ClaimMemory = {},
 ): boolean {
   const current = readCacheRoute(paths);
   // Ours, and we live: the usual heartbeat, one read (no process table looked at, no ps spawned).
@@ -111,6 +112,11 @@ export function claimCache(
   // Another owner (one superseded, still finishing its check) decides this turn.
   if (otherOwnersIntent(current, owner, timings)) return false;
   if (sessionsWithOwnCache(paths).length > 0) return false;
+  // The same notes held our last claim back for its whole wait (a session stopped mid-decision):
+  // not waited for again until one of them changes.
+  const holding = holdingNotes(paths);
+  if (memory.heldBy !== undefined && holding === memory.heldBy) return false;
+  memory.heldBy = undefined;
   const nonce = randomUUID();
   const start = performance.now();
   writeRoute(paths, owner, "intent", nonce);
@@ -123,9 +129,26 @@ export function claimCache(
       writeRoute(paths, owner, "pooled", nonce);
       return true;
     }
-    if (performance.now() - start > timings.waitMs) return withdraw(paths, nonce);
+    if (performance.now() - start > timings.waitMs) {
+      memory.heldBy = holdingNotes(paths);
+      return withdraw(paths, nonce);
+    }
     sleepSync(timings.pollMs);
   }
+}
+
+/** What an owner keeps between its claims: the notes that held the last one back (`claimCache`). */
+export interface ClaimMemory {
+  heldBy?: string;
+}
+
+/** The live notes a claim waits for (`deciding`, `joining`), as one comparable string. */
+function holdingNotes(paths: RootPaths): string {
+  return liveDecisions(paths)
+    .filter(([, decision]) => decision === "deciding" || decision === "joining")
+    .map(([pid, decision]) => `${pid}:${decision}`)
+    .sort()
+    .join(",");
 }
 
 function isUs(writer: ProcessIdentity, owner: ProcessIdentity): boolean {
