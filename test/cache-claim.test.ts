@@ -175,6 +175,14 @@ function cacheRoot(around?: Parameters<typeof steppedPresence>[1]) {
 /** The owner's turn at a record write (this process as the owner). */
 const ownerTurn = (root: string, owner = me) => claimCache(rootPaths(root), owner, FAST);
 
+/** A route of a dead writer (`state`, `nonce`) that the owner's turn claims afresh, as its own. */
+function expectClaimedAfresh(root: string, state: CacheRouteRecord["state"], nonce: string): void {
+  writeRoute(root, state, { pid: deadPid() }, nonce);
+  expect(ownerTurn(root)).toBe(true);
+  expect(routeOf(root)).toMatchObject({ state: "pooled", pid: me.pid });
+  expect(routeOf(root)).not.toMatchObject({ nonce });
+}
+
 describe("a session's Cache route", () => {
   it("is the owner's where the root's route is pooled, and stays so for the session's life", async () => {
     const { root, routes, notes, stable } = cacheRoot();
@@ -215,10 +223,7 @@ describe("a session's Cache route", () => {
     expect(await routes.cacheSocketDirFor(root)).toBeUndefined();
     expect(notes).toEqual(["deciding", "session"]);
     const next = newRoot();
-    writeRoute(next, "pooled", { pid: deadPid() }, "before-reboot");
-    expect(ownerTurn(next)).toBe(true);
-    expect(routeOf(next)).toMatchObject({ state: "pooled", pid: me.pid });
-    expect(routeOf(next)).not.toMatchObject({ nonce: "before-reboot" });
+    expectClaimedAfresh(next, "pooled", "before-reboot");
   });
 
   it("the route's last stand gone between its two reads: back to `deciding`, then its own", async () => {
@@ -493,10 +498,7 @@ describe("an owner's claim", () => {
     writeRoute(root, "intent", other, "theirs");
     expect(ownerTurn(root)).toBe(false);
     expect(routeOf(root)).toMatchObject({ state: "intent", nonce: "theirs" });
-    writeRoute(root, "intent", { pid: deadPid() }, "dead");
-    expect(ownerTurn(root)).toBe(true);
-    expect(routeOf(root)).toMatchObject({ state: "pooled", pid: me.pid });
-    expect(routeOf(root)).not.toMatchObject({ nonce: "dead" });
+    expectClaimedAfresh(root, "intent", "dead");
   });
 
   it("withdraws only its own intent: a route another owner wrote while ours waited stays", async () => {

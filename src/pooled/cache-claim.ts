@@ -44,8 +44,11 @@ export const CACHE_CLAIM = {
 
 export type RootCacheRoute = "pooled" | "session";
 
+/** A live session's pid and its cache note. */
+type Note = [number, CacheDecision];
+
 /** Live sessions' cache notes, one read of each (a dead pid's note holds nothing back). */
-function liveDecisions(paths: RootPaths): [number, CacheDecision][] {
+function liveDecisions(paths: RootPaths): Note[] {
   return listClients(paths).flatMap(({ record }) =>
     record.ok && record.value.cacheDecision !== undefined && isAlive(record.value)
       ? [[record.value.pid, record.value.cacheDecision] as [number, CacheDecision]]
@@ -61,9 +64,9 @@ function liveDecisions(paths: RootPaths): [number, CacheDecision][] {
  * as `deciding` does). A route left by processes all gone (a reboot, a crash of everything) does
  * not stand: the next owner, which may not offer the cache socket, decides afresh.
  */
-function ownersCacheStands(paths: RootPaths, route: Parsed<CacheRouteRecord> | undefined): boolean {
+function ownersCacheStands(route: Parsed<CacheRouteRecord> | undefined, notes: Note[]): boolean {
   if (route?.ok && route.value.state === "pooled" && isAlive(route.value)) return true;
-  return liveDecisions(paths).some(([, decision]) => decision === "pooled");
+  return notes.some(([, decision]) => decision === "pooled");
 }
 
 /** An intent some other live owner may still be checking (one named by a reused pid goes stale). */
@@ -76,15 +79,6 @@ function otherOwnersIntent(
   // An unreadable time, or one ahead of ours (a clock stepped back), counts as stale too.
   const age = Date.now() - Date.parse(route.value.at);
   return isAlive(route.value) && age >= 0 && age <= timings.staleMs;
-}
-
-/**
- * Live sessions of the root whose own workerd runs the Cache (they started while no owner offered
- * the socket, e.g. while an earlier version's data waited to move). While any lives, no owner
- * claims the route: sessions that start meanwhile keep their own Cache too.
- */
-export function sessionsWithOwnCache(paths: RootPaths): number[] {
-  return liveDecisions(paths).flatMap(([pid, decision]) => (decision === "session" ? [pid] : []));
 }
 
 /**
@@ -105,24 +99,28 @@ export function claimCache(
   const current = readCacheRoute(paths);
   // Ours, and we live: the usual heartbeat, one read (no process table looked at, no ps spawned).
   if (current?.ok && current.value.state === "pooled" && isUs(current.value, owner)) return true;
-  if (ownersCacheStands(paths, current)) {
+  // One read of the notes for every check before our intent (nothing of ours is written yet).
+  const before = liveDecisions(paths);
+  if (ownersCacheStands(current, before)) {
     writeRoute(paths, owner, "pooled", current?.ok ? current.value.nonce : randomUUID());
     return true;
   }
   // Another owner (one superseded, still finishing its check) decides this turn.
   if (otherOwnersIntent(current, owner, timings)) return false;
-  if (sessionsWithOwnCache(paths).length > 0) return false;
+  // A live session runs its own Cache (it started while no owner offered the socket, e.g. while
+  // an earlier version's data waited to move): sessions that start meanwhile keep theirs too.
+  if (before.some(([, decision]) => decision === "session")) return false;
   // The same notes held our last claim back for its whole wait (a session stopped mid-decision):
   // not waited for again until one of them changes.
-  const holding = holdingNotes(paths);
-  if (memory.heldBy !== undefined && holding === memory.heldBy) return false;
+  if (memory.heldBy !== undefined && holdingNotes(before) === memory.heldBy) return false;
   memory.heldBy = undefined;
   const nonce = randomUUID();
   const start = performance.now();
   writeRoute(paths, owner, "intent", nonce);
   for (;;) {
     // One read of each note: a `deciding` one read again could have become `session` meanwhile.
-    const decisions = liveDecisions(paths).map(([, decision]) => decision);
+    const notes = liveDecisions(paths);
+    const decisions = notes.map(([, decision]) => decision);
     if (decisions.includes("session")) return withdraw(paths, nonce);
     if (!decisions.includes("deciding") && !decisions.includes("joining")) {
       if (performance.now() - start > timings.intentMs) return withdraw(paths, nonce);
@@ -130,7 +128,7 @@ export function claimCache(
       return true;
     }
     if (performance.now() - start > timings.waitMs) {
-      memory.heldBy = holdingNotes(paths);
+      memory.heldBy = holdingNotes(notes);
       return withdraw(paths, nonce);
     }
     sleepSync(timings.pollMs);
@@ -143,8 +141,8 @@ export interface ClaimMemory {
 }
 
 /** The live notes a claim waits for (`deciding`, `joining`), as one comparable string. */
-function holdingNotes(paths: RootPaths): string {
-  return liveDecisions(paths)
+function holdingNotes(notes: Note[]): string {
+  return notes
     .filter(([, decision]) => decision === "deciding" || decision === "joining")
     .map(([pid, decision]) => `${pid}:${decision}`)
     .sort()
@@ -215,7 +213,9 @@ export async function decideCacheRoute(
   for (;;) {
     const now = performance.now();
     const route = readCacheRoute(paths);
-    if (ownersCacheStands(paths, route)) {
+    // Read after the route: a session that was `joining` when it was read is seen below.
+    const notes = liveDecisions(paths);
+    if (ownersCacheStands(route, notes)) {
       // Read standing again while noted `joining` (which holds owners back): ours. The processes
       // it stood on may have gone before that note, and a session deciding then found none.
       if (noted === "joining") return "pooled";
@@ -236,9 +236,7 @@ export async function decideCacheRoute(
     // Another session between its second read and its `pooled` note (`joining`) may be about to
     // stand on a route whose writer died since: our own Cache now could end beside it. Followed as
     // an intent is (`joining` itself stands on nothing: two would confirm each other).
-    const joiner = liveDecisions(paths).find(
-      ([pid, decision]) => decision === "joining" && pid !== process.pid,
-    );
+    const joiner = notes.find(([pid, decision]) => decision === "joining" && pid !== process.pid);
     if (joiner !== undefined) {
       const key = `joining:${joiner[0]}`;
       if (!firstRead.has(key)) firstRead.set(key, now);
