@@ -60,8 +60,8 @@ function latencyVerdict(o: Latency, p: Latency, cpu: Record<string, number> | un
 
 /**
  * Where the first session's cold start goes, measured (ms): the session's own output (see
- * readiness.ts `coldSplit`) and the owner log's phases. Its wait for the owner is what it adds over
- * plain while its own Miniflare starts only after the owner serves.
+ * readiness.ts `coldSplit`) and the owner log's phases. The owner starts at the preload, beside
+ * wrangler's own start; what the session adds over plain is any wait for it to serve beyond that.
  */
 function coldCost(ready: Figures["ready"]): string {
   const split = ready.coldSplitMs;
@@ -72,12 +72,10 @@ function coldCost(ready: Figures["ready"]): string {
     : "";
   if (!split) return phases ? `; cold: owner${owner}` : "";
   return (
-    `; cold, ms: ${split.beforeElectionMs} to the owner's first record (the session's start, its election, the owner's spawn)` +
-    (ready.plainReadyLineMs === undefined
-      ? ""
-      : ` (plain's "Ready on" at ${ready.plainReadyLineMs})`) +
-    `, then the session waits ${split.waitForOwnerMs} for it to serve${owner}, then its own Miniflare takes ` +
-    `${split.ownStartAfterServedMs} (serial after the owner's), "Ready on" to first answer ${split.readyToAnswerMs}`
+    `; cold, ms from spawn: owner started at ${split.ownerStartedMs}${owner}, ` +
+    `the session's Miniflare found it serving at ${split.servedMs}, "Ready on" at ${split.readyLineMs}` +
+    (ready.plainReadyLineMs === undefined ? "" : ` (plain's at ${ready.plainReadyLineMs})`) +
+    `, first answer at ${split.answeredMs}`
   );
 }
 

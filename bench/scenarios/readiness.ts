@@ -40,9 +40,9 @@ function coldPhases(logFile: string, spawnedAt: number, readyAt: number) {
 
 /** What a session's output says, and when it said it (ms from `since`): the first line of each. */
 const MARKS = {
-  /** The preload's election spawned the owner and saw its first record: it waits from here. */
+  /** The owner was started (by the head start at the preload, else by the session's election). */
   ownerStarted: /started storage owner pid \d+/,
-  /** The owner serves: the election returned and the session's own Miniflare starts. */
+  /** The owner serves: the session's election returned, its own Miniflare starts. */
   served: /storage for .* is served by owner pid/,
   /** wrangler's "Ready on": the session's Miniflare is ready (requests are held until then). */
   ready: /Ready on /,
@@ -63,18 +63,18 @@ function watchMarks(session: Session, since: number): Marks {
 }
 
 /**
- * The first session's cold start as its output shows it: up to the spawned owner's first record
- * (its own start, the election, the owner's node load), its wait for the owner to serve, its own Miniflare's start after that (serial today), and wrangler's
- * "Ready on" to the first answer.
+ * The first session's cold start as its output shows it, ms from its spawn: the owner started
+ * (the head start, at the preload: src/dev/head-start.ts), the session's Miniflare found it
+ * serving (its election returned), wrangler's "Ready on", the first answer.
  */
 function coldSplit(marks: Marks, answeredMs: number) {
   const { ownerStarted, served, ready } = marks;
   if (ownerStarted === undefined || served === undefined || ready === undefined) return undefined;
   return {
-    beforeElectionMs: ownerStarted,
-    waitForOwnerMs: served - ownerStarted,
-    ownStartAfterServedMs: ready - served,
-    readyToAnswerMs: answeredMs - ready,
+    ownerStartedMs: ownerStarted,
+    servedMs: served,
+    readyLineMs: ready,
+    answeredMs,
   };
 }
 

@@ -43,6 +43,7 @@ import { SessionRoutes } from "../pooled/session-routes.js";
 import { pooledAvailable } from "../pooled/sockets.js";
 import { severalSessionsOf, severalSessionsWarning } from "../several-sessions.js";
 import { adoptLegacyLayout } from "./continuity.js";
+import { type HeadStart, startOwnerAhead } from "./head-start.js";
 import { OwnerWatch } from "./failover.js";
 import { Presence } from "./presence.js";
 import { SESSION_ENV } from "./shared-storage.js";
@@ -80,6 +81,8 @@ class Session {
   readonly checkedLayouts = new Set<string>();
   /** The miniflare copy this session shares through (see `bindCopy`). */
   boundEntry: string | undefined;
+  /** The owner started ahead at the preload, for `wrangler dev` (head-start.ts). */
+  headStart: HeadStart | undefined;
   /** The session's own port, from a Miniflare that does not persist (wrangler's proxy). */
   presencePort: number | undefined;
   /** Each miniflare module object met, with ours in its place. */
@@ -281,16 +284,16 @@ function prepare(copy: Copy, options: MiniflareOptions): MiniflareOptions {
       session().presencePort ??= options.port;
     return options;
   }
-  bindCopy(copy);
+  bindCopy(copy.entry);
   const { real, knownOptions } = copy;
   const worker = workerName(options);
   const persistRoot = canonical(options.resourcePersistencePath);
-  // Older miniflare (wrangler 4.126.0's, @cloudflare/vite-plugin 1.64.0's) has no
-  // resolveDevRegistryPath: it takes the path as given.
-  const given = options.unsafeDevRegistryPath ?? resolveRegistryPath();
-  const registryPath = real.resolveDevRegistryPath?.(given) ?? given;
+  const registryPath = sessionRegistryPath(real, options.unsafeDevRegistryPath);
   // Bench only (upstreamOnly): miniflare's own election, the oldest session owns storage.
-  if (!session().upstreamOnly) checkLayout(connect(persistRoot, registryPath, worker), worker);
+  if (!session().upstreamOnly) {
+    checkLayout(connect(persistRoot, registryPath, worker), worker);
+    missedHeadStart(persistRoot, registryPath);
+  }
   return {
     ...options,
     resourcePersistencePath: persistRoot,
@@ -304,27 +307,48 @@ function prepare(copy: Copy, options: MiniflareOptions): MiniflareOptions {
   };
 }
 
+/** The dev registry a Miniflare given `given` (wrangler's setting, or none) registers in. */
+function sessionRegistryPath(real: typeof MiniflareModule, given?: string): string {
+  given ??= resolveRegistryPath();
+  // Older miniflare (wrangler 4.126.0's, @cloudflare/vite-plugin 1.64.0's) has no
+  // resolveDevRegistryPath: it takes the path as given.
+  return real.resolveDevRegistryPath?.(given) ?? given;
+}
+
+/** Says once when the owner started ahead was for another root or registry than the session's. */
+function missedHeadStart(persistRoot: string, registryPath: string): void {
+  const ahead = session().headStart;
+  if (ahead === undefined) return;
+  session().headStart = undefined;
+  if (ahead.persistRoot === persistRoot && ahead.registryPath === registryPath) return;
+  say(
+    `the owner started ahead (pid ${ahead.owner.pid}, ${ahead.persistRoot}, registry ${ahead.registryPath}) ` +
+      `is not this session's (${persistRoot}, registry ${registryPath}); with no session it exits by itself`,
+  );
+}
+
 /**
- * The first persisting Miniflare decides which copy of miniflare this session shares with: its
- * owner (which inherits WRANGLER_X_MINIFLARE_ENTRY) loads that file, and `versions()` reports it.
- * A second copy of another version in the same process cannot share through the same owner.
+ * The first persisting Miniflare (or, for `wrangler dev`, the head start) decides which copy of
+ * miniflare this session shares with: its owner (which inherits WRANGLER_X_MINIFLARE_ENTRY) loads
+ * that file, and `versions()` reports it. A second copy of another version in the same process
+ * cannot share through the same owner.
  */
-function bindCopy(copy: Copy): void {
+function bindCopy(entry: string): void {
   // Bound per process, not read back from the environment: a WRANGLER_X_MINIFLARE_ENTRY inherited
   // from a parent process names the parent's copy, and is no second copy in this one.
   const bound = session().boundEntry;
   if (!bound) {
-    session().boundEntry = copy.entry;
-    process.env[MINIFLARE_ENTRY_ENV] = copy.entry;
+    session().boundEntry = entry;
+    process.env[MINIFLARE_ENTRY_ENV] = entry;
     return;
   }
-  if (bound === copy.entry) return;
+  if (bound === entry) return;
   const first = versionsOf(bound);
-  const second = versionsOf(copy.entry);
+  const second = versionsOf(entry);
   if (first.miniflare !== second.miniflare || first.workerd !== second.workerd) {
     fail(
       `this process builds persisting Miniflares from two copies of miniflare, ${bound} (${describeVersions(first)}) ` +
-        `and ${copy.entry} (${describeVersions(second)}); one process shares storage through one of them. ` +
+        `and ${entry} (${describeVersions(second)}); one process shares storage through one of them. ` +
         `Make the process load one miniflare (npm dedupe, or the same version in both places).`,
     );
   }
@@ -431,4 +455,10 @@ export function installForWrangler(): void {
   const cached = createRequire(import.meta.url).cache[entry];
   if (!cached) throw new Error(`miniflare was not loaded from ${entry}`);
   cached.exports = sharedStorageModule(real, entry);
+  const self = session();
+  if (self.command === "dev" && !self.upstreamOnly) {
+    // Every Miniflare of wrangler's is built from this copy: the owner started ahead loads it.
+    bindCopy(entry);
+    self.headStart = startOwnerAhead(process.argv.slice(2), sessionRegistryPath(real), say);
+  }
 }

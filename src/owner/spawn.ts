@@ -82,6 +82,20 @@ export function spawnOwner(paths: RootPaths, registryPath: string): number {
   return pid;
 }
 
+/**
+ * Starts an owner and records it `starting` at once, for it (it overwrites the record with its
+ * own): every other election sees it and waits, and the caller does not wait for its node to
+ * load. For the head start (src/dev/head-start.ts), which must not hold wrangler's own start back.
+ */
+export function startOwnerRecorded(paths: RootPaths, registryPath: string): ProcessIdentity {
+  const identity = identityOf(startOwnerProcess(paths, registryPath));
+  // Its own record first (never, in practice: its node takes ~100 ms to load): left as it is.
+  const record = readOwner(paths);
+  if (!(record?.ok && record.value.pid === identity.pid))
+    writeStartingRecord(paths, registryPath, identity);
+  return identity;
+}
+
 /** The record a spawned owner would write first (without its token); it overwrites it with its own. */
 function writeStartingRecord(paths: RootPaths, registryPath: string, identity: ProcessIdentity) {
   writeRecordAtomic(

@@ -36,7 +36,7 @@ import {
   standbyTakingOver,
 } from "./assessment.js";
 import { type ReclaimReport, reclaimDeadOwner, setAsideCorrupt } from "./reclaim.js";
-import { spawnOwner, tailOfLog } from "./spawn.js";
+import { spawnOwner, startOwnerRecorded, tailOfLog } from "./spawn.js";
 import { tooManyOwnerStarts } from "./start-attempts.js";
 import { tryAcquireSpawnLock } from "./spawn-lock.js";
 
@@ -382,6 +382,22 @@ export class Election {
         }
       }
     }
+  }
+
+  /**
+   * A head start (src/dev/head-start.ts): an owner is started only where this election's step
+   * would start one (no owner, or a dead one nobody else takes over), through the same critical
+   * section, and not waited for. Anything else (an owner serving, starting, of another version or
+   * registry, the lock held) is left to the election itself. The owner started, or undefined.
+   */
+  startAhead(notes: string[]): ProcessIdentity | undefined {
+    if (decide(observe(this.paths, this.registryPath)).kind !== "replace") return undefined;
+    let started: ProcessIdentity | undefined;
+    const outcome = replaceDeadOwner(this.paths, this.registryPath, {
+      start: () => (started = startOwnerRecorded(this.paths, this.registryPath)).pid,
+    });
+    notes.push(...outcome.notes);
+    return outcome.kind === "replaced" ? started : undefined;
   }
 
   /**
