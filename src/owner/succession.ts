@@ -391,6 +391,10 @@ export class Election {
    * registry, the lock held) is left to the election itself. The owner started, or undefined.
    */
   startAhead(notes: string[]): ProcessIdentity | undefined {
+    // An owner not dead (serving, starting, stopped) never leads to a start, and judging it would
+    // touch its candidate: a stopped owner's, expired, must be dropped before the session elects.
+    const current = readOwner(this.paths);
+    if (current?.ok && assessOwnerNow(current.value).state !== "dead") return undefined;
     if (decide(observe(this.paths, this.registryPath)).kind !== "replace") return undefined;
     let started: ProcessIdentity | undefined;
     const outcome = replaceDeadOwner(this.paths, this.registryPath, {
