@@ -24,8 +24,8 @@ export interface HeadStart {
 }
 
 /**
- * Starts the owner ahead for `wrangler dev <args>`, or does nothing (help, --remote,
- * --no-persist-to, a missing config, an owner already there or starting, any failure: the session's election reports those
+ * Starts the owner ahead for `wrangler dev <args>`, or does nothing (help, --remote, a missing
+ * config, an owner already there or starting, any failure: the session's election reports those
  * in its own words). `registryPath` is the registry the session will find the owner through.
  */
 export function startOwnerAhead(
@@ -35,8 +35,6 @@ export function startOwnerAhead(
 ): HeadStart | undefined {
   const { options } = parseCommandLine(args);
   if (options.helpOrVersion || options.remote === true) return undefined;
-  // wrangler persists nothing then (its getLocalPersistencePath gives false): no owner either.
-  if (args.includes("--no-persist-to")) return undefined;
   const cwd = options.cwd === undefined ? process.cwd() : path.resolve(options.cwd);
   const found = resolvePersistRoot(
     { "persist-to": options.persistTo, config: options.config },
