@@ -126,9 +126,7 @@ export async function collectGarbage(
     if (dryRun || (action.path && removeFile(action.path))) report.removed.push(action);
   };
 
-  const liveClients = listClients(paths).filter(
-    (c) => c.record.ok && liveness(c.record.value) === "alive",
-  ).length;
+  const liveClients = liveSessions(paths);
   const candidateKept = liveClients
     ? `${liveClients} live session(s) route through the oldest candidate; a failover may be under way`
     : undefined;
@@ -175,8 +173,7 @@ export async function collectGarbage(
       const reclaimed = await reclaimOwner(paths, registryPath, owner.value, {
         dryRun,
         // Counted again under the lock: a session may arrive while gc runs.
-        withdrawCandidate: () =>
-          !listClients(paths).some((c) => c.record.ok && liveness(c.record.value) === "alive"),
+        withdrawCandidate: () => liveSessions(paths) === 0,
       });
       if ("kept" in reclaimed) report.kept.push(reclaimed.kept);
       else {
@@ -330,6 +327,16 @@ export async function collectGarbage(
   return report;
 }
 
+/** A record's process, alive now (pid + start time). */
+function alive(record: Parsed<ProcessIdentity> | undefined): boolean {
+  return record?.ok === true && liveness(record.value) === "alive";
+}
+
+/** The root's sessions alive now, counted afresh at each call (one may arrive while gc runs). */
+function liveSessions(paths: RootPaths): number {
+  return listClients(paths).filter((c) => alive(c.record)).length;
+}
+
 /**
  * The root's Cache route outlives owners while sessions live (src/pooled/cache-claim.ts); with
  * none left it goes, and the next owner decides afresh. Counted again under the election lock, as
@@ -349,9 +356,7 @@ function removeCacheRoute(paths: RootPaths, dryRun: boolean, report: GcReport): 
     return;
   }
   try {
-    const alive = (record: Parsed<ProcessIdentity> | undefined) =>
-      record?.ok === true && liveness(record.value) === "alive";
-    if (listClients(paths).some((c) => alive(c.record)))
+    if (liveSessions(paths) > 0)
       report.kept.push({ ...action, why: "a session arrived while gc ran" });
     else if (alive(readOwner(paths)) || alive(readStandby(paths)))
       report.kept.push({ ...action, why: "an owner started while gc ran" });
