@@ -6,16 +6,20 @@
 // is started through the same critical section (`Election.startAhead`) and not waited for.
 // Nothing routes yet, so no presence is written: the session's own election (preload.ts
 // `connect`) writes it before it routes, finds the owner starting or serving, and decides as it
-// always does. A prediction that turns out wrong costs an owner no session uses, which exits by
-// itself after its grace (WRANGLER_X_OWNER_GRACE_MS + WRANGLER_X_OWNER_IDLE_MS, ~7 s).
-import { mkdirSync } from "node:fs";
+// always does. Only a command line whose root is certain gets a head start (one config file,
+// found; `--persist-to` spelled so). What wrangler reads after the preload can still change the
+// registry (a project `.env`): the session then stops the owner it started ahead, which no one
+// uses yet (`withdrawHeadStart`), and elects as it would have without one. A session that fails
+// before its Miniflare leaves that owner without a client: it exits by itself after its grace
+// (WRANGLER_X_OWNER_GRACE_MS + WRANGLER_X_OWNER_IDLE_MS, ~7 s).
+import { mkdirSync, realpathSync } from "node:fs";
 import path from "node:path";
 import { ensureCanonicalRoot } from "../canonical-root.js";
 import { parseCommandLine } from "../command-line.js";
 import { Election } from "../owner/succession.js";
-import { resolvePersistRoot } from "../persist-root.js";
-import type { ProcessIdentity } from "../process-info.js";
-import { rootPaths } from "../records.js";
+import { findUserConfig, resolvePersistRoot } from "../persist-root.js";
+import { isAlive, type ProcessIdentity, signalIfOurs, waitUntilGoneSync } from "../process-info.js";
+import { listClients, type OwnerRecord, rootPaths, type RootPaths } from "../records.js";
 
 export interface HeadStart {
   persistRoot: string;
@@ -23,10 +27,22 @@ export interface HeadStart {
   owner: ProcessIdentity;
 }
 
+/** How long an owner started ahead, stopped by its session, may take to exit. */
+const WITHDRAW_TIMEOUT_MS = 10_000;
+
 /**
- * Starts the owner ahead for `wrangler dev <args>`, or does nothing (help, --remote, a missing
- * config, an owner already there or starting, any failure: the session's election reports those
- * in its own words). `registryPath` is the registry the session will find the owner through.
+ * Arguments whose persist root we do not predict: several configs (the first is the primary,
+ * whose root wrangler uses), and `--persist-to` in spellings yargs also accepts (`--persistTo`).
+ */
+function uncertainRoot(args: string[]): boolean {
+  const configs = args.filter((arg) => /^(-c|--config)(=|$)/.test(arg)).length;
+  return configs > 1 || args.some((arg) => /^--(persistTo|persist_to)(=|$)/.test(arg));
+}
+
+/**
+ * Starts the owner ahead for `wrangler dev <args>`, or does nothing (help, --remote, no config
+ * found, an uncertain root, an owner already there or starting, any failure: the session's
+ * election reports those in its own words). `registryPath` is the registry predicted for it.
  */
 export function startOwnerAhead(
   args: string[],
@@ -34,14 +50,17 @@ export function startOwnerAhead(
   say: (message: string) => void,
 ): HeadStart | undefined {
   const { options } = parseCommandLine(args);
-  if (options.helpOrVersion || options.remote === true) return undefined;
-  const cwd = options.cwd === undefined ? process.cwd() : path.resolve(options.cwd);
-  const found = resolvePersistRoot(
-    { "persist-to": options.persistTo, config: options.config },
-    cwd,
-  );
-  if ("missingConfig" in found) return undefined;
+  if (options.helpOrVersion || options.remote === true || uncertainRoot(args)) return undefined;
   try {
+    // wrangler chdirs to --cwd: its config search then walks the real path's parents.
+    const cwd = options.cwd === undefined ? process.cwd() : realpathSync(path.resolve(options.cwd));
+    // No config (a command run in the wrong directory, e.g. $HOME): nothing is created there.
+    if (options.config === undefined && findUserConfig(cwd) === undefined) return undefined;
+    const found = resolvePersistRoot(
+      { "persist-to": options.persistTo, config: options.config },
+      cwd,
+    );
+    if ("missingConfig" in found) return undefined;
     // The spelling the session's Miniflare will use (preload.ts `canonical`): created as it does.
     const persistRoot = ensureCanonicalRoot(found.root);
     const paths = rootPaths(persistRoot);
@@ -55,4 +74,27 @@ export function startOwnerAhead(
   } catch {
     return undefined;
   }
+}
+
+/**
+ * The session's registry is not the one predicted (wrangler loaded a `.env` after the preload):
+ * where the root's owner is the one this process started ahead and no session uses it yet, it is
+ * stopped (SIGTERM, proven by the pid and start time recorded at its spawn) and waited for, so
+ * that the session's election starts the root's owner in the session's registry. False for any
+ * other owner, or one a session already uses: the session then refuses as it always would.
+ */
+export function withdrawHeadStart(
+  ahead: HeadStart,
+  owner: OwnerRecord,
+  paths: RootPaths,
+  say: (message: string) => void,
+): boolean {
+  if (owner.pid !== ahead.owner.pid || owner.persistRoot !== ahead.persistRoot) return false;
+  if (listClients(paths).some((c) => c.record.ok && isAlive(c.record.value))) return false;
+  say(
+    `stopping owner pid ${owner.pid}, started ahead for the dev registry ${ahead.registryPath}: ` +
+      `wrangler's settings (a .env?) name another; the session starts its own`,
+  );
+  if (signalIfOurs(ahead.owner, "SIGTERM") === "unproven") return false;
+  return waitUntilGoneSync([ahead.owner], WITHDRAW_TIMEOUT_MS);
 }

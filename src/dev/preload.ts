@@ -18,7 +18,7 @@ import { existsSync, mkdirSync } from "node:fs";
 import { createRequire } from "node:module";
 import type * as MiniflareModule from "miniflare";
 import { onExit } from "signal-exit";
-import { canonicalRoot } from "../canonical-root.js";
+import { canonicalRoot, sameDirectory } from "../canonical-root.js";
 import {
   MINIFLARE_ENTRY_ENV,
   miniflareEntry,
@@ -43,7 +43,7 @@ import { SessionRoutes } from "../pooled/session-routes.js";
 import { pooledAvailable } from "../pooled/sockets.js";
 import { severalSessionsOf, severalSessionsWarning } from "../several-sessions.js";
 import { adoptLegacyLayout } from "./continuity.js";
-import { type HeadStart, startOwnerAhead } from "./head-start.js";
+import { type HeadStart, startOwnerAhead, withdrawHeadStart } from "./head-start.js";
 import { OwnerWatch } from "./failover.js";
 import { Presence } from "./presence.js";
 import { SESSION_ENV } from "./shared-storage.js";
@@ -168,11 +168,13 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
   const paths = rootPaths(persistRoot);
   // Refuse before writing anything when the root's owner serves through another dev registry.
   const current = readOwner(paths);
-  const mismatch =
-    current?.ok && isAlive(current.value)
-      ? registryMismatch(current.value, registryPath)
-      : undefined;
-  if (mismatch) fail(mismatch);
+  if (current?.ok && isAlive(current.value)) {
+    const mismatch = registryMismatch(current.value, registryPath);
+    // Unless it is the owner we started ahead (a `.env` wrangler loaded since named another registry).
+    const ahead = self.headStart;
+    if (mismatch && !(ahead && withdrawHeadStart(ahead, current.value, paths, say))) fail(mismatch);
+    if (mismatch) self.headStart = undefined; // withdrawn: not one of the election's starts
+  }
   let presence: Presence;
   try {
     // Presence first: an owner that sees no client may idle out under a session that routes.
@@ -186,7 +188,8 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
   }
   self.holdPresence(presence.file);
   try {
-    const owner = new Election(paths, registryPath).untilServedSync(say);
+    const ahead = self.headStart?.persistRoot === persistRoot ? self.headStart.owner : undefined;
+    const owner = new Election(paths, registryPath).untilServedSync(say, ahead?.pid);
     say(`storage for ${persistRoot} is served by owner pid ${owner.pid} at ${owner.debugAddress}`);
     self.watch(new OwnerWatch(paths, registryPath, owner, say));
     routes.connected(persistRoot, presence);
@@ -320,7 +323,7 @@ function missedHeadStart(persistRoot: string, registryPath: string): void {
   const ahead = session().headStart;
   if (ahead === undefined) return;
   session().headStart = undefined;
-  if (ahead.persistRoot === persistRoot && ahead.registryPath === registryPath) return;
+  if (ahead.persistRoot === persistRoot && sameDirectory(ahead.registryPath, registryPath)) return;
   say(
     `the owner started ahead (pid ${ahead.owner.pid}, ${ahead.persistRoot}, registry ${ahead.registryPath}) ` +
       `is not this session's (${persistRoot}, registry ${registryPath}); with no session it exits by itself`,

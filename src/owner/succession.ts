@@ -447,13 +447,16 @@ export class Election {
     return { kind: "wait", reason: `owner pid ${owner.pid} of another version is stopping` };
   }
 
-  /** Runs the election until an owner serves, bounded by WRANGLER_X_OWNER_START_TIMEOUT_MS. */
-  untilServedSync(log: (message: string) => void): OwnerRecord {
+  /**
+   * Runs the election until an owner serves, bounded by WRANGLER_X_OWNER_START_TIMEOUT_MS.
+   * `startedAhead`: the owner this session's head start started, one of the election's starts.
+   */
+  untilServedSync(log: (message: string) => void, startedAhead?: number): OwnerRecord {
     const { startTimeoutMs } = ownerTimings();
     const deadline = Date.now() + startTimeoutMs;
     let lastReason = "";
-    let spawnedPid: number | undefined;
-    let spawns = 0;
+    let spawnedPid = startedAhead;
+    let spawns = startedAhead === undefined ? 0 : 1;
     for (;;) {
       const notes: string[] = [];
       const tooMany = tooManyOwnerStarts(spawns);
