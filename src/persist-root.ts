@@ -36,7 +36,8 @@ export function resolvePersistRoot(
   args: PersistRootArgs,
   cwd = process.cwd(),
 ): { root: string } | { missingConfig: string } {
-  if (args["persist-to"] !== undefined) {
+  // As wrangler's getLocalPersistencePath: an empty `--persist-to=` is none.
+  if (args["persist-to"]) {
     return {
       root: canonicalRootIfExists(path.join(path.resolve(cwd, args["persist-to"]), "v3")),
     };

@@ -4,7 +4,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, symlinkSync, writeFileSync
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { listClients, readOwner, rootPaths } from "../src/records.js";
-import { freePort, Sandbox } from "./harness/sandbox.js";
+import { freePort, Sandbox, waitFor } from "./harness/sandbox.js";
 
 /** An argument wrangler refuses (yargs strict), after our preload ran. */
 const BOGUS = "--x-head-start-test-unknown";
@@ -125,7 +125,7 @@ describe("the owner's head start", () => {
       });
     };
     // wrangler refuses an unknown argument once it has loaded: after our preload's head start.
-    const [inHome, several, camel, linked] = await Promise.all([
+    const [inHome, several, camel, linked, unpersisted, empty] = await Promise.all([
       dev([], home),
       dev(
         ["-c", "wrangler.jsonc", "-c", "../admin/wrangler.jsonc", BOGUS],
@@ -133,11 +133,14 @@ describe("the owner's head start", () => {
       ),
       dev(["--persistTo", camelTo, BOGUS], sandbox.workerDir("api")),
       dev(["--cwd", link, BOGUS], sandbox.dir),
+      dev(["--no-persist-to", BOGUS], sandbox.workerDir("admin")),
+      dev(["--persist-to=", BOGUS], sandbox.workerDir("counter")),
     ]);
     expect(inHome.code).not.toBe(0);
     expect(existsSync(path.join(home, ".wrangler"))).toBe(false);
     expect(inHome.stderr).not.toContain("started storage owner");
-    for (const run of [several, camel, linked]) expect(run.stderr).toMatch(/Unknown argument/);
+    for (const run of [several, camel, linked, unpersisted, empty])
+      expect(run.stderr).toMatch(/Unknown argument/);
     expect(existsSync(rootPaths(adminRoot).stateDir)).toBe(false);
     expect(existsSync(rootPaths(apiRoot).stateDir)).toBe(false);
     expect(existsSync(path.join(camelTo, "v3"))).toBe(false);
@@ -147,7 +150,63 @@ describe("the owner's head start", () => {
     expect(readFileSync(rootPaths(jobsRoot).ownerLog, "utf8")).toContain(
       `starting for ${jobsRoot}`,
     );
+    // An empty --persist-to= is none to wrangler too: the config's .wrangler/state.
+    const counterRoot = path.join(sandbox.workerDir("counter"), ".wrangler", "state", "v3");
+    expect(empty.stderr).toContain(`started storage owner pid`);
+    expect(readFileSync(rootPaths(counterRoot).ownerLog, "utf8")).toContain(
+      `starting for ${counterRoot}`,
+    );
+    expect(existsSync(path.join(sandbox.workerDir("counter"), "v3"))).toBe(false);
     expect(await sandbox.settledLeftovers()).toEqual([]);
+  });
+});
+
+describe("two sessions whose project .env names one registry, the head start's owner in another", () => {
+  // A long grace: the owner started ahead is surely alive when the second session connects.
+  const sandbox = new Sandbox({ graceMs: 20_000 });
+  afterAll(() => sandbox.cleanup());
+
+  it("the second session waits for that unused owner instead of refusing; both serve in their registry", async () => {
+    const registry = path.join(sandbox.dir, "dotenv-registry");
+    const slow = path.join(sandbox.project, "workers", "slow");
+    cpSync(sandbox.workerDir("api"), slow, { recursive: true });
+    const file = path.join(slow, "wrangler.jsonc");
+    writeFileSync(
+      file,
+      readFileSync(file, "utf8").replace(
+        `"name": "api",`,
+        `"name": "slow", "build": { "command": "sleep 4" },`,
+      ),
+    );
+    for (const dir of [slow, sandbox.workerDir("admin")])
+      writeFileSync(path.join(dir, ".env"), `WRANGLER_REGISTRY_PATH=${registry}\n`);
+    const env = { WRANGLER_REGISTRY_PATH: undefined };
+    // The first one's build is slow: its head start's owner is up, unused, when the second connects.
+    const a = await sandbox.startSession("slow", { wait: false, env });
+    const ahead = await waitFor(
+      "the head start",
+      () => {
+        const record = readOwner(rootPaths(sandbox.persistRoot));
+        return record?.ok ? record.value : undefined;
+      },
+      30_000,
+    );
+    const b = await sandbox.startSession("admin", { wait: false, env });
+    await Promise.all([sandbox.waitReady(a), sandbox.waitReady(b)]);
+    expect(b.output()).toContain(
+      `waiting for owner pid ${ahead.pid} of ${sandbox.persistRoot} to go`,
+    );
+    expect(b.output()).not.toMatch(/serves sessions through the dev registry/);
+    expect(a.output()).toContain(`stopping owner pid ${ahead.pid}, started ahead`);
+    const owner = sandbox.owner()!;
+    expect(owner.registryPath).toBe(registry);
+    for (const session of [a, b]) {
+      expect(session.output()).toContain(`served by owner pid ${owner.pid}`);
+      const put = await fetch(session.url(`/kv/${session.worker}`), { method: "PUT", body: "v" });
+      expect(put.status).toBe(200);
+    }
+    // The owner's 20 s grace outlives the sessions here: the sandbox's cleanup stops it.
+    await sandbox.stopAllSessions();
   });
 });
 

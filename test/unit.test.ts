@@ -507,6 +507,10 @@ describe("paths, resolved as wrangler resolves them", () => {
       path.join(root, "a", ".wrangler", "state", "v3"),
     );
     expect(persistRootFor({ "persist-to": "x" }, root)).toBe(path.join(root, "x", "v3"));
+    // wrangler's getLocalPersistencePath: an empty --persist-to= is none (`persistTo ? … : …`).
+    expect(persistRootFor({ "persist-to": "" }, path.join(root, "a"))).toBe(
+      path.join(root, "a", ".wrangler", "state", "v3"),
+    );
   });
 
   it("resolves the dev registry like wrangler and miniflare", () => {

@@ -19,7 +19,7 @@ import { parseCommandLine } from "../command-line.js";
 import { Election } from "../owner/succession.js";
 import { findUserConfig, resolvePersistRoot } from "../persist-root.js";
 import { isAlive, type ProcessIdentity, signalIfOurs, waitUntilGoneSync } from "../process-info.js";
-import { listClients, type OwnerRecord, rootPaths, type RootPaths } from "../records.js";
+import { listClients, rootPaths, type RootPaths } from "../records.js";
 
 export interface HeadStart {
   persistRoot: string;
@@ -40,8 +40,8 @@ function uncertainRoot(args: string[]): boolean {
 }
 
 /**
- * Starts the owner ahead for `wrangler dev <args>`, or does nothing (help, --remote, no config
- * found, an uncertain root, an owner already there or starting, any failure: the session's
+ * Starts the owner ahead for `wrangler dev <args>`, or does nothing (help, --remote,
+ * --no-persist-to, no config found, an uncertain root, an owner already there or starting, any failure: the session's
  * election reports those in its own words). `registryPath` is the registry predicted for it.
  */
 export function startOwnerAhead(
@@ -51,6 +51,8 @@ export function startOwnerAhead(
 ): HeadStart | undefined {
   const { options } = parseCommandLine(args);
   if (options.helpOrVersion || options.remote === true || uncertainRoot(args)) return undefined;
+  // wrangler persists nothing then (its getLocalPersistencePath gives false): no owner either.
+  if (args.includes("--no-persist-to")) return undefined;
   try {
     // wrangler chdirs to --cwd: its config search then walks the real path's parents.
     const cwd = options.cwd === undefined ? process.cwd() : realpathSync(path.resolve(options.cwd));
@@ -76,25 +78,26 @@ export function startOwnerAhead(
   }
 }
 
+/** What became of the owner started ahead, asked to go by its session (`withdrawHeadStart`). */
+export type Withdrawal = "withdrawn" | "in use" | "unproven" | "did not stop";
+
 /**
  * The session's registry is not the one predicted (wrangler loaded a `.env` after the preload):
- * where the root's owner is the one this process started ahead and no session uses it yet, it is
- * stopped (SIGTERM, proven by the pid and start time recorded at its spawn) and waited for, so
- * that the session's election starts the root's owner in the session's registry. False for any
- * other owner, or one a session already uses: the session then refuses as it always would.
+ * the root's owner, the one this process started ahead, is stopped where no session uses it yet
+ * (SIGTERM, proven by the pid and start time recorded at its spawn) and waited for, so that the
+ * session's election starts the root's owner in the session's registry. Anything but `withdrawn`:
+ * the session refuses, as it would for any owner of another registry.
  */
 export function withdrawHeadStart(
   ahead: HeadStart,
-  owner: OwnerRecord,
   paths: RootPaths,
   say: (message: string) => void,
-): boolean {
-  if (owner.pid !== ahead.owner.pid || owner.persistRoot !== ahead.persistRoot) return false;
-  if (listClients(paths).some((c) => c.record.ok && isAlive(c.record.value))) return false;
+): Withdrawal {
+  if (listClients(paths).some((c) => c.record.ok && isAlive(c.record.value))) return "in use";
   say(
-    `stopping owner pid ${owner.pid}, started ahead for the dev registry ${ahead.registryPath}: ` +
+    `stopping owner pid ${ahead.owner.pid}, started ahead for the dev registry ${ahead.registryPath}: ` +
       `wrangler's settings (a .env?) name another; the session starts its own`,
   );
-  if (signalIfOurs(ahead.owner, "SIGTERM") === "unproven") return false;
-  return waitUntilGoneSync([ahead.owner], WITHDRAW_TIMEOUT_MS);
+  if (signalIfOurs(ahead.owner, "SIGTERM") === "unproven") return "unproven";
+  return waitUntilGoneSync([ahead.owner], WITHDRAW_TIMEOUT_MS) ? "withdrawn" : "did not stop";
 }

@@ -22,6 +22,7 @@ import { canonicalRoot, sameDirectory } from "../canonical-root.js";
 import {
   MINIFLARE_ENTRY_ENV,
   miniflareEntry,
+  ownerTimings,
   requireMiniflare,
   resolveRegistryPath,
   versions,
@@ -30,8 +31,10 @@ import {
 import { describeVersions, registryMismatch } from "../owner/assessment.js";
 import { Election, OwnerElectionError } from "../owner/succession.js";
 import { isAlive } from "../process-info.js";
+import { sleepSync } from "../wait.js";
 import {
   legacyIsolatedPathFor,
+  listClients,
   readOwner,
   removeFile,
   rootPaths,
@@ -160,21 +163,65 @@ function fail(message: string, cause?: unknown): never {
   throw new SharedStorageError(message, cause === undefined ? undefined : { cause });
 }
 
+/**
+ * The owner this session started ahead for the root, as one of its election's owner starts: unless
+ * it already left cleanly (it idled out before the session connected, its record gone with it).
+ */
+function startedAhead(self: Session, paths: RootPaths): number | undefined {
+  const ahead = self.headStart;
+  if (ahead?.persistRoot !== paths.persistRoot) return undefined;
+  if (isAlive(ahead.owner)) return ahead.owner.pid;
+  const record = readOwner(paths);
+  return record?.ok && record.value.pid === ahead.owner.pid ? ahead.owner.pid : undefined;
+}
+
+/**
+ * Before anything is written: where the root's owner serves through another dev registry, the
+ * session refuses once a live session uses that owner. One that no session uses yet is not
+ * refused: the owner this process started ahead is stopped (`withdrawHeadStart`); another's (a
+ * session whose wrangler may yet correct its prediction, or an owner idling out) is waited for,
+ * within the owner start timeout, and the election goes on once it is gone.
+ */
+function refuseAnotherRegistry(self: Session, paths: RootPaths, registryPath: string): void {
+  const deadline = Date.now() + ownerTimings().startTimeoutMs;
+  let waitingFor: number | undefined;
+  for (;;) {
+    const current = readOwner(paths);
+    if (!current?.ok || !isAlive(current.value)) return;
+    const mismatch = registryMismatch(current.value, registryPath);
+    if (!mismatch) return;
+    const ahead = self.headStart;
+    if (ahead?.owner.pid === current.value.pid && ahead.persistRoot === paths.persistRoot) {
+      const outcome = withdrawHeadStart(ahead, paths, say);
+      if (outcome === "did not stop")
+        fail(
+          `the storage owner pid ${ahead.owner.pid}, started ahead for ${paths.persistRoot} in the dev ` +
+            `registry ${ahead.registryPath}, did not stop within 10 s; see its log ${paths.ownerLog}`,
+        );
+      if (outcome !== "withdrawn") fail(mismatch);
+      self.headStart = undefined; // not one of the election's owner starts
+      continue;
+    }
+    const used = listClients(paths).some((c) => c.record.ok && isAlive(c.record.value));
+    if (used || Date.now() > deadline) fail(mismatch);
+    if (waitingFor !== current.value.pid) {
+      waitingFor = current.value.pid;
+      say(
+        `waiting for owner pid ${waitingFor} of ${paths.persistRoot} to go: it serves the dev registry ` +
+          `${current.value.registryPath}, not this session's ${registryPath}, and no session uses it`,
+      );
+    }
+    sleepSync(50);
+  }
+}
+
 function connect(persistRoot: string, registryPath: string, worker: string): RootPaths {
   const self = session();
   const { connections, routes, command, presencePort } = self;
   const existing = connections.get(persistRoot);
   if (existing) return existing;
   const paths = rootPaths(persistRoot);
-  // Refuse before writing anything when the root's owner serves through another dev registry.
-  const current = readOwner(paths);
-  if (current?.ok && isAlive(current.value)) {
-    const mismatch = registryMismatch(current.value, registryPath);
-    // Unless it is the owner we started ahead (a `.env` wrangler loaded since named another registry).
-    const ahead = self.headStart;
-    if (mismatch && !(ahead && withdrawHeadStart(ahead, current.value, paths, say))) fail(mismatch);
-    if (mismatch) self.headStart = undefined; // withdrawn: not one of the election's starts
-  }
+  refuseAnotherRegistry(self, paths, registryPath);
   let presence: Presence;
   try {
     // Presence first: an owner that sees no client may idle out under a session that routes.
@@ -188,8 +235,7 @@ function connect(persistRoot: string, registryPath: string, worker: string): Roo
   }
   self.holdPresence(presence.file);
   try {
-    const ahead = self.headStart?.persistRoot === persistRoot ? self.headStart.owner : undefined;
-    const owner = new Election(paths, registryPath).untilServedSync(say, ahead?.pid);
+    const owner = new Election(paths, registryPath).untilServedSync(say, startedAhead(self, paths));
     say(`storage for ${persistRoot} is served by owner pid ${owner.pid} at ${owner.debugAddress}`);
     self.watch(new OwnerWatch(paths, registryPath, owner, say));
     routes.connected(persistRoot, presence);
