@@ -211,7 +211,7 @@ describe("an owner killed 1 s after the sessions are ready", () => {
     const killedAt = Date.now();
     killGroup(owner.pid, "SIGKILL");
     const next = await newOwner(sandbox, owner.pid);
-    await waitForCleanTraffic(load, killedAt, { minMs: 1500, minRequests: 20, timeoutMs: 30_000 });
+    await waitForCleanTraffic(load, killedAt, { minMs: 1500, timeoutMs: 30_000 });
     await load.stop();
     await sampler.stop();
     const window = failedWindow(load.results, killedAt);
@@ -344,7 +344,7 @@ describe.each([
       20_000,
       20,
     );
-    await waitForCleanTraffic(load, killedAt, { minMs: 1500, minRequests: 20, timeoutMs: 30_000 });
+    await waitForCleanTraffic(load, killedAt, { minMs: 1500, timeoutMs: 30_000 });
     await waitForCleanTraffic(cacheLoad, killedAt, { minMs: 1500, minRequests: 10 });
     await Promise.all([load.stop(), cacheLoad.stop(), sampler.stop(), cacheSampler.stop()]);
     const window = failedWindow(load.results, killedAt);
@@ -569,7 +569,7 @@ describe("a second owner crash soon after the first", () => {
     const killedAt = Date.now();
     killGroup(second.pid, "SIGKILL");
     const third = await newOwner(sandbox, second.pid);
-    await waitForCleanTraffic(load, killedAt, { minMs: 1500, minRequests: 20, timeoutMs: 30_000 });
+    await waitForCleanTraffic(load, killedAt, { minMs: 1500, timeoutMs: 30_000 });
     await load.stop();
     const window = failedWindow(load.results, killedAt);
     console.log(

@@ -100,8 +100,7 @@ describe.each(settings)("dev registry chosen by $name", (setting) => {
     await sleep(500);
     const killedAt = Date.now();
     killGroup(owner.pid, "SIGKILL");
-    // 5 requests in the 2 s window: a loaded machine (load 7 on 2 cores) serves fewer than 20 there.
-    await waitForCleanTraffic(load, killedAt, { minMs: 1500, minRequests: 5, timeoutMs: 20_000 });
+    await waitForCleanTraffic(load, killedAt, { minMs: 1500, timeoutMs: 20_000 });
     await load.stop();
     await sampler.stop();
     const window = failedWindow(load.results, killedAt);

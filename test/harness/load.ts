@@ -92,23 +92,30 @@ export function steadyLoad(
   };
 }
 
-/** Waits (bounded) until every request of the last `windowMs` succeeded, at least `minMs` after `since`. */
+/**
+ * Waits (bounded) until every request of the last `windowMs` succeeded, at least `minMs` after
+ * `since`. `minRequests` only proves traffic flowed: a loaded machine (5 busy loops on 2 cores)
+ * serves 4 loops fewer than 20 requests per 2 s, and a window asking for 20 never came clean.
+ */
 export async function waitForCleanTraffic(
   load: Load,
   since: number,
   { windowMs = 2000, minMs = 2500, minRequests = 5, timeoutMs = 60_000 } = {},
 ): Promise<void> {
+  const recentResults = () => load.results.filter((r) => r.at > Date.now() - windowMs);
   const lastFailure = () => {
     const failed = load.results.filter((r) => !r.ok);
     const last = failed[failed.length - 1];
     return last
-      ? ` (last failure ${Date.now() - last.at} ms ago from ${last.worker}: ${last.body.slice(0, 160)})`
-      : "";
+      ? `; last failure ${Date.now() - last.at} ms ago from ${last.worker}: ${last.body.slice(0, 160)}`
+      : "; none failed";
   };
   await waitFor(
-    () => `${windowMs} ms of requests without failure${lastFailure()}`,
+    () =>
+      `${windowMs} ms of at least ${minRequests} requests without failure ` +
+      `(${recentResults().length} in the last ${windowMs} ms${lastFailure()})`,
     () => {
-      const recent = load.results.filter((r) => r.at > Date.now() - windowMs);
+      const recent = recentResults();
       return (
         Date.now() - since > minMs && recent.length >= minRequests && recent.every((r) => r.ok)
       );
