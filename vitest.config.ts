@@ -39,6 +39,7 @@ const SECONDS: Record<string, number> = {
   "test/cache-routes.test.ts": 45,
   "test/registries.test.ts": 43,
   "test/faults.test.ts": 41,
+  "test/head-start.test.ts": 30,
   "test/passthrough.test.ts": 28,
   "test/storage-owner.test.ts": 27,
   "test/demo.test.ts": 24,

@@ -40,9 +40,10 @@ function uncertainRoot(args: string[]): boolean {
 }
 
 /**
- * Starts the owner ahead for `wrangler dev <args>`, or does nothing (help, --remote,
- * --no-persist-to, no config found, an uncertain root, an owner already there or starting, any failure: the session's
- * election reports those in its own words). `registryPath` is the registry predicted for it.
+ * Starts the owner ahead for `wrangler dev <args>`, or does nothing: help, --remote,
+ * --no-persist-to, no config found, an uncertain root, an owner already there or starting, any
+ * failure (the session's election reports those in its own words). `registryPath` is the
+ * registry predicted for it.
  */
 export function startOwnerAhead(
   args: string[],
