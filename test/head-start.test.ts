@@ -98,6 +98,10 @@ describe("the owner's head start", () => {
     const owner = readOwner(rootPaths(root));
     expect(owner?.ok && owner.value.registryPath).toBe(registry);
     expect(owner?.ok && owner.value.pid).not.toBe(Number(ahead![1]));
+    // Its log says why it went, whether it was still starting or already served.
+    expect(readFileSync(rootPaths(root).ownerLog, "utf8")).toContain(
+      `owner ${ahead![1]}: stopping: SIGTERM`,
+    );
     const put = await fetch(session.url("/kv/dotenv"), { method: "PUT", body: "v" });
     expect(put.status).toBe(200);
     await sandbox.stopSession(session);

@@ -20,8 +20,12 @@ export class OwnerProcess {
   /** Where sessions hold their lifeline to us once we serve (src/lifeline.ts), if it opened. */
   lifelinePort?: number;
   private stopping = false;
-  /** What the current role does on the way out, before the instance is disposed. */
-  private beforeExit: (reason: string, graceful: boolean) => void = () => {};
+  /**
+   * What the current role does on the way out, before the instance is disposed. Before a role
+   * takes over (an owner stopped while it starts), the reason is said all the same.
+   */
+  private beforeExit: (reason: string, graceful: boolean) => void = (reason) =>
+    this.log(`stopping: ${reason}`);
   private afterDispose: () => void = () => {};
 
   constructor(
