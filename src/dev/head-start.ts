@@ -16,10 +16,11 @@ import { mkdirSync, realpathSync } from "node:fs";
 import path from "node:path";
 import { ensureCanonicalRoot } from "../canonical-root.js";
 import { parseCommandLine } from "../command-line.js";
+import { liveSessionCount } from "../owner/assessment.js";
 import { Election } from "../owner/succession.js";
 import { findUserConfig, resolvePersistRoot } from "../persist-root.js";
-import { isAlive, type ProcessIdentity, signalIfOurs, waitUntilGoneSync } from "../process-info.js";
-import { listClients, rootPaths, type RootPaths } from "../records.js";
+import { type ProcessIdentity, signalIfOurs, waitUntilGoneSync } from "../process-info.js";
+import { rootPaths, type RootPaths } from "../records.js";
 
 export interface HeadStart {
   persistRoot: string;
@@ -28,7 +29,7 @@ export interface HeadStart {
 }
 
 /** How long an owner started ahead, stopped by its session, may take to exit. */
-const WITHDRAW_TIMEOUT_MS = 10_000;
+export const WITHDRAW_TIMEOUT_MS = 10_000;
 
 /**
  * Arguments whose persist root we do not predict: several configs (the first is the primary,
@@ -94,7 +95,7 @@ export function withdrawHeadStart(
   paths: RootPaths,
   say: (message: string) => void,
 ): Withdrawal {
-  if (listClients(paths).some((c) => c.record.ok && isAlive(c.record.value))) return "in use";
+  if (liveSessionCount(paths) > 0) return "in use";
   say(
     `stopping owner pid ${ahead.owner.pid}, started ahead for the dev registry ${ahead.registryPath}: ` +
       `wrangler's settings (a .env?) name another; the session starts its own`,

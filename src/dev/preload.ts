@@ -28,13 +28,12 @@ import {
   versions,
   wranglerPackageJson,
 } from "../environment.js";
-import { describeVersions, registryMismatch } from "../owner/assessment.js";
+import { describeVersions, liveSessionCount, registryMismatch } from "../owner/assessment.js";
 import { Election, OwnerElectionError } from "../owner/succession.js";
 import { isAlive } from "../process-info.js";
 import { sleepSync } from "../wait.js";
 import {
   legacyIsolatedPathFor,
-  listClients,
   readOwner,
   removeFile,
   rootPaths,
@@ -46,7 +45,12 @@ import { SessionRoutes } from "../pooled/session-routes.js";
 import { pooledAvailable } from "../pooled/sockets.js";
 import { severalSessionsOf, severalSessionsWarning } from "../several-sessions.js";
 import { adoptLegacyLayout } from "./continuity.js";
-import { type HeadStart, startOwnerAhead, withdrawHeadStart } from "./head-start.js";
+import {
+  type HeadStart,
+  startOwnerAhead,
+  WITHDRAW_TIMEOUT_MS,
+  withdrawHeadStart,
+} from "./head-start.js";
 import { OwnerWatch } from "./failover.js";
 import { Presence } from "./presence.js";
 import { SESSION_ENV } from "./shared-storage.js";
@@ -196,14 +200,13 @@ function refuseAnotherRegistry(self: Session, paths: RootPaths, registryPath: st
       if (outcome === "did not stop")
         fail(
           `the storage owner pid ${ahead.owner.pid}, started ahead for ${paths.persistRoot} in the dev ` +
-            `registry ${ahead.registryPath}, did not stop within 10 s; see its log ${paths.ownerLog}`,
+            `registry ${ahead.registryPath}, did not stop within ${WITHDRAW_TIMEOUT_MS / 1000} s; see its log ${paths.ownerLog}`,
         );
       if (outcome !== "withdrawn") fail(mismatch);
       self.headStart = undefined; // not one of the election's owner starts
       continue;
     }
-    const used = listClients(paths).some((c) => c.record.ok && isAlive(c.record.value));
-    if (used || Date.now() > deadline) fail(mismatch);
+    if (liveSessionCount(paths) > 0 || Date.now() > deadline) fail(mismatch);
     if (waitingFor !== current.value.pid) {
       waitingFor = current.value.pid;
       say(

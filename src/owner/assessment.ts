@@ -114,6 +114,11 @@ export function registryMismatch(owner: OwnerRecord, registryPath: string): stri
   );
 }
 
+/** The root's sessions alive now (pid + start time), counted afresh at each call. */
+export function liveSessionCount(paths: RootPaths): number {
+  return listClients(paths).filter((c) => c.record.ok && isAlive(c.record.value)).length;
+}
+
 /** Live sessions of the root that found it through another registry (with no owner alive). */
 export function sessionsOfAnotherRegistry(
   paths: RootPaths,

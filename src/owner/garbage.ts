@@ -28,7 +28,7 @@ import {
 import { ownerCandidateName, storageCandidates } from "../storage-candidate.js";
 import { inspectRoot } from "./inspect.js";
 import { deadInstanceDirs, releaseStartupLocks } from "./instance.js";
-import { ownerLeftovers } from "./assessment.js";
+import { liveSessionCount, ownerLeftovers } from "./assessment.js";
 import { type ReclaimReport, reclaimDeadOwner } from "./reclaim.js";
 import { replaceDeadOwnerWithin } from "./succession.js";
 import { tryAcquireSpawnLock } from "./spawn-lock.js";
@@ -126,7 +126,7 @@ export async function collectGarbage(
     if (dryRun || (action.path && removeFile(action.path))) report.removed.push(action);
   };
 
-  const liveClients = liveSessions(paths);
+  const liveClients = liveSessionCount(paths);
   const candidateKept = liveClients
     ? `${liveClients} live session(s) route through the oldest candidate; a failover may be under way`
     : undefined;
@@ -173,7 +173,7 @@ export async function collectGarbage(
       const reclaimed = await reclaimOwner(paths, registryPath, owner.value, {
         dryRun,
         // Counted again under the lock: a session may arrive while gc runs.
-        withdrawCandidate: () => liveSessions(paths) === 0,
+        withdrawCandidate: () => liveSessionCount(paths) === 0,
       });
       if ("kept" in reclaimed) report.kept.push(reclaimed.kept);
       else {
@@ -332,11 +332,6 @@ function alive(record: Parsed<ProcessIdentity> | undefined): boolean {
   return record?.ok === true && liveness(record.value) === "alive";
 }
 
-/** The root's sessions alive now, counted afresh at each call (one may arrive while gc runs). */
-function liveSessions(paths: RootPaths): number {
-  return listClients(paths).filter((c) => alive(c.record)).length;
-}
-
 /**
  * The root's Cache route outlives owners while sessions live (src/pooled/cache-claim.ts); with
  * none left it goes, and the next owner decides afresh. Counted again under the election lock, as
@@ -356,7 +351,7 @@ function removeCacheRoute(paths: RootPaths, dryRun: boolean, report: GcReport): 
     return;
   }
   try {
-    if (liveSessions(paths) > 0)
+    if (liveSessionCount(paths) > 0)
       report.kept.push({ ...action, why: "a session arrived while gc ran" });
     else if (alive(readOwner(paths)) || alive(readStandby(paths)))
       report.kept.push({ ...action, why: "an owner started while gc ran" });

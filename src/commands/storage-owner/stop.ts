@@ -1,17 +1,16 @@
 import { askLifeline } from "../../lifeline.js";
 import { inspectRoot } from "../../owner/inspect.js";
-import { ownerLeftovers } from "../../owner/assessment.js";
+import { liveSessionCount, ownerLeftovers } from "../../owner/assessment.js";
 import { acquireSpawnLock } from "../../owner/spawn-lock.js";
 import { replaceDeadOwnerWithin } from "../../owner/succession.js";
 import {
-  isAlive,
   killIdentities,
   liveness,
   type ProcessIdentity,
   signalIfAnswers,
   signalIfOurs,
 } from "../../process-info.js";
-import { listClients, type OwnerRecord, readOwner, readStandby, rootPaths } from "../../records.js";
+import { type OwnerRecord, readOwner, readStandby, rootPaths } from "../../records.js";
 import { sleep } from "../../wait.js";
 import { createCommand, UserError } from "../create-command.js";
 import { table } from "./format.js";
@@ -210,8 +209,7 @@ async function reclaimUnderLock(
     paths,
     registryPath,
     {
-      withdrawCandidate: () =>
-        !listClients(paths).some((c) => c.record.ok && isAlive(c.record.value)),
+      withdrawCandidate: () => liveSessionCount(paths) === 0,
     },
     5000,
   );
